@@ -1,0 +1,19 @@
+"""tf_autoseg: autoregressive unsupervised image segmentation in Keras 3.
+
+Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation",
+ECCV 2020 (arXiv 2007.08247).
+"""
+
+from tf_autoseg import orderings
+from tf_autoseg.layers import MaskedMultiHeadAttention
+from tf_autoseg.layers import MaskedResidualBlock
+from tf_autoseg.layers import ShiftedMaskedConv2D
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MaskedMultiHeadAttention",
+    "MaskedResidualBlock",
+    "ShiftedMaskedConv2D",
+    "orderings",
+]
