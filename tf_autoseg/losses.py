@@ -1,0 +1,143 @@
+"""The objectives: AC (mutual information of cluster assignments) and ARL (InfoNCE).
+
+Ouali et al., ECCV 2020, section 3.3; the AC objective is IIC's (Ji et al., ICCV
+2019) with the two views given by two autoregressive orderings. Everything is
+computed in float32, whatever the model's compute dtype, and the logarithms
+are clamped, so one-hot assignments give finite gradients.
+
+The joint distribution is built from unnormalised sums (`joint_counts`) so a
+distributed step can all-reduce them before the non-linear part: the loss on
+several replicas is then exactly the loss on the whole batch.
+"""
+
+import tensorflow as tf
+
+EPSILON = 1e-7
+
+
+def _validate_pair(p1, p2, names=("p1", "p2")):
+    if p1.shape.rank != 4 or p2.shape.rank != 4:
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must be (batch, height, width, channels). "
+            f"Received shapes {p1.shape} and {p2.shape}"
+        )
+    if not p1.shape.is_compatible_with(p2.shape):
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must have the same shape. "
+            f"Received shapes {p1.shape} and {p2.shape}"
+        )
+
+
+def joint_counts(p1, p2, displacement=0):
+    """Unnormalised joint of two assignments: sum over batch, pixels and offsets.
+
+    `J[k, l] = sum_{b, u, t} p1[b, u, k] * p2[b, u + t, l]` for every offset t
+    in the `(2 * displacement + 1)^2` window (IIC's local spatial invariance);
+    pixels whose partner falls outside the image are left out.
+
+    Args:
+        p1, p2: (batch, height, width, K) probabilities of the two views.
+        displacement: non-negative int, the window's half side.
+
+    Returns:
+        A float32 (K, K) tensor.
+    """
+    if isinstance(displacement, bool) or not isinstance(displacement, int) or displacement < 0:
+        raise ValueError(
+            f"`displacement` must be a non-negative int. Received: displacement={displacement!r}"
+        )
+    p1 = tf.convert_to_tensor(p1)
+    p2 = tf.convert_to_tensor(p2)
+    _validate_pair(p1, p2)
+    p1 = tf.cast(p1, tf.float32)
+    p2 = tf.cast(p2, tf.float32)
+    if displacement == 0:
+        return tf.einsum("bhwk,bhwl->kl", p1, p2)
+    height, width = tf.shape(p1)[1], tf.shape(p1)[2]
+    total = 0.0
+    for dy in range(-displacement, displacement + 1):
+        for dx in range(-displacement, displacement + 1):
+            a = p1[:, max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
+            b = p2[:, max(0, dy) : height - max(0, -dy), max(0, dx) : width - max(0, -dx)]
+            total += tf.einsum("bhwk,bhwl->kl", a, b)
+    return total
+
+
+def mutual_information_from_counts(counts, entropy_weight=1.0):
+    """`sum P (log P - lambda log P_i - lambda log P_j)` of the symmetrised joint.
+
+    With `entropy_weight` (lambda) 1 this is the mutual information, at most
+    log K (reached by identical, balanced, confident assignments).
+    """
+    joint = counts / tf.maximum(tf.reduce_sum(counts), EPSILON)
+    joint = (joint + tf.transpose(joint)) / 2.0
+    marginal_i = tf.reduce_sum(joint, axis=1, keepdims=True)
+    marginal_j = tf.reduce_sum(joint, axis=0, keepdims=True)
+    log = lambda t: tf.math.log(tf.maximum(t, EPSILON))  # noqa: E731
+    return tf.reduce_sum(
+        joint * (log(joint) - entropy_weight * log(marginal_i) - entropy_weight * log(marginal_j))
+    )
+
+
+def mutual_information(p1, p2, displacement=0):
+    """IIC's mutual information between two (B, H, W, K) assignment maps.
+
+    Symmetric in its arguments; identical one-hot balanced assignments give
+    log K, independent ones 0.
+
+    Example:
+
+    >>> p = tf.one_hot([[[0, 1], [2, 0]]], 3)
+    >>> float(mutual_information(p, p))  # log 3 would need balanced clusters
+    1.0397...
+    """
+    return mutual_information_from_counts(joint_counts(p1, p2, displacement))
+
+
+def ac_loss(p1, p2, displacement=0, entropy_weight=1.0):
+    """The AC loss: minus the (lambda-weighted) mutual information of the two views."""
+    return -mutual_information_from_counts(joint_counts(p1, p2, displacement), entropy_weight)
+
+
+def arl_loss(z1, z2, temperature=0.1, num_negatives=255, seed=None):
+    """The ARL loss: InfoNCE between two views' representations, per location.
+
+    A set of `num_negatives + 1` locations (over batch and pixels) is drawn;
+    the positive of `z1` at a location is `z2` at the same location, and the
+    other drawn locations of `z2` are its negatives (and symmetrically).
+    Representations are L2-normalised; logits are cosine similarities over
+    `temperature`. With fewer locations than requested, all are used.
+
+    Args:
+        z1, z2: (batch, height, width, D) representations of the two views.
+        temperature: positive float.
+        num_negatives: positive int.
+        seed: optional stateless seed, a (2,) int tensor, for the draw.
+
+    Returns:
+        A float32 scalar, at least 0; log(num_negatives + 1) for random
+        representations.
+    """
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be positive. Received: temperature={temperature!r}")
+    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
+        raise ValueError(
+            f"`num_negatives` must be a positive int. Received: num_negatives={num_negatives!r}"
+        )
+    z1 = tf.convert_to_tensor(z1)
+    z2 = tf.convert_to_tensor(z2)
+    _validate_pair(z1, z2, ("z1", "z2"))
+    depth = z1.shape[-1]
+    z1 = tf.math.l2_normalize(tf.reshape(tf.cast(z1, tf.float32), (-1, depth)), axis=-1)
+    z2 = tf.math.l2_normalize(tf.reshape(tf.cast(z2, tf.float32), (-1, depth)), axis=-1)
+    locations = tf.shape(z1)[0]
+    count = tf.minimum(locations, num_negatives + 1)
+    if seed is None:
+        seed = tf.random.uniform((2,), maxval=2**31 - 1, dtype=tf.int32)
+    picks = tf.random.experimental.stateless_shuffle(tf.range(locations), seed)[:count]
+    a, b = tf.gather(z1, picks), tf.gather(z2, picks)
+    logits = tf.matmul(a, b, transpose_b=True) / temperature
+    labels = tf.range(count)
+    forward = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    backward = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(logits))
+    return tf.reduce_mean(forward + backward) / 2.0
