@@ -368,3 +368,63 @@ class MaskedResidualBlock(keras.layers.Layer):
             "activation": keras.activations.serialize(self.activation),
             "allow_zigzag": self.allow_zigzag,
         }
+
+
+@keras.saving.register_keras_serializable(package="tf_autoseg")
+class MaskedAttentionBlock(keras.layers.Layer):
+    """Pre-norm residual attention block: `y = x + attention(layer_norm(x))`.
+
+    Layer normalisation is over channels, per pixel, so the block is causal
+    under the same ordering as its `MaskedMultiHeadAttention`.
+
+    Args:
+        num_heads: attention heads.
+        key_dim: size of each head's query and key; defaults to
+            `channels // num_heads` at build time.
+        dropout: dropout on the attention weights.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        inputs: (batch, height, width, channels), static height and width.
+        ordering: None, a Python int or a scalar int tensor.
+        training: whether dropout is active.
+    """
+
+    def __init__(self, num_heads=4, key_dim=None, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if (
+            isinstance(num_heads, bool)
+            or not isinstance(num_heads, (int, np.integer))
+            or num_heads < 1
+        ):
+            raise ValueError(
+                f"`num_heads` must be a positive int. Received: num_heads={num_heads!r}"
+            )
+        self.num_heads = int(num_heads)
+        self.key_dim = key_dim
+        self.dropout = float(dropout)
+        self.norm = keras.layers.LayerNormalization(dtype=self.dtype_policy, name="norm")
+        self.attention = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        key_dim = self.key_dim or max(1, channels // self.num_heads)
+        self.attention = MaskedMultiHeadAttention(
+            self.num_heads, key_dim, dropout=self.dropout, dtype=self.dtype_policy, name="mhsa"
+        )
+        self.norm.build(input_shape)
+        self.attention.build(input_shape)
+
+    def call(self, inputs, ordering=None, training=None):
+        return inputs + self.attention(self.norm(inputs), ordering=ordering, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "dropout": self.dropout,
+        }

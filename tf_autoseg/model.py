@@ -1,0 +1,442 @@
+"""`AutoSegModel`: the model `F = h o g_ar o d` and its AC / ARL training step.
+
+Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV
+2020: section 3 and the talk's "Model", "Variations of the model F" and
+"Training procedure". Training sees images only: labels in the data are never
+read by `train_step`.
+"""
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_autoseg import losses
+from tf_autoseg import orderings as orderings_lib
+from tf_autoseg import transforms
+from tf_autoseg.backbones import ConvStem
+from tf_autoseg.backbones import ResNet18
+from tf_autoseg.layers import MaskedAttentionBlock
+from tf_autoseg.layers import MaskedResidualBlock
+
+FRONTS = ("identity", "stem", "residual", "resnet18")
+OBJECTIVES = ("ac", "arl")
+SAMPLINGS = ("random", "no_repeat", "hard")
+
+# The slides' table "Variations of the model F" (h, g_ar), plus the untrained
+# baseline, which is F2's architecture never trained.
+VARIANTS = {
+    "F1": dict(front="identity", ar_blocks=5),
+    "F2": dict(front="stem", ar_blocks=5),
+    "F3": dict(front="residual", front_blocks=1, ar_blocks=4),
+    "F4": dict(front="residual", front_blocks=5, ar_blocks=0),
+    "F5": dict(front="resnet18", ar_blocks=0),
+    "random": dict(front="stem", ar_blocks=5),
+}
+
+
+def _int_in(name, value, low, high=None):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bound = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _choice(name, value, accepted):
+    if value not in accepted:
+        raise ValueError(f"`{name}` must be one of {accepted}. Received: {name}={value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tf_autoseg")
+class AutoSegModel(keras.Model):
+    """Autoregressive unsupervised segmentation model, trainable with `fit`.
+
+    `model(images)` (no ordering: plain convolutions, full attention) returns
+    (B, H, W, K) cluster probabilities at the input size; `predict_labels`
+    returns the (B, H, W) cluster ids. `fit` runs the paper's procedure: two
+    orderings sampled per step, two forward passes, the AC (mutual
+    information) or ARL (InfoNCE) objective, one update. Images are floats in
+    [0, 1] or uint8; anything after the images in a batch (labels) is ignored.
+
+    Args:
+        num_classes: K, clusters of the main head (>= 2).
+        input_shape: (height, width, channels) of training crops. Inference
+            takes any height and width.
+        front: `h`: "identity", "stem", "residual" (stem + `front_blocks`
+            basic blocks) or "resnet18" (output stride 8).
+        front_blocks: basic blocks after the stem for `front="residual"`.
+        ar_blocks: `g_ar`: number of `MaskedResidualBlock`s (0 = identity).
+        width: channels of the stem and of `g_ar`.
+        stride: output stride of the stem (1, 2 or 4); `g_ar` and its
+            attention run on the grid downsampled by it, and orderings are
+            defined on that grid.
+        attention_blocks: indices i in [1, ar_blocks] after whose i-th masked
+            block a `MaskedAttentionBlock` is inserted.
+        attention_heads: heads of each attention block.
+        dropout: the paper's p, inside each masked residual block.
+        overclustering: K_over > K for an auxiliary overclustering head, or None.
+        objective: "ac" or "arl". ARL trains the representation only (the
+            heads get no gradient): cluster its features to segment.
+        entropy_weight: lambda of the AC loss (1 = mutual information).
+        displacement: half side of IIC's displacement window for AC.
+        orderings: the set O of ordering ids views are drawn from (>= 2 ids).
+        sampling: "random", "no_repeat" (every pair once before any repeats)
+            or "hard" (the pair of O the current model agrees on least).
+        photometric: colour jitter, drawn independently per view.
+        geometric: "none", "flip", "rotate" or "flip_rotate": a random
+            dihedral transform applied to the second view's input and
+            inverted on its output.
+        temperature, num_negatives: of the ARL objective.
+        max_attention_positions: refuse attention grids with more positions
+            (memory grows with their square).
+        seed: seeds ordering sampling and augmentations.
+        **kwargs: `keras.Model` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> model = AutoSegModel.variant("F2", num_classes=3, input_shape=(32, 32, 3), width=8)
+    >>> model.compile(optimizer="adam")
+    >>> model(np.zeros((1, 40, 24, 3), "float32")).shape
+    TensorShape([1, 40, 24, 3])
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        input_shape,
+        front="stem",
+        front_blocks=0,
+        ar_blocks=5,
+        width=64,
+        stride=4,
+        attention_blocks=(),
+        attention_heads=4,
+        dropout=0.0,
+        overclustering=None,
+        objective="ac",
+        entropy_weight=1.0,
+        displacement=0,
+        orderings=tuple(orderings_lib.RASTER),
+        sampling="random",
+        photometric=False,
+        geometric="none",
+        temperature=0.1,
+        num_negatives=255,
+        max_attention_positions=4096,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = _int_in("num_classes", num_classes, 2)
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+            raise ValueError(
+                "`input_shape` must be (height, width, channels). "
+                f"Received: input_shape={input_shape!r}"
+            )
+        self.image_shape = tuple(_int_in("input_shape", v, 1) for v in input_shape)
+        self.front = _choice("front", front, FRONTS)
+        self.front_blocks = _int_in("front_blocks", front_blocks, 0)
+        self.ar_blocks = _int_in("ar_blocks", ar_blocks, 0)
+        self.width = _int_in("width", width, 1)
+        self.stride = _choice("stride", stride, (1, 2, 4))
+        if self.front == "identity":
+            self.stride = 1
+        self.attention_blocks = tuple(
+            _int_in("attention_blocks", i, 1, self.ar_blocks) for i in attention_blocks
+        )
+        self.attention_heads = _int_in("attention_heads", attention_heads, 1)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        self.dropout = float(dropout)
+        if overclustering is not None and (
+            _int_in("overclustering", overclustering, 1) <= self.num_classes
+        ):
+            raise ValueError(
+                "`overclustering` must exceed `num_classes` (or be None). Received: "
+                f"overclustering={overclustering}, num_classes={num_classes}"
+            )
+        self.overclustering = overclustering
+        self.objective = _choice("objective", objective, OBJECTIVES)
+        self.entropy_weight = float(entropy_weight)
+        self.displacement = _int_in("displacement", displacement, 0)
+        ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
+        if len(set(ids)) != len(ids) or len(ids) < 2:
+            raise ValueError(
+                "`orderings` must hold at least 2 distinct ordering ids. "
+                f"Received: orderings={orderings!r}"
+            )
+        self.orderings = ids
+        self.sampling = _choice("sampling", sampling, SAMPLINGS)
+        self.photometric = bool(photometric)
+        self.geometric = _choice("geometric", geometric, transforms.GEOMETRIC)
+        if not temperature > 0:
+            raise ValueError(
+                f"`temperature` must be positive. Received: temperature={temperature!r}"
+            )
+        self.temperature = float(temperature)
+        self.num_negatives = _int_in("num_negatives", num_negatives, 1)
+        self.max_attention_positions = _int_in(
+            "max_attention_positions", max_attention_positions, 1
+        )
+        self.seed = _int_in("seed", seed, 0)
+        self._check_grid()
+        self._build_layers()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.mi_tracker = keras.metrics.Mean(name="mi")
+        self.build((None, *self.image_shape))
+
+    @classmethod
+    def variant(cls, name, num_classes, input_shape, **overrides):
+        """One of the slides' variants: "F1".."F5", or "random" (F2, untrained)."""
+        if name not in VARIANTS:
+            raise ValueError(
+                f"`variant` must be one of {tuple(VARIANTS)}. Received: variant={name!r}"
+            )
+        return cls(num_classes, input_shape, **{**VARIANTS[name], **overrides})
+
+    # ----------------------------------------------------------------- layers
+    @property
+    def grid_stride(self):
+        """Input pixels per cell of the grid that `g_ar` and the heads run on."""
+        return {"identity": 1, "resnet18": ResNet18.stride}.get(self.front, self.stride)
+
+    def _check_grid(self):
+        height, width, _ = self.image_shape
+        s = self.grid_stride
+        if self.geometric != "none" and (height % s or width % s):
+            raise ValueError(
+                f"`geometric` transforms need `input_shape` divisible by the grid stride {s} "
+                f"so that pixels still correspond. Received: input_shape={self.image_shape}"
+            )
+        if "rotate" in self.geometric and height != width:
+            raise ValueError(
+                "`geometric` rotations need square crops. "
+                f"Received: input_shape={self.image_shape}, geometric={self.geometric!r}"
+            )
+        positions = math.ceil(height / s) * math.ceil(width / s)
+        if self.attention_blocks and positions > self.max_attention_positions:
+            raise ValueError(
+                f"`attention_blocks` at input_shape={self.image_shape} would attend over "
+                f"{positions} positions (a {positions}x{positions} matrix per head and image), "
+                f"more than max_attention_positions={self.max_attention_positions}. Use a "
+                "larger `stride`, smaller crops, or raise `max_attention_positions`."
+            )
+
+    def _build_layers(self):
+        policy = self.dtype_policy
+        if self.front == "identity":
+            self.front_layer = None
+        elif self.front == "resnet18":
+            self.front_layer = ResNet18(dtype=policy, name="front")
+        else:
+            blocks = self.front_blocks if self.front == "residual" else 0
+            self.front_layer = ConvStem(
+                self.width, stride=self.stride, blocks=blocks, dtype=policy, name="front"
+            )
+        self.ar_layers = []
+        for i in range(1, self.ar_blocks + 1):
+            self.ar_layers.append(
+                MaskedResidualBlock(
+                    self.width, dropout=self.dropout, dtype=policy, name=f"ar_block{i}"
+                )
+            )
+            if i in self.attention_blocks:
+                self.ar_layers.append(
+                    MaskedAttentionBlock(
+                        self.attention_heads, dtype=policy, name=f"ar_attention{i}"
+                    )
+                )
+        self.head = keras.layers.Conv2D(self.num_classes, 1, dtype=policy, name="head")
+        self.over_head = None
+        if self.overclustering:
+            self.over_head = keras.layers.Conv2D(
+                self.overclustering, 1, dtype=policy, name="over_head"
+            )
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        height, width, channels = self.image_shape
+        self._forward(tf.zeros((1, height, width, channels)), ordering=None, training=False)
+        self.built = True
+
+    # ---------------------------------------------------------------- forward
+    def _forward(self, images, ordering, training):
+        """Returns (features, probabilities, overclustering probabilities) on the grid."""
+        images = transforms.to_float_images(images)
+        x = images * 2.0 - 1.0
+        if self.front_layer is not None:
+            x = self.front_layer(x, training=training)
+        for layer in self.ar_layers:
+            x = layer(x, ordering=ordering, training=training)
+        hidden = keras.ops.relu(x)
+        probs = tf.nn.softmax(tf.cast(self.head(hidden), tf.float32))
+        over = None
+        if self.over_head is not None:
+            over = tf.nn.softmax(tf.cast(self.over_head(hidden), tf.float32))
+        return x, probs, over
+
+    def call(self, images, ordering=None, training=False):
+        probs = self._forward(images, ordering, training)[1]
+        size = tf.shape(images)[1:3]
+        return tf.image.resize(probs, size, method="bilinear")
+
+    def predict_labels(self, images, batch_size=8):
+        """(B, H, W) int32 cluster ids of plain inference (no ordering)."""
+        images = tf.convert_to_tensor(images)
+        outputs = [
+            tf.argmax(self(images[i : i + batch_size]), axis=-1, output_type=tf.int32)
+            for i in range(0, int(images.shape[0]), batch_size)
+        ]
+        return tf.concat(outputs, axis=0)
+
+    # --------------------------------------------------------------- training
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.mi_tracker]
+
+    def _step_seed(self, salt):
+        iterations = self.optimizer.iterations if self.optimizer is not None else 0
+        return tf.stack(
+            [tf.constant(self.seed * 7919 + salt, tf.int64), tf.cast(iterations, tf.int64)]
+        )
+
+    def candidate_pairs(self):
+        """The unordered pairs of `orderings`, in a fixed order."""
+        return list(itertools.combinations(self.orderings, 2))
+
+    def sample_pair(self, images=None):
+        """The two ordering ids of this step, as a (2,) int32 tensor.
+
+        The draw depends only on the seed and the optimizer's step count, so
+        every replica and every worker draws the same pair, and a resumed run
+        draws what the uninterrupted run would have.
+        """
+        seed = self._step_seed(1)
+        if self.sampling == "random":
+            pick = tf.random.experimental.stateless_shuffle(tf.range(len(self.orderings)), seed)
+            return tf.gather(tf.constant(self.orderings, tf.int32), pick[:2])
+        pairs = tf.constant(self.candidate_pairs(), tf.int32)
+        count = len(self.candidate_pairs())
+        if self.sampling == "no_repeat":
+            step = tf.cast(self.optimizer.iterations, tf.int64)
+            cycle_seed = tf.stack([seed[0], step // count])
+            order = tf.random.experimental.stateless_shuffle(tf.range(count), cycle_seed)
+            return pairs[order[step % count]]
+        return pairs[tf.argmin(self.pair_agreement(images))]
+
+    def pair_agreement(self, images):
+        """Mutual information of every candidate pair under the current weights."""
+        views = {
+            o: tf.stop_gradient(self._forward(images, o, training=False)[1]) for o in self.orderings
+        }
+        scores = []
+        for a, b in self.candidate_pairs():
+            counts = self._all_reduce(losses.joint_counts(views[a], views[b], self.displacement))
+            scores.append(losses.mutual_information_from_counts(counts))
+        return tf.stack(scores)
+
+    @staticmethod
+    def _all_reduce(value):
+        """Sum over replicas: the joint is global, so the loss equals one device's."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return value
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    def _objective(self, view1, view2):
+        """(loss, mutual information of the main head) for two forward passes."""
+        (f1, p1, q1), (f2, p2, q2) = view1, view2
+        counts = self._all_reduce(losses.joint_counts(p1, p2, self.displacement))
+        mi = losses.mutual_information_from_counts(counts)
+        if self.objective == "arl":
+            loss = losses.arl_loss(
+                f1, f2, self.temperature, self.num_negatives, seed=self._step_seed(3)
+            )
+            return loss, mi
+        loss = -losses.mutual_information_from_counts(counts, self.entropy_weight)
+        if self.over_head is not None:
+            over = self._all_reduce(losses.joint_counts(q1, q2, self.displacement))
+            loss -= losses.mutual_information_from_counts(over, self.entropy_weight)
+        return loss, mi
+
+    def _two_views(self, images, pair, training, augment):
+        images = transforms.to_float_images(images)
+        view1, view2, transform = images, images, tf.constant(0, tf.int32)
+        if augment and self.photometric:
+            view1 = transforms.color_jitter(view1, self._step_seed(11))
+            view2 = transforms.color_jitter(view2, self._step_seed(12))
+        if augment and self.geometric != "none":
+            transform = transforms.sample_dihedral(self.geometric, self._step_seed(13))
+            view2 = transforms.dihedral(view2, transform)
+        out1 = self._forward(view1, pair[0], training)
+        out2 = self._forward(view2, pair[1], training)
+        out2 = tuple(
+            None if t is None else transforms.dihedral(t, transform, inverse=True) for t in out2
+        )
+        return out1, out2
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        pair = self.sample_pair(images)
+        with tf.GradientTape() as tape:
+            view1, view2 = self._two_views(images, pair, training=True, augment=True)
+            loss, mi = self._objective(view1, view2)
+            # Gradients are summed over replicas; the loss is the same global
+            # value on each, so 1/replicas gives one device's gradient.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        # Under ARL the cluster heads get no gradient: they are not trained
+        # (segment an ARL model by clustering its features).
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self._record(loss, mi)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        pair = tf.constant(self.orderings[:2], tf.int32)
+        view1, view2 = self._two_views(images, pair, training=False, augment=False)
+        return self._record(*self._objective(view1, view2))
+
+    def _record(self, loss, mi):
+        self.loss_tracker.update_state(loss)
+        self.mi_tracker.update_state(mi)
+        # Rank-1 results: Keras 3 fit under MultiWorkerMirroredStrategy fails
+        # to concatenate scalar step outputs across workers.
+        return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "input_shape": self.image_shape,
+            "front": self.front,
+            "front_blocks": self.front_blocks,
+            "ar_blocks": self.ar_blocks,
+            "width": self.width,
+            "stride": self.stride,
+            "attention_blocks": self.attention_blocks,
+            "attention_heads": self.attention_heads,
+            "dropout": self.dropout,
+            "overclustering": self.overclustering,
+            "objective": self.objective,
+            "entropy_weight": self.entropy_weight,
+            "displacement": self.displacement,
+            "orderings": self.orderings,
+            "sampling": self.sampling,
+            "photometric": self.photometric,
+            "geometric": self.geometric,
+            "temperature": self.temperature,
+            "num_negatives": self.num_negatives,
+            "max_attention_positions": self.max_attention_positions,
+            "seed": self.seed,
+        }
