@@ -1,27 +1,74 @@
-"""IIC's evaluation protocol: a confusion matrix and a one-to-one Hungarian matching.
+"""IIC's evaluation protocol: confusion matrices, Hungarian matching, accuracy and mIoU.
 
-Pixel accuracy after matching clusters to classes with
-`scipy.optimize.linear_sum_assignment`, over labelled pixels only.
+Pixel accuracy after a one-to-one matching of clusters to classes
+(`scipy.optimize.linear_sum_assignment`), over labelled pixels only, and
+mean IoU under the same matching. Two protocol modes (METHOD.md section 7):
+the mapping fitted and scored on the same set (IIC's fully unsupervised
+mode), or fitted on one split and scored on another. Overclustering heads
+(more clusters than classes) are scored by many-to-one matching.
+
+Everything here works on counts, so a dataset of any size streams through
+`ConfusionMatrix.update` batch by batch; nothing loops over pixels in Python.
 """
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+MODES = ("same", "holdout")
+
+
+class ConfusionMatrix:
+    """A streaming (num_classes, num_clusters) matrix of pixel counts.
+
+    `counts[c, k]` is the number of labelled pixels of class c assigned to
+    cluster k. Pixels labelled `ignore_index` are left out.
+
+    Example:
+
+    >>> cm = ConfusionMatrix(2, 2)
+    >>> cm.update([[0, 1, 255]], [[1, 0, 0]])
+    >>> cm.counts.tolist()
+    [[0, 1], [1, 0]]
+    """
+
+    def __init__(self, num_classes, num_clusters=None, ignore_index=255):
+        if num_classes < 1:
+            raise ValueError(f"`num_classes` must be >= 1. Received: num_classes={num_classes}")
+        self.num_classes = int(num_classes)
+        self.num_clusters = int(num_clusters or num_classes)
+        self.ignore_index = ignore_index
+        self.counts = np.zeros((self.num_classes, self.num_clusters), np.int64)
+
+    def update(self, labels, clusters):
+        """Adds a batch: integer arrays of the same number of pixels."""
+        self.counts += confusion_matrix(
+            labels, clusters, self.num_classes, self.num_clusters, self.ignore_index
+        )
+        return self
+
+    def merge(self, other):
+        """Adds another matrix's counts (e.g. from another worker)."""
+        self.counts += np.asarray(other.counts if isinstance(other, ConfusionMatrix) else other)
+        return self
 
 
 def confusion_matrix(labels, clusters, num_classes, num_clusters, ignore_index=255):
     """(num_classes, num_clusters) counts, vectorised; `ignore_index` pixels are left out.
 
     Labels outside [0, num_classes) other than `ignore_index` and clusters
-    outside [0, num_clusters) raise a `ValueError`.
+    outside [0, num_clusters) raise a `ValueError`: a wrong class count is a
+    configuration error, never a silent wrong result.
     """
-    labels = np.asarray(labels).ravel().astype(np.int64)
-    clusters = np.asarray(clusters).ravel().astype(np.int64)
+    labels = np.asarray(labels).reshape(-1)
+    clusters = np.asarray(clusters).reshape(-1)
     if labels.shape != clusters.shape:
         raise ValueError(
-            f"labels and clusters must have as many pixels. Received {labels.size} and {clusters.size}"
+            "labels and clusters must have as many pixels. "
+            f"Received {labels.size} and {clusters.size}"
         )
     keep = labels != ignore_index
-    labels, clusters = labels[keep], clusters[keep]
+    labels = labels[keep].astype(np.int64)
+    clusters = clusters[keep].astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"labels must be in [0, {num_classes}) or {ignore_index}. "
@@ -36,24 +83,110 @@ def confusion_matrix(labels, clusters, num_classes, num_clusters, ignore_index=2
     return counts.reshape(num_classes, num_clusters)
 
 
-def hungarian_match(confusion):
-    """The one-to-one cluster -> class mapping maximising matched pixels.
+def _counts(confusion):
+    return np.asarray(confusion.counts if isinstance(confusion, ConfusionMatrix) else confusion)
 
-    Returns an int array `mapping` of length num_clusters: `mapping[c]` is the
-    class of cluster c, or -1 for clusters left unmatched.
+
+def hungarian_match(confusion):
+    """The one-to-one cluster -> class mapping that maximises matched pixels.
+
+    Returns an int array `mapping` with one entry per cluster: `mapping[k]` is
+    the class of cluster k, or -1 for a cluster left unmatched (when there are
+    more clusters than classes).
     """
-    confusion = np.asarray(confusion)
-    rows, cols = linear_sum_assignment(confusion, maximize=True)
-    mapping = np.full(confusion.shape[1], -1, np.int64)
+    counts = _counts(confusion)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    mapping = np.full(counts.shape[1], -1, np.int64)
     mapping[cols] = rows
     return mapping
 
 
-def hungarian_accuracy(confusion):
-    """Pixel accuracy after the one-to-one Hungarian matching."""
-    confusion = np.asarray(confusion)
-    total = confusion.sum()
+def many_to_one_match(confusion):
+    """Each cluster to its majority class (for overclustering heads)."""
+    return _counts(confusion).argmax(axis=0).astype(np.int64)
+
+
+def scores(confusion, mapping):
+    """Pixel accuracy, mean IoU and per-class IoU of clusters mapped to classes.
+
+    Args:
+        confusion: a `ConfusionMatrix` or (num_classes, num_clusters) counts.
+        mapping: cluster -> class ids (-1 = unmatched: its pixels count as wrong).
+
+    Returns:
+        dict with `pixel_accuracy`, `mean_iou` (over classes with any labelled
+        pixel) and `per_class_iou` (list; NaN for classes absent from the labels).
+    """
+    counts = _counts(confusion)
+    mapping = np.asarray(mapping)
+    num_classes = counts.shape[0]
+    if mapping.shape != (counts.shape[1],):
+        raise ValueError(
+            f"`mapping` needs one class per cluster ({counts.shape[1]}). "
+            f"Received shape {mapping.shape}"
+        )
+    total = counts.sum()
     if total == 0:
         raise ValueError("The confusion matrix is empty: no labelled pixel to score.")
-    rows, cols = linear_sum_assignment(confusion, maximize=True)
-    return float(confusion[rows, cols].sum() / total)
+    # classes x predicted classes; unmatched clusters go to an extra column.
+    mapped = np.zeros((num_classes, num_classes + 1), np.int64)
+    np.add.at(mapped.T, np.where(mapping < 0, num_classes, mapping), counts.T)
+    correct = np.diag(mapped[:, :num_classes])
+    labelled = mapped.sum(axis=1)
+    predicted = mapped[:, :num_classes].sum(axis=0)
+    union = labelled + predicted - correct
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(labelled > 0, correct / union, np.nan)
+    return {
+        "pixel_accuracy": float(correct.sum() / total),
+        "mean_iou": float(np.nanmean(iou)),
+        "per_class_iou": [float(v) for v in iou],
+    }
+
+
+def hungarian_accuracy(confusion):
+    """Pixel accuracy after the one-to-one Hungarian matching."""
+    return scores(confusion, hungarian_match(confusion))["pixel_accuracy"]
+
+
+def protocol(fit, score=None, many_to_one=False):
+    """Scores clusters under one of the two protocol modes.
+
+    Args:
+        fit: confusion used to fit the cluster -> class mapping.
+        score: confusion to score with it; None scores `fit` itself (IIC's
+            fully unsupervised mode, "same"); otherwise the "holdout" mode.
+        many_to_one: majority matching (overclustering) instead of Hungarian.
+
+    Returns:
+        `scores(...)` plus `mapping` (list) and `mode`.
+    """
+    mapping = (many_to_one_match if many_to_one else hungarian_match)(fit)
+    result = scores(fit if score is None else score, mapping)
+    return {**result, "mapping": mapping.tolist(), "mode": "same" if score is None else "holdout"}
+
+
+def majority_baseline(confusion):
+    """Scores of always answering the most frequent class."""
+    counts = _counts(confusion)
+    per_class = counts.sum(axis=1, keepdims=True)
+    return scores(per_class, np.array([per_class.argmax()]))
+
+
+def model_confusion(model, batches, num_classes, overclustering=False):
+    """Confusion of a model's cluster ids (plain inference) over (images, labels) batches.
+
+    Args:
+        model: an `AutoSegModel` (anything with `predict_labels`).
+        batches: iterable of (images, labels), labels with 255 = ignore.
+        num_classes: classes in the labels.
+        overclustering: score the overclustering head instead of the main one.
+    """
+    clusters = model.overclustering if overclustering else model.num_classes
+    if clusters is None:
+        raise ValueError("`overclustering=True` needs a model with an overclustering head.")
+    confusion = ConfusionMatrix(num_classes, clusters)
+    for images, labels in batches:
+        predicted = model.predict_labels(images, overclustering=overclustering)
+        confusion.update(np.asarray(labels), predicted.numpy())
+    return confusion

@@ -289,13 +289,20 @@ class AutoSegModel(keras.Model):
         size = tf.shape(images)[1:3]
         return tf.image.resize(probs, size, method="bilinear")
 
-    def predict_labels(self, images, batch_size=8):
-        """(B, H, W) int32 cluster ids of plain inference (no ordering)."""
+    def predict_labels(self, images, batch_size=8, overclustering=False):
+        """(B, H, W) int32 cluster ids of plain inference (no ordering).
+
+        With `overclustering=True`, the ids of the overclustering head.
+        """
+        if overclustering and self.over_head is None:
+            raise ValueError("`overclustering=True` needs a model built with `overclustering`.")
         images = tf.convert_to_tensor(images)
-        outputs = [
-            tf.argmax(self(images[i : i + batch_size]), axis=-1, output_type=tf.int32)
-            for i in range(0, int(images.shape[0]), batch_size)
-        ]
+        outputs = []
+        for i in range(0, int(images.shape[0]), batch_size):
+            batch = images[i : i + batch_size]
+            probs = self._forward(batch, None, training=False)[2 if overclustering else 1]
+            probs = tf.image.resize(probs, tf.shape(batch)[1:3], method="bilinear")
+            outputs.append(tf.argmax(probs, axis=-1, output_type=tf.int32))
         return tf.concat(outputs, axis=0)
 
     # --------------------------------------------------------------- training

@@ -191,3 +191,28 @@ def attention_mask(ordering, height, width):
 def ranks_table(height, width):
     """All 16 rank maps flattened by position: an int32 array (16, H * W)."""
     return np.stack([rank(o, height, width).ravel() for o in range(NUM_ORDERINGS)]).astype(np.int32)
+
+
+_PREFERRED = {
+    # Opposite scans first: the views then disagree most about what is "past".
+    "raster": (0, 3, 4, 7, 1, 2, 5, 6),
+    "zigzag": (8, 11, 12, 15, 9, 10, 13, 14),
+    "both": (0, 3, 8, 11, 4, 7, 12, 15, 1, 2, 9, 10, 5, 6, 13, 14),
+}
+TYPES = tuple(_PREFERRED)
+
+
+def default_set(types, count):
+    """A set O of `count` ordering ids of the given `types` ("raster", "zigzag", "both").
+
+    Example: `default_set("raster", 2) == (0, 3)`: row-major from opposite corners.
+    """
+    if types not in _PREFERRED:
+        raise ValueError(f"`types` must be one of {TYPES}. Received: types={types!r}")
+    available = len(_PREFERRED[types])
+    if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= available:
+        raise ValueError(
+            f"`count` must be an int in [2, {available}] for {types!r} orderings. "
+            f"Received: count={count!r}"
+        )
+    return tuple(sorted(_PREFERRED[types][:count]))

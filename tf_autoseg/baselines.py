@@ -1,0 +1,102 @@
+"""Baselines scored by the same evaluation code: k-means on pixels, random network + k-means.
+
+K-means is Lloyd's algorithm with k-means++ seeding on a seeded sample of
+pixels (features), then every pixel is assigned to its nearest centre. A
+random network is `AutoSegModel` never trained; its features are those of the
+autoregressive part's output, bilinearly upsampled to the image.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_autoseg import evaluation
+from tf_autoseg.transforms import to_float_images
+
+
+def kmeans(features, k, iterations=50, seed=0, tolerance=1e-6):
+    """Centres of `k` clusters of the rows of `features` (N, D), as (k, D) float64.
+
+    k-means++ seeding, then Lloyd iterations until the centres move less than
+    `tolerance` (relative) or `iterations` is reached. Empty clusters are
+    reseeded on the farthest points.
+    """
+    x = np.asarray(features, np.float64)
+    if x.ndim != 2 or x.shape[0] < k:
+        raise ValueError(f"k-means needs (N >= k={k}, D) features. Received shape {x.shape}")
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    distance = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = distance.sum()
+        index = rng.choice(len(x), p=distance / total) if total > 0 else rng.integers(len(x))
+        centres.append(x[index])
+        distance = np.minimum(distance, ((x - x[index]) ** 2).sum(1))
+    centres = np.stack(centres)
+    for _ in range(iterations):
+        assign, distance = _nearest(x, centres)
+        moved = centres.copy()
+        for c in range(k):
+            members = x[assign == c]
+            moved[c] = members.mean(0) if len(members) else x[distance.argmax()]
+        shift = np.abs(moved - centres).max()
+        centres = moved
+        if shift <= tolerance * (np.abs(centres).max() + 1e-12):
+            break
+    return centres
+
+
+def _nearest(x, centres):
+    d = (x**2).sum(1, keepdims=True) - 2 * x @ centres.T + (centres**2).sum(1)
+    return d.argmin(1), d.min(1)
+
+
+def assign(features, centres, chunk=1 << 20):
+    """Nearest-centre ids of the rows of `features`, computed in chunks."""
+    x = np.asarray(features, np.float64)
+    return np.concatenate(
+        [_nearest(x[i : i + chunk], centres)[0] for i in range(0, len(x), chunk)]
+    ).astype(np.int64)
+
+
+def pixel_features(images):
+    """Pixel values as features: (B, H, W, C) -> (B * H * W, C) floats in [0, 1]."""
+    images = to_float_images(images).numpy()
+    return images.reshape(-1, images.shape[-1])
+
+
+def network_features(model):
+    """A function images -> (pixels, D) features of `model` (no ordering) at image size."""
+
+    def features(images):
+        images = to_float_images(images)
+        hidden = model._forward(images, None, training=False)[0]
+        hidden = tf.image.resize(tf.cast(hidden, tf.float32), tf.shape(images)[1:3])
+        return hidden.numpy().reshape(-1, hidden.shape[-1])
+
+    return features
+
+
+def kmeans_baseline(
+    fit_batches, score_batches, num_classes, features=pixel_features, sample=200_000, seed=0
+):
+    """k-means (K = num_classes) on `features`, fitted without labels, scored with them.
+
+    Args:
+        fit_batches: iterable of (images, labels) for fitting centres; labels unused.
+        score_batches: iterable of (images, labels) to score; may be the same.
+        num_classes: K.
+        features: images -> (pixels, D) array (`pixel_features`, `network_features(m)`).
+        sample: pixels sampled (seeded) to fit the centres.
+
+    Returns:
+        The confusion matrix of the scored set (num_classes x num_classes).
+    """
+    rng = np.random.default_rng(seed)
+    pool = [features(images) for images, _ in fit_batches]
+    pool = np.concatenate(pool)
+    picks = rng.choice(len(pool), size=min(sample, len(pool)), replace=False)
+    centres = kmeans(pool[picks], num_classes, seed=seed)
+    confusion = evaluation.ConfusionMatrix(num_classes)
+    for images, labels in score_batches:
+        confusion.update(np.asarray(labels), assign(features(images), centres))
+    return confusion
