@@ -1,0 +1,285 @@
+"""One training run, from a validated flag dict: data, model, strategy, fit, evaluate, export.
+
+`tf_autoseg.train` parses and validates the flags; this module does the work,
+so it can be called (and tested) without a command line.
+"""
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tf_autoseg import checkpoints
+from tf_autoseg import data
+from tf_autoseg import evaluation
+from tf_autoseg import orderings
+from tf_autoseg import visualize
+from tf_autoseg.model import VARIANTS
+from tf_autoseg.model import AutoSegModel
+
+# Flags that may change when a run is resumed: the rest must match flags.json.
+RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
+             "distribution", "eval_mode"}  # fmt: skip
+
+
+def make_strategy(kind):
+    """The tf.distribute strategy: none, MirroredStrategy or MultiWorkerMirroredStrategy."""
+    if kind == "auto":
+        gpus = tf.config.list_physical_devices("GPU")
+        kind = (
+            "multiworker" if "TF_CONFIG" in os.environ else "mirrored" if len(gpus) > 1 else "none"
+        )
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (worker 0, or the only process)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def pipeline(config, part, labels):
+    """The (dataset, DatasetInfo) of one part ("train" or "eval") of the flags' dataset.
+
+    Unlabelled training data repeats, shuffles and flips; labelled data is read
+    once, in order. A folder without `--masks_dir` has no labelled part (None).
+    """
+    name, root, k = config["dataset"], config["data_dir"], config["classes"]
+    training = part == "train" and not labels
+    # Evaluation sets keep their last, partial batch: every labelled pixel counts.
+    common = dict(batch_size=config["batch_size"], seed=config["seed"], labels=labels,
+                  shuffle=training, repeat=training, augment=training,
+                  drop_remainder=training)  # fmt: skip
+    if name == "synthetic":
+        common["seed"] += 0 if part == "train" else 1000
+        return data.synthetic(config["synthetic_images"], config["synthetic_size"], k, **common)
+    if name == "potsdam":
+        return data.potsdam(root, split="train" if part == "train" else "test", classes=k, **common)
+    if name == "cocostuff":
+        split = "train" if part == "train" else "val"
+        curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
+        # IIC's curation reads the label files once, as a preparation step; the
+        # training pipeline then opens images only.
+        curated = data.cocostuff_curated(root, split, k, **curation)[0]
+        return data.cocostuff(
+            root, split=split, classes=k, crop=config["crop"], curated=curated, **curation, **common
+        )
+    if name == "dubai":
+        tiles = config["train_tiles" if part == "train" else "eval_tiles"]
+        return data.dubai(root, tiles=[int(t) for t in tiles], tile=config["crop"], **common)
+    if labels and not config["masks_dir"]:
+        return None
+    return data.folder(
+        root, masks=config["masks_dir"] if labels else None, num_classes=k,
+        mask_format="colour" if config["colours"] else "index", colours=config["colours"],
+        tile=config["crop"], **common,
+    )  # fmt: skip
+
+
+def build_data(config):
+    """(train, evaluation, fit) pipelines, each a (dataset, DatasetInfo) pair or None.
+
+    `train` never carries labels. `evaluation` is the held-out part with
+    labels (a folder's own images). `fit` is where the holdout mode fits its
+    cluster -> class mapping, the labelled training part; None in "same" mode.
+    """
+    held_out = pipeline(config, "train" if config["dataset"] == "folder" else "eval", True)
+    fit = pipeline(config, "train", True) if config["eval_mode"] == "holdout" else None
+    return pipeline(config, "train", False), held_out, fit
+
+
+def build_model(config, input_shape):
+    """The AutoSegModel the flags describe, compiled with Adam."""
+    overrides = {flag: config[flag] for flag in ("ar_blocks", "front_blocks") if config[flag] >= 0}
+    model = AutoSegModel(
+        num_classes=config["classes"],
+        input_shape=tuple(input_shape),
+        **{**VARIANTS[config["variant"]], **overrides},
+        width=config["width"],
+        stride=config["stride"],
+        attention_blocks=tuple(int(b) for b in config["attention_blocks"]),
+        attention_heads=config["attention_heads"],
+        dropout=config["dropout"],
+        overclustering=config["overclustering"] or None,
+        objective=config["objective"],
+        entropy_weight=config["entropy_weight"],
+        displacement=config["displacement"],
+        orderings=orderings.default_set(config["ordering_types"], config["num_orderings"]),
+        sampling=config["sampling"],
+        photometric=config["photometric"],
+        geometric=config["geometric"],
+        temperature=config["temperature"],
+        num_negatives=config["num_negatives"],
+        seed=config["seed"],
+    )
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    return model
+
+
+def _batches(dataset, limit):
+    return dataset.take(limit) if limit else dataset
+
+
+def evaluate(model, config, evaluation_set, fit_set):
+    """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one)."""
+    k = config["classes"]
+    results = {}
+    heads = [("main", False)] + ([("overclustering", True)] if model.over_head is not None else [])
+    for head, over in heads:
+        score = evaluation.model_confusion(
+            model, _batches(evaluation_set, config["eval_batches"]), k, over
+        )
+        fit = None
+        if fit_set is not None:
+            fit = evaluation.model_confusion(
+                model, _batches(fit_set, config["eval_batches"]), k, over
+            )
+        result = (
+            evaluation.protocol(score, many_to_one=over)
+            if fit is None
+            else evaluation.protocol(fit, score, many_to_one=over)
+        )
+        results[head] = result
+    return results
+
+
+class SummaryCallback(keras.callbacks.Callback):
+    """TensorBoard: loss and MI every `--log_every` steps; at each checkpoint, images
+    (input, prediction, ground truth) and evaluation accuracy and mIoU.
+
+    The images come from the evaluation set when there is one (with their
+    ground truth), else from the training set.
+    """
+
+    def __init__(self, log_dir, train, evaluation_set, config):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        count = config["summary_images"]
+        source = evaluation_set if evaluation_set is not None else train
+        sample = next(iter(source.unbatch().batch(count).take(1)))
+        self.images, self.labels = sample if evaluation_set is not None else (sample, None)
+        self.evaluation_set = evaluation_set
+        self.num_classes = config["classes"]
+        self.eval_batches = config["eval_batches"] or 4
+        self.log_every = config["log_every"]
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The trackers, not `logs`: step outputs are rank-1 under some strategies.
+        step = int(self.model.optimizer.iterations)
+        if step % self.log_every == 0:
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("train/loss", self.model.loss_tracker.result())
+                tf.summary.scalar("train/mutual_information", self.model.mi_tracker.result())
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations)
+        rgb = self.images[..., :3]
+        with self.writer.as_default(step=step):
+            tf.summary.image("input", rgb, max_outputs=len(rgb))
+            predicted = self.model.predict_labels(self.images)
+            tf.summary.image("prediction", visualize.overlay(rgb, predicted), max_outputs=len(rgb))
+            if self.labels is not None:
+                truth = visualize.colorize(self.labels)
+                tf.summary.image("ground_truth", truth, max_outputs=len(rgb))
+                confusion = evaluation.model_confusion(
+                    self.model, self.evaluation_set.take(self.eval_batches), self.num_classes
+                )
+                result = evaluation.protocol(confusion)
+                tf.summary.scalar("eval/pixel_accuracy", result["pixel_accuracy"])
+                tf.summary.scalar("eval/mean_iou", result["mean_iou"])
+        self.writer.flush()
+
+
+def _prepare_run_dir(config):
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "flags.json"
+    if saved.exists():
+        checkpoints.check_same_flags(saved, config, ignored=RESUMABLE)
+    else:
+        checkpoints.atomic_write_json(saved, config)
+    return run_dir
+
+
+def run(config):
+    """Trains (resuming if the run directory has checkpoints), evaluates, exports.
+
+    Returns the metrics written to `<run_dir>/metrics.json`.
+    """
+    start = time.time()
+    keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(config["precision"])
+    strategy = make_strategy(config["distribution"])
+    chief = is_chief(strategy)
+    run_dir = _prepare_run_dir(config) if chief else Path(config["run_dir"])
+    (train, train_info), held_out, fit = build_data(config)
+    evaluation_set = held_out[0] if held_out else None
+    found = checkpoints.checkpoints(run_dir)
+    with strategy.scope():
+        if found:
+            model = checkpoints.load_checkpoint(found[-1][1])
+        else:
+            model = build_model(config, train.element_spec.shape[1:])
+    done = int(model.optimizer.iterations)
+    interval = config["checkpoint_every"]
+    if done < config["steps"]:
+        callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief)]
+        if chief:
+            callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
+        model.fit(
+            train.skip(done),
+            epochs=config["steps"] // interval,
+            initial_epoch=done // interval,
+            steps_per_epoch=interval,
+            callbacks=callbacks,
+            verbose="auto",
+        )
+    metrics = {
+        "steps": int(model.optimizer.iterations),
+        "loss": float(model.loss_tracker.result()),
+        "mutual_information": float(model.mi_tracker.result()),
+        "eval_mode": config["eval_mode"],
+        "dataset": {
+            "train": _describe(train_info),
+            "evaluation": _describe(held_out and held_out[1]),
+        },
+    }
+    if evaluation_set is not None:
+        metrics["evaluation"] = evaluate(model, config, evaluation_set, fit and fit[0])
+    metrics["wall_seconds"] = round(time.time() - start, 1)
+    if chief:
+        checkpoints.save_model(model, run_dir / "model.keras")
+        if config["export"]:
+            from tf_autoseg import export
+
+            name = config["export_name"] or run_dir.resolve().name
+            metrics["export"] = str(
+                export.export_model(model, name, output_dir=config["export_dir"])
+            )
+        checkpoints.atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _describe(info):
+    """A JSON-ready summary of a DatasetInfo: counts rather than file lists."""
+    if info is None:
+        return None
+    summary = dataclasses.asdict(info)
+    summary["skipped"] = len(info.skipped)
+    summary["adjusted"] = len(info.adjusted)
+    return summary

@@ -1,0 +1,169 @@
+"""Writes label maps and colour overlays for images of any size.
+
+    python -m tf_autoseg.segment --model <SavedModel, run dir or .keras> \\
+        --input <image, folder or glob> --output <dir>
+
+Per image `<stem>_labels.png` (cluster ids as grey levels, 8-bit, or 16-bit
+past 255 clusters) and `<stem>_overlay.png`. Images larger than `--tile` are
+processed in overlapping tiles whose borders (`--overlap` pixels) are
+discarded, so every kept pixel was computed with its whole neighbourhood:
+no seams where tiles meet.
+"""
+
+import glob
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "A SavedModel folder, a run directory or a .keras file.")
+flags.DEFINE_string("input", None, "An image, a folder of images, or a glob pattern.")
+flags.DEFINE_string("output", None, "Folder for <stem>_labels.png and <stem>_overlay.png.")
+flags.DEFINE_integer("tile", 512, "Largest tile side processed at once (a multiple of 16).")
+flags.DEFINE_integer("overlap", 64, "Pixels discarded at each inner tile border (a multiple of 8).")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+ALIGN = 16  # tile origins on multiples of every grid stride the models use
+
+
+def _starts(length, tile, step):
+    """Tile origins along an axis of `length` (a multiple of ALIGN, >= tile)."""
+    return sorted(set(range(0, length - tile, step)) | {length - tile})
+
+
+def segment_probabilities(predict, image, tile=512, overlap=64):
+    """(H, W, K) probabilities of one (H, W, C) image, tiled when larger than `tile`.
+
+    Args:
+        predict: (1, h, w, C) array -> (1, h, w, K) probabilities.
+        image: (H, W, C) uint8 or float array.
+        tile: tile side; a multiple of 16, more than `2 * overlap`.
+        overlap: pixels discarded at inner tile borders; a multiple of 8.
+    """
+    if tile % ALIGN or overlap % 8 or tile <= 2 * overlap:
+        raise ValueError(
+            f"`tile` must be a multiple of {ALIGN} larger than 2 * `overlap`, and `overlap` a "
+            f"multiple of 8. Received: tile={tile}, overlap={overlap}"
+        )
+    height, width = image.shape[:2]
+    if height <= tile and width <= tile:
+        return np.asarray(predict(image[None]))[0]
+    # Pad to whole tiles' worth of aligned pixels; the padding is cropped off at the end.
+    size = [max(tile, -(-n // ALIGN) * ALIGN) for n in (height, width)]
+    padded = np.pad(image, ((0, size[0] - height), (0, size[1] - width), (0, 0)), mode="reflect")
+    step = tile - 2 * overlap
+    out = None
+    for top in _starts(size[0], min(tile, size[0]), step):
+        for left in _starts(size[1], min(tile, size[1]), step):
+            probs = np.asarray(predict(padded[None, top : top + tile, left : left + tile]))[0]
+            if out is None:
+                out = np.zeros((*size, probs.shape[-1]), np.float32)
+            # Keep the centre; at the image's own borders keep up to the edge.
+            h, w = probs.shape[:2]
+            t, l_ = (0 if top == 0 else overlap), (0 if left == 0 else overlap)
+            b = h if top + h == size[0] else h - overlap
+            r = w if left + w == size[1] else w - overlap
+            out[top + t : top + b, left + l_ : left + r] = probs[t:b, l_:r]
+    return out[:height, :width]
+
+
+def load_predictor(path):
+    """A function (1, h, w, C) uint8 -> (1, h, w, K) probabilities, from a model on disk."""
+    import tensorflow as tf
+
+    path = Path(path)
+    if (path / "saved_model.pb").exists():
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda images: signature(images=tf.constant(images, tf.uint8))[
+            "probabilities"
+        ].numpy()
+    keras_file = path / "model.keras" if path.is_dir() else path
+    if keras_file.suffix != ".keras" or not keras_file.exists():
+        raise ValueError(
+            f"--model={str(path)!r}: expected a SavedModel folder (with saved_model.pb), a run "
+            "directory holding model.keras, or a .keras file."
+        )
+    import keras
+
+    import tf_autoseg  # noqa: F401 - registers the layers for loading
+
+    model = keras.saving.load_model(keras_file)
+    return lambda images: model(tf.constant(images, tf.uint8)).numpy()
+
+
+def list_inputs(pattern):
+    """Image files named by a file, a folder (not recursive) or a glob pattern, sorted."""
+    path = Path(pattern)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    elif path.is_file():
+        files = [path]
+    else:
+        files = [Path(p) for p in glob.glob(pattern) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ValueError(f"--input={pattern!r}: no image ({', '.join(IMAGE_SUFFIXES)}) found.")
+    return sorted(files)
+
+
+def read_image(path):
+    """An (H, W, C) uint8 array; a file TensorFlow cannot decode is named in the error."""
+    import tensorflow as tf
+
+    try:
+        image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(f"{path}: not a decodable image ({error.message})") from None
+    if image.dtype != tf.uint8:
+        image = tf.image.convert_image_dtype(image, tf.uint8)
+    return image.numpy()
+
+
+def write_outputs(path_stem, image, labels):
+    """Writes `<stem>_labels.png` and `<stem>_overlay.png` atomically."""
+    import tensorflow as tf
+
+    from tf_autoseg import checkpoints
+    from tf_autoseg import visualize
+
+    dtype = tf.uint8 if labels.max(initial=0) < 256 else tf.uint16
+    label_png = tf.io.encode_png(tf.cast(labels[..., None], dtype)).numpy()
+    rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, -1)
+    overlay_png = tf.io.encode_png(visualize.overlay(rgb, labels)).numpy()
+    for suffix, payload in (("_labels.png", label_png), ("_overlay.png", overlay_png)):
+        checkpoints.atomic_write(
+            f"{path_stem}{suffix}", lambda tmp, p=payload: Path(tmp).write_bytes(p)
+        )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    for flag in ("model", "input", "output"):
+        if not FLAGS[flag].value:
+            print(f"error: --{flag} is required.", file=sys.stderr)
+            sys.exit(2)
+    try:
+        files = list_inputs(FLAGS.input)
+        if not Path(FLAGS.model).exists():
+            raise ValueError(f"--model={FLAGS.model!r}: no such file or folder.")
+        output = Path(FLAGS.output)
+        output.mkdir(parents=True, exist_ok=True)
+        if not os.access(output, os.W_OK):
+            raise ValueError(f"--output={FLAGS.output!r}: the folder is not writable.")
+        predict = load_predictor(FLAGS.model)
+        for path in files:
+            image = read_image(path)
+            probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
+            write_outputs(output / path.stem, image, probs.argmax(-1).astype(np.int32))
+            print(f"{path} -> {output / path.stem}_labels.png")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

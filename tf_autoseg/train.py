@@ -1,0 +1,181 @@
+"""Trains, evaluates and exports a model: `python -m tf_autoseg.train --flagfile=experiments/X.cfg`.
+
+Flags are validated before any work. The run directory (`--run_dir`) holds
+`flags.json`, `checkpoints/`, TensorBoard `logs/`, the final `model.keras`
+and `metrics.json`; the SavedModel goes to `<export_dir>/<export_name>/<n>`.
+Run the same command again after a kill (SIGKILL included): training resumes
+from the last checkpoint, and with `--deterministic` ends with the weights an
+uninterrupted run would have.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+# Data.
+flags.DEFINE_enum(
+    "dataset", "synthetic", ["synthetic", "potsdam", "cocostuff", "folder", "dubai"],
+    "Input pipeline: the embedded synthetic scenes, ISPRS Potsdam, COCO-Stuff, a folder of "
+    "images (with optional masks), or the Dubai aerial set.",
+)  # fmt: skip
+flags.DEFINE_string("data_dir", None, "Root folder of the dataset (not used by synthetic).")
+flags.DEFINE_integer(
+    "classes", 3,
+    "Classes K of the labels and the main head: Potsdam 6 or 3, COCO-Stuff 15 or 3, "
+    "synthetic 2-6, Dubai 5, folder: as many as its masks use.",
+)  # fmt: skip
+flags.DEFINE_integer("crop", 128, "Square training crop in pixels (COCO-Stuff, folder tiles).")
+flags.DEFINE_integer("min_side", 360, "cocostuff: keep images whose shorter side is at least this.")
+flags.DEFINE_float(
+    "min_target_share", 0.75, "cocostuff: keep images with at least this share of target pixels."
+)
+flags.DEFINE_string("masks_dir", None, "folder: masks with the images' stems (optional).")
+flags.DEFINE_string("colours", None, "folder: JSON mapping mask colours to class ids.")
+flags.DEFINE_integer("synthetic_images", 64, "synthetic: number of training images.")
+flags.DEFINE_integer("synthetic_size", 64, "synthetic: image height and width.")
+flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
+flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles (holdout mode).")
+
+# Model: F = h o g_ar o d.
+flags.DEFINE_enum("variant", "F2", ["F1", "F2", "F3", "F4", "F5", "random"],
+                  "Model variant of the slides' table (random: F2, never trained).")  # fmt: skip
+flags.DEFINE_integer("width", 64, "Channels of the stem and of the autoregressive blocks.")
+flags.DEFINE_integer("stride", 4, "Output stride of the stem (1, 2 or 4).")
+flags.DEFINE_integer("ar_blocks", -1, "Masked residual blocks (-1: the variant's).")
+flags.DEFINE_integer("front_blocks", -1, "Residual blocks of the front (-1: the variant's).")
+flags.DEFINE_list("attention_blocks", [], "Insert masked attention after these blocks (1-based).")
+flags.DEFINE_integer("attention_heads", 4, "Heads of each attention block.")
+flags.DEFINE_float("dropout", 0.0, "Dropout p inside the masked blocks.")
+flags.DEFINE_integer("overclustering", 0, "Clusters of the overclustering head (0: none).")
+
+# Objective and views.
+flags.DEFINE_enum("objective", "ac", ["ac", "arl"], "AC (mutual information) or ARL (InfoNCE).")
+flags.DEFINE_float("entropy_weight", 1.0, "lambda of the AC loss (1 = mutual information).")
+flags.DEFINE_integer("displacement", 0, "Half side of the AC displacement window.")
+flags.DEFINE_enum("ordering_types", "raster", ["raster", "zigzag", "both"],
+                  "Which scans make up the set O of orderings.")  # fmt: skip
+flags.DEFINE_integer("num_orderings", 8, "|O|: 2, 4, 8 or 16 (16 needs --ordering_types=both).")
+flags.DEFINE_enum("sampling", "random", ["random", "no_repeat", "hard"], "How pairs are drawn.")
+flags.DEFINE_bool("photometric", False, "Colour jitter per view.")
+flags.DEFINE_enum("geometric", "none", ["none", "flip", "rotate", "flip_rotate"],
+                  "Transform of the second view, inverted on its output.")  # fmt: skip
+flags.DEFINE_float("temperature", 0.1, "ARL temperature.")
+flags.DEFINE_integer("num_negatives", 255, "ARL negatives per positive.")
+
+# Optimisation.
+flags.DEFINE_integer("batch_size", 8, "Global batch size.")
+flags.DEFINE_integer("steps", 1000, "Training steps in all.")
+flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints (divides --steps).")
+flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
+flags.DEFINE_integer("seed", 0, "Seeds initialisation, data order, orderings, augmentations.")
+flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism (slower, reproducible).")
+flags.DEFINE_enum("distribution", "auto", ["auto", "none", "mirrored", "multiworker"],
+                  "auto: multiworker when TF_CONFIG is set, mirrored on several GPUs.")  # fmt: skip
+
+# Evaluation and outputs.
+flags.DEFINE_string("run_dir", None, "Run directory: flags, checkpoints, logs, metrics.")
+flags.DEFINE_enum("eval_mode", "same", ["same", "holdout"],
+                  "same: mapping fitted and scored on the evaluation set (IIC); holdout: "
+                  "fitted on labelled training data, scored on the held-out split.")  # fmt: skip
+flags.DEFINE_integer("eval_batches", 0, "Batches to evaluate (0: the whole evaluation set).")
+flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard loss and MI points.")
+flags.DEFINE_integer("summary_images", 4, "Images in each TensorBoard image summary.")
+flags.DEFINE_bool("export", True, "Export a SavedModel after training.")
+flags.DEFINE_string("export_dir", "saved_models", "Folder of exported models.")
+flags.DEFINE_string("export_name", None, "Exported model name (default: the run folder's name).")
+
+
+def run_config():
+    """The training flags as a plain dict (what flags.json holds)."""
+    return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(__name__)}
+
+
+def validate(config):
+    """Checks every flag before any work; raises ValueError naming the flag."""
+    from tf_autoseg import orderings
+
+    def fail(flag, message):
+        raise ValueError(f"--{flag}={config[flag]!r}: {message}")
+
+    if config["run_dir"] is None:
+        raise ValueError("--run_dir is required: the folder for checkpoints, logs and metrics.")
+    if config["dataset"] != "synthetic":
+        if not config["data_dir"]:
+            raise ValueError(f"--data_dir is required for --dataset={config['dataset']}.")
+        if not Path(config["data_dir"]).is_dir():
+            fail("data_dir", "no such directory.")
+    if config["dataset"] == "folder" and config["eval_mode"] == "holdout":
+        fail("eval_mode", "a folder has no held-out split; use --eval_mode=same.")
+    accepted = {
+        "potsdam": (3, 6),
+        "cocostuff": (3, 15),
+        "dubai": (5,),
+        "synthetic": (2, 3, 4, 5, 6),
+    }
+    if config["dataset"] in accepted and config["classes"] not in accepted[config["dataset"]]:
+        fail("classes", f"{config['dataset']} accepts {accepted[config['dataset']]}.")
+    positive = ("batch_size", "log_every", "steps", "checkpoint_every", "width", "attention_heads", "crop",
+                "synthetic_images", "synthetic_size", "num_negatives")  # fmt: skip
+    for flag in positive:
+        if config[flag] < 1:
+            fail(flag, "must be a positive integer.")
+    if config["steps"] % config["checkpoint_every"]:
+        fail("checkpoint_every", f"must divide --steps={config['steps']}.")
+    if config["stride"] not in (1, 2, 4):
+        fail("stride", "accepted values are 1, 2 and 4.")
+    if not config["learning_rate"] > 0:
+        fail("learning_rate", "must be positive.")
+    if config["overclustering"] and config["overclustering"] <= config["classes"]:
+        fail("overclustering", f"must exceed --classes={config['classes']} (or be 0).")
+    try:
+        orderings.default_set(config["ordering_types"], config["num_orderings"])
+    except ValueError as error:
+        fail("num_orderings", str(error))
+    for value in config["attention_blocks"]:
+        if not str(value).isdigit():
+            fail("attention_blocks", "a comma-separated list of block numbers (1-based).")
+    if "TF_CONFIG" in os.environ:
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"The TF_CONFIG environment variable is not JSON: {error}") from None
+    for flag in ("run_dir", "export_dir"):
+        _check_writable(flag, config[flag])
+
+
+def _check_writable(flag, folder):
+    path = Path(folder)
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--{flag}={folder!r}: cannot create or write this folder.")
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--{flag}={folder!r}: the folder is not writable.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = run_config()
+    try:
+        validate(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    from tf_autoseg import experiment  # TensorFlow starts only after validation.
+
+    start = time.time()
+    metrics = experiment.run(config)
+    logging.info("Finished in %.1f s: %s", time.time() - start, json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)
