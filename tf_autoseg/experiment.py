@@ -6,6 +6,7 @@ so it can be called (and tested) without a command line.
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -247,7 +248,7 @@ def run(config):
             initial_epoch=done // interval,
             steps_per_epoch=interval,
             callbacks=callbacks,
-            verbose="auto",
+            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch in logs
         )
     metrics = {
         "steps": int(model.optimizer.iterations),
