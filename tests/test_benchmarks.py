@@ -1,0 +1,69 @@
+"""The benchmarks run in tiny configurations and print complete JSON; their times are not asserted."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from benchmarks import speed
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEED_FIELDS = {
+    "model", "precision", "shape", "parameters", "forward_gflop_per_image", "train_step_s",
+    "train_images_per_s", "train_gflops", "train_fraction_of_matmul", "infer_images_per_s",
+    "infer_saved_model_images_per_s", "loss_ms", "loss_fraction_of_step", "peak_rss_mb",
+}  # fmt: skip
+
+
+def _json_of(*args):
+    result = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_flop_count_matches_a_hand_count_for_one_layer():
+    layer = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)
+    spec = tf.TensorSpec([1, 10, 12, 4], tf.float32)
+    assert speed.forward_flops(layer, spec) == 2 * 10 * 12 * 3 * 3 * 4 * 8
+
+
+def test_speed_benchmark_prints_every_field():
+    report = _json_of(
+        "benchmarks.speed", "--quick", "--models=f2,peer_net4", "--precisions=float32"
+    )
+    assert report["matmul_fp32_gflops"] > 0
+    assert [r["model"] for r in report["results"]] == ["f2", "f2", "peer_net4"]
+    for result in report["results"]:
+        assert SPEED_FIELDS <= set(result), SPEED_FIELDS - set(result)
+        assert result["train_images_per_s"] > 0 and result["forward_gflop_per_image"] > 0
+
+
+def test_peer_net4_has_the_published_size():
+    from benchmarks.peer_net4 import PeerNet4
+
+    model = PeerNet4((128, 128, 3))
+    assert abs(model.count_params() - 13.2e6) < 0.05e6
+    flops = speed.forward_flops(lambda x: model(x), tf.TensorSpec([1, 128, 128, 3]))
+    assert abs(flops / 1e9 - 27.1) < 0.1
+
+
+def test_small_benchmarks_print_their_figures():
+    overhead = _json_of("benchmarks.masking_overhead", "--size=16", "--channels=8", "--repeats=1")
+    assert overhead["masked_over_plain"] > 0
+    evaluation = _json_of("benchmarks.evaluation_speed", "--pixels=1e6", "--repeats=1")
+    assert evaluation["pixels"] >= 1e6 and 0 <= evaluation["pixel_accuracy"] <= 1
+    latency = _json_of(
+        "benchmarks.serving_latency", "--size=32", "--crop=32", "--repeats=2", "--warmup=1"
+    )
+    assert latency["latency_s_median"] > 0 and latency["saved_model_bytes"] > 0
