@@ -77,26 +77,45 @@ def network_features(model):
 
 
 def kmeans_baseline(
-    fit_batches, score_batches, num_classes, features=pixel_features, sample=200_000, seed=0
+    fit_batches,
+    score_batches,
+    num_classes,
+    features=pixel_features,
+    sample=200_000,
+    per_batch=20_000,
+    seed=0,
 ):
-    """k-means (K = num_classes) on `features`, fitted without labels, scored with them.
+    """k-means (K = num_classes) on `features`: centres fitted without labels, then scored.
 
     Args:
-        fit_batches: iterable of (images, labels) for fitting centres; labels unused.
+        fit_batches: iterable of (images, labels) whose pixels (a seeded sample)
+            fit the centres; labels unused there.
         score_batches: iterable of (images, labels) to score; may be the same.
         num_classes: K.
         features: images -> (pixels, D) array (`pixel_features`, `network_features(m)`).
-        sample: pixels sampled (seeded) to fit the centres.
+        sample: pixels sampled to fit the centres.
+        per_batch: at most this many pixels of each fit batch are kept for sampling,
+            so memory stays bounded on large sets.
 
     Returns:
-        The confusion matrix of the scored set (num_classes x num_classes).
+        (fit, score) confusion matrices (num_classes x num_classes) of the
+        clusters on both sets: `evaluation.protocol(fit, score)` is the holdout
+        mode, `evaluation.protocol(score)` the "same" mode.
     """
     rng = np.random.default_rng(seed)
-    pool = [features(images) for images, _ in fit_batches]
+    # A bounded pool: `per_batch` random pixels of each batch, then `sample` of those.
+    pool = []
+    for images, _ in fit_batches:
+        batch = features(images)
+        pool.append(batch[rng.choice(len(batch), min(per_batch, len(batch)), replace=False)])
     pool = np.concatenate(pool)
     picks = rng.choice(len(pool), size=min(sample, len(pool)), replace=False)
     centres = kmeans(pool[picks], num_classes, seed=seed)
-    confusion = evaluation.ConfusionMatrix(num_classes)
-    for images, labels in score_batches:
-        confusion.update(np.asarray(labels), assign(features(images), centres))
-    return confusion
+
+    def confusion(batches):
+        matrix = evaluation.ConfusionMatrix(num_classes)
+        for images, labels in batches:
+            matrix.update(np.asarray(labels), assign(features(images), centres))
+        return matrix
+
+    return confusion(fit_batches), confusion(score_batches)

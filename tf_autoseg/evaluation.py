@@ -115,7 +115,7 @@ def scores(confusion, mapping):
 
     Returns:
         dict with `pixel_accuracy`, `mean_iou` (over classes with any labelled
-        pixel) and `per_class_iou` (list; NaN for classes absent from the labels).
+        pixel) and `per_class_iou` (list; None for classes absent from the labels).
     """
     counts = _counts(confusion)
     mapping = np.asarray(mapping)
@@ -140,7 +140,7 @@ def scores(confusion, mapping):
     return {
         "pixel_accuracy": float(correct.sum() / total),
         "mean_iou": float(np.nanmean(iou)),
-        "per_class_iou": [float(v) for v in iou],
+        "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
     }
 
 
