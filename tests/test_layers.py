@@ -207,7 +207,10 @@ def test_plain_attention_equals_keras_multi_head_attention():
     x = tf.random.normal((2, 3, 5, 6))
     y = layer(x)
     sequence = tf.reshape(x, (2, 15, 6))
-    reference = layer.attention(sequence, sequence)
+    keras_attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    keras_attention(sequence, sequence)
+    keras_attention.set_weights(layer.attention.get_weights())
+    reference = keras_attention(sequence, sequence)
     np.testing.assert_allclose(y.numpy(), tf.reshape(reference, y.shape).numpy(), atol=1e-6)
 
 

@@ -20,11 +20,16 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A SavedModel folder, a run directory or a .keras file.")
-flags.DEFINE_string("input", None, "An image, a folder of images, or a glob pattern.")
-flags.DEFINE_string("output", None, "Folder for <stem>_labels.png and <stem>_overlay.png.")
-flags.DEFINE_integer("tile", 512, "Largest tile side processed at once (a multiple of 16).")
-flags.DEFINE_integer("overlap", 64, "Pixels discarded at each inner tile border (a multiple of 8).")
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program (importing stays free)."""
+    flags.DEFINE_string("model", None, "A SavedModel folder, a run directory or a .keras file.")
+    flags.DEFINE_string("input", None, "An image, a folder of images, or a glob pattern.")
+    flags.DEFINE_string("output", None, "Folder for <stem>_labels.png and <stem>_overlay.png.")
+    flags.DEFINE_integer("tile", 512, "Largest tile side processed at once (a multiple of 16).")
+    flags.DEFINE_integer("overlap", 64, "Pixels discarded at inner tile borders (a multiple of 8).")
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 ALIGN = 16  # tile origins on multiples of every grid stride the models use
@@ -166,4 +171,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
