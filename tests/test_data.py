@@ -15,8 +15,10 @@ import tensorflow as tf
 import tifffile
 from PIL import Image
 
+from tf_autoseg import cocostuff
 from tf_autoseg import data
 from tf_autoseg import images as imageio
+from tf_autoseg import potsdam
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -79,7 +81,7 @@ def raw_potsdam(folder, size=800, unlabelled=False):
 # ----------------------------------------------------------------------------------- Potsdam
 def test_raw_potsdam_tiff_gives_four_4band_crops_with_the_right_ids(tmp_path):
     image, ids = raw_potsdam(tmp_path)
-    dataset, info = data.potsdam(tmp_path, "all", labels=True, batch_size=1, shuffle=False)
+    dataset, info = potsdam.load(tmp_path, "all", labels=True, batch_size=1, shuffle=False)
     images, labels = collect(dataset)
     assert (info.num_examples, info.channels, info.num_classes) == (4, 4, 6)
     assert images.shape == (4, 200, 200, 4) and images.dtype == np.uint8
@@ -93,19 +95,19 @@ def test_raw_potsdam_tiff_gives_four_4band_crops_with_the_right_ids(tmp_path):
     assert labels[0, 1, 0] == 5  # tie in [[5, 4], [4, 5]]: the top-left id
     assert labels[0, 5, 5] == 255  # unknown colour
 
-    dataset3, info3 = data.potsdam(tmp_path, "all", 3, labels=True, batch_size=1, shuffle=False)
+    dataset3, info3 = potsdam.load(tmp_path, "all", 3, labels=True, batch_size=1, shuffle=False)
     _, labels3 = collect(dataset3)
     merge = np.array([0, 1, 2, 2, 0, 1] + [255] * 250)
     np.testing.assert_array_equal(labels3, merge[labels])
     assert [labels3[k, 100, 100] for k in range(4)] == [0, 1, 2, 2]
-    assert info3.class_names == data.POTSDAM3_CLASSES
+    assert info3.class_names == potsdam.POTSDAM3_CLASSES
 
 
 def test_potsdam_split_is_over_crops_seeded_and_disjoint(tmp_path):
     raw_potsdam(tmp_path, unlabelled=True)  # 16 labelled crops at crop=200, 4 unlabelled
 
     def crops(split, split_seed=0, labels=False):
-        dataset, info = data.potsdam(
+        dataset, info = potsdam.load(
             tmp_path,
             split,
             crop=200,
@@ -132,9 +134,9 @@ def test_potsdam_fixture_crop_is_tiled_with_the_fixture_ids():
     root = DATA / "isprs-crops" / "potsdam"
     raw_image = pixels(root / "img_dir" / "2_10_0_0_512_512.png")
     raw_ids = pixels(root / "ann_dir" / "2_10_0_0_512_512.png")
-    _, info = data.potsdam(root, "all", batch_size=1)
+    _, info = potsdam.load(root, "all", batch_size=1)
     assert (info.num_examples, info.channels) == (1, 3)  # one 400 crop of 512; RGB, no IR
-    dataset, info = data.potsdam(
+    dataset, info = potsdam.load(
         root, "all", crop=256, size=128, labels=True, batch_size=1, shuffle=False
     )
     images, labels = collect(dataset)
@@ -148,7 +150,7 @@ def test_potsdam_fixture_crop_is_tiled_with_the_fixture_ids():
         assert (blocks == labels[k][..., None]).any(-1).all()  # never an interpolated id
     assert labels[0, 10, 10] == raw_ids[20, 20] and labels[3, 100, 50] == raw_ids[456, 356]
     _, labels3 = collect(
-        data.potsdam(root, "all", 3, crop=256, size=128, labels=True, batch_size=1, shuffle=False)[
+        potsdam.load(root, "all", 3, crop=256, size=128, labels=True, batch_size=1, shuffle=False)[
             0
         ]
     )
@@ -177,8 +179,8 @@ def _category(entries, name):
 def test_cocostuff_ids_map_to_the_15_and_3_classes():
     categories = DATA / "cocostuff-mini" / "categories.json"
     entries = json.loads(categories.read_text())
-    lut15, names15 = data.cocostuff_classes(categories, 15)
-    lut3, names3 = data.cocostuff_classes(categories, 3)
+    lut15, names15 = cocostuff.class_map(categories, 15)
+    lut3, names3 = cocostuff.class_map(categories, 3)
     assert len(names15) == 15 and "other" not in names15 and names3 == ("sky", "plant", "ground")
     expected = {  # name: (COCO-Stuff-15 class, COCO-Stuff-3 class)
         "sky-other": ("sky", "sky"),
@@ -204,13 +206,13 @@ def test_cocostuff_ids_map_to_the_15_and_3_classes():
 @needs_data
 def test_cocostuff_pipeline_labels_are_the_mapped_centre_crop():
     root = DATA / "cocostuff-mini"
-    dataset, info = data.cocostuff(
+    dataset, info = cocostuff.load(
         root, "val", 3, scale=1, min_target_share=0, labels=True, batch_size=1, shuffle=False
     )
     images, labels = collect(dataset)
     first = sorted(set((root / "val_img").glob("*.jpg")) - {Path(p) for p in info.skipped})[0]
     raw = pixels(root / "val_label" / f"{first.stem}.png")
-    lut, _ = data.cocostuff_classes(root / "categories.json", 3)
+    lut, _ = cocostuff.class_map(root / "categories.json", 3)
     top, left = (raw.shape[0] - 128) // 2, (raw.shape[1] - 128) // 2
     np.testing.assert_array_equal(labels[0], lut[raw[top : top + 128, left : left + 128]])
     raw_image = pixels(first)
@@ -221,10 +223,10 @@ def test_cocostuff_pipeline_labels_are_the_mapped_centre_crop():
 @needs_data
 def test_cocostuff_curation_is_counted_and_the_same_with_or_without_labels(monkeypatch):
     root = DATA / "cocostuff-mini"
-    kept, skipped = data.cocostuff_curated(root, "val", 15)
+    kept, skipped = cocostuff.curate(root, "val", 15)
     assert len(kept) + len(skipped) == len(list((root / "val_img").glob("*.jpg")))
     assert kept and all("min_side" in r or "target share" in r for r in skipped.values())
-    _, with_labels = data.cocostuff(root, "val", 15, labels=True, batch_size=1)
+    _, with_labels = cocostuff.load(root, "val", 15, labels=True, batch_size=1)
     too_small = {k: v for k, v in with_labels.skipped.items() if k not in skipped}
     assert all("smaller than the 128x128 crop" in v for v in too_small.values())
     assert with_labels.num_examples == len(kept) - len(too_small)
@@ -234,23 +236,23 @@ def test_cocostuff_curation_is_counted_and_the_same_with_or_without_labels(monke
     monkeypatch.setattr(
         Image, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k)
     )
-    dataset, info = data.cocostuff(root, "val", 15, curated=kept, batch_size=1)
+    dataset, info = cocostuff.load(root, "val", 15, curated=kept, batch_size=1)
     assert info.num_examples == with_labels.num_examples == len(collect(dataset))
     assert opened and not [p for p in opened if "_label" in p]  # training never reads labels
     with pytest.raises(ValueError, match="min_target_share"):
-        data.cocostuff(root, "val", 15, batch_size=1)  # the share rule needs labels or a list
+        cocostuff.load(root, "val", 15, batch_size=1)  # the share rule needs labels or a list
 
 
 def test_cocostuff_training_loads_without_any_label_folder(tmp_path):
     tiny_coco(tmp_path, {"0": ((48, 40, 3), 1), "1": ((40, 64, 3), 2), "2": ((20, 20, 3), 3)})
-    dataset, info = data.cocostuff(
+    dataset, info = cocostuff.load(
         tmp_path, "train", 3, crop=32, scale=1, min_side=0, min_target_share=0, batch_size=2
     )
     images = collect(dataset)
     assert images.shape == (2, 32, 32, 3) and info.num_examples == 2
     assert "smaller than the 32x32 crop" in info.skipped[str(tmp_path / "train_img" / "2.png")]
     with pytest.raises(ValueError, match="train_label"):
-        data.cocostuff(
+        cocostuff.load(
             tmp_path, "train", 3, crop=32, scale=1, min_side=0, labels=True, batch_size=2
         )
 
@@ -355,7 +357,7 @@ def test_same_seed_same_batches_for_folder_and_potsdam(tmp_path):
     raw_potsdam(tmp_path / "potsdam")
 
     def potsdam_batches(seed):
-        dataset, _ = data.potsdam(
+        dataset, _ = potsdam.load(
             tmp_path / "potsdam",
             "all",
             crop=200,
@@ -378,7 +380,7 @@ def test_random_crops_stay_inside_each_image_and_follow_the_seed(tmp_path):
 
     def run(seed):
         return collect(
-            data.cocostuff(
+            cocostuff.load(
                 tmp_path,
                 classes=3,
                 crop=32,
@@ -499,7 +501,7 @@ def test_empty_or_missing_folder_is_an_error_naming_it(tmp_path, make):
     with pytest.raises(ValueError, match="nothing_here"):
         data.folder(target)
     with pytest.raises(ValueError, match="nothing_here"):
-        data.potsdam(target)
+        potsdam.load(target)
 
 
 def test_too_few_examples_for_a_batch_is_an_error(tmp_path):

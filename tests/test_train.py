@@ -125,6 +125,7 @@ def test_sigkill_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert not list(killed_dir.rglob("*.tmp*")), "no temporary file is left behind"
+    assert (killed_dir / "metrics.json").stat().st_mode & 0o044, "written files are not private"
 
 
 def test_corrupt_checkpoint_is_a_clear_error_not_a_silent_restart(tmp_path):

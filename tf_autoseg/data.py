@@ -1,9 +1,9 @@
 """Input pipelines: each returns `(dataset, info)`, a batched `tf.data.Dataset` and a `DatasetInfo`.
 
 - `synthetic`: textured scenes with known labels, made from a seed (quickstart, tests).
-- `potsdam`: ISPRS Potsdam as IIC prepares it, from the raw release (4-band TIFFs, colour
-  labels) or from a folder of cut PNG crops (`img_dir/`, `ann_dir/`).
-- `cocostuff`: COCO-Stuff-15 / -3 with IIC's curation.
+- `tf_autoseg.potsdam.load`: ISPRS Potsdam as IIC prepares it, from the raw release (4-band
+  TIFFs, colour labels) or from a folder of cut PNG crops (`img_dir/`, `ann_dir/`).
+- `tf_autoseg.cocostuff.load`: COCO-Stuff-15 / -3 with IIC's curation.
 - `folder`: any images, optionally with index or colour masks; `dubai` builds on it.
 
 The dataset yields uint8 images (B, H, W, C), or `(images, labels)` with `labels=True`:
@@ -153,390 +153,16 @@ def synthetic(
     """
     images, masks = synthetic_scenes(num_images, size, num_classes, seed=seed)
     images = np.round(images * 255).astype(np.uint8)
-    dataset = _pipeline(
+    dataset = in_memory_dataset(
         images,
         masks.astype(np.uint8) if labels else None,
-        **_common(batch_size, seed, shuffle, repeat, drop_remainder, augment),
+        **pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment),
     )
     names = tuple(f"class {k}" for k in range(num_classes))
     info = DatasetInfo(
         num_classes=num_classes, channels=3, class_names=names, num_examples=len(images)
     )
     return dataset, info
-
-
-# ----------------------------------------------------------------------------------- Potsdam
-POTSDAM_CLASSES = ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter")
-POTSDAM_COLOURS = {
-    "#FFFFFF": 0,
-    "#0000FF": 1,
-    "#00FFFF": 2,
-    "#00FF00": 3,
-    "#FFFF00": 4,
-    "#FF0000": 5,
-}
-POTSDAM3_CLASSES = ("roads and cars", "buildings and clutter", "vegetation and trees")
-# Potsdam-6 id -> Potsdam-3 id, IIC's merge: road+car, building+clutter, low vegetation+tree.
-POTSDAM6_TO_3 = (0, 1, 2, 2, 0, 1)
-
-
-def potsdam(
-    path,
-    split="train",
-    classes=6,
-    *,
-    crop=400,
-    size=200,
-    test_fraction=0.1,
-    split_seed=0,
-    channels=None,
-    batch_size=8,
-    seed=0,
-    labels=False,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
-):
-    """ISPRS Potsdam as IIC prepares it: non-overlapping `crop` px crops shrunk to `size` px.
-
-    Two layouts under `path`:
-    - the raw release: `top_potsdam_<row>_<col>_RGBIR.tif` (4-band 8-bit TIFF, at any depth
-      below `path`) with colour-coded `top_potsdam_<row>_<col>_label.tif`: impervious
-      (255,255,255), building (0,0,255), low vegetation (0,255,255), tree (0,255,0), car
-      (255,255,0), clutter (255,0,0); any other colour is 255 (ignored);
-    - cut crops: `img_dir/**/*.png` with index labels `ann_dir/**/<same name>.png` (0..5 in the
-      order above, 255 ignored). The PNGs of that layout carry RGB only: `info.channels` is 3
-      there and there is no IR band.
-
-    Images shrink by block averaging (at a factor of 2, exactly bilinear half-size resizing as
-    IIC does), labels by block majority with ties to the block's top-left pixel: ids are never
-    interpolated. A source image smaller than `crop` is skipped (in `info.skipped`); the
-    remainder of each image beyond a whole number of crops is dropped.
-
-    The split is over crops, as IIC's: a permutation drawn from `split_seed` holds out
-    round(test_fraction x labelled crops) labelled crops as "test"; "train" is every other crop,
-    including those of images without a label file when `labels=False`; "all" is every crop.
-
-    Args:
-        path: the folder.
-        split: "train", "test" or "all".
-        classes: 6 (Potsdam-6) or 3 (Potsdam-3: IIC's merge, see `POTSDAM6_TO_3`).
-        crop, size: crop side in source pixels and output side; `crop` a multiple of `size`.
-        test_fraction, split_seed: the held-out share of labelled crops and its seed (kept
-            apart from `seed`, so that reshuffling never moves crops between splits).
-        channels: None (as stored: 4 for the raw TIFFs), 3 (RGB) or 4 (required).
-        batch_size, seed, labels, shuffle, repeat, drop_remainder, augment: see `folder`;
-            `augment` flips left-right and up-down.
-
-    Returns:
-        (dataset, info).
-    """
-    _choose("split", split, ("train", "test", "all"))
-    _choose("classes", classes, (6, 3))
-    if not (isinstance(crop, int) and isinstance(size, int) and size >= 1 and crop % size == 0):
-        raise ValueError(
-            f"`crop` must be a positive multiple of `size`. Received: crop={crop!r}, size={size!r}"
-        )
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"`test_fraction` must be in [0, 1). Received: {test_fraction!r}")
-    path = Path(path)
-    sources = _potsdam_sources(path)
-    skipped, adjusted, crops = {}, {}, []
-    for s, (image_path, _, _) in enumerate(sources):
-        h, w = imageio.image_size(image_path)
-        if h < crop or w < crop:
-            skipped[str(image_path)] = f"{h}x{w} is smaller than the {crop}x{crop} crop"
-        crops += [(s, y * crop, x * crop) for y in range(h // crop) for x in range(w // crop)]
-    labelled = [i for i, (s, _, _) in enumerate(crops) if sources[s][1] is not None]
-    held_out = np.random.default_rng(split_seed).permutation(len(labelled))
-    test = {labelled[k] for k in held_out[: round(test_fraction * len(labelled))]}
-    chosen = [i for i in range(len(crops)) if split == "all" or (i in test) == (split == "test")]
-    if labels:
-        for s in sorted({crops[i][0] for i in chosen if sources[crops[i][0]][1] is None}):
-            skipped[str(sources[s][0])] = "no label file"
-        chosen = [i for i in chosen if sources[crops[i][0]][1] is not None]
-    if not chosen:
-        raise ValueError(
-            f"No {split!r} crops of {crop}x{crop} px in {path} "
-            f"({len(crops)} crops in all, {len(labelled)} labelled)"
-        )
-
-    factor = crop // size
-    lut = np.full(256, IGNORE, np.uint8)
-    lut[:6] = POTSDAM6_TO_3 if classes == 3 else range(6)
-    table = imageio.parse_colours(POTSDAM_COLOURS)
-    xs, ys, bands = [], [], None
-    for s in sorted({crops[i][0] for i in chosen}):
-        image_path, label_path, colour_labels = sources[s]
-        image, note = imageio.read_image(image_path, channels)
-        if note:
-            adjusted[str(image_path)] = note
-        bands = bands or image.shape[-1]
-        if image.shape[-1] != bands:
-            raise ValueError(f"{image_path} has {image.shape[-1]} bands, earlier images {bands}")
-        if labels:
-            if colour_labels:
-                mask = imageio.read_colour_mask(label_path, table)
-            else:
-                mask = imageio.read_index_mask(label_path, num_classes=6)
-            image, mask, _ = imageio.match_sizes(image, mask, label_path, tolerance=0)
-        for _, top, left in (crops[i] for i in chosen if crops[i][0] == s):
-            window = np.s_[top : top + crop, left : left + crop]
-            xs.append(imageio.downscale_mean(image[window], factor))
-            if labels:
-                ys.append(lut[imageio.downscale_mode(mask[window], factor)])
-    dataset = _pipeline(
-        np.stack(xs),
-        np.stack(ys) if labels else None,
-        vertical_flip=True,
-        **_common(batch_size, seed, shuffle, repeat, drop_remainder, augment),
-    )
-    info = DatasetInfo(
-        num_classes=classes,
-        channels=bands,
-        class_names=POTSDAM_CLASSES if classes == 6 else POTSDAM3_CLASSES,
-        num_examples=len(xs),
-        skipped=skipped,
-        adjusted=adjusted,
-    )
-    return dataset, info
-
-
-def _potsdam_sources(path):
-    """[(image path, label path or None, labels colour-coded?)] in name order."""
-    if not path.is_dir():
-        raise ValueError(f"No such folder: {path}")
-    if (path / "img_dir").is_dir():
-        root = path / "img_dir"
-        found = imageio.list_files(str(root / "**" / "*"), (".png", ".tif", ".tiff"))
-        sources = []
-        for image_path in found:
-            label_path = (path / "ann_dir" / image_path.relative_to(root)).with_suffix(".png")
-            sources.append((image_path, label_path if label_path.is_file() else None, False))
-        return sources
-    found = sorted(path.rglob("top_potsdam_*_RGBIR.tif"))
-    if not found:
-        raise ValueError(
-            f"No Potsdam data in {path}: expected img_dir/ and ann_dir/, or "
-            "top_potsdam_<row>_<col>_RGBIR.tif tiles"
-        )
-    label_files = {
-        p.name.removesuffix("_label.tif"): p for p in path.rglob("top_potsdam_*_label.tif")
-    }
-    return [(p, label_files.get(p.name.removesuffix("_RGBIR.tif")), True) for p in found]
-
-
-# -------------------------------------------------------------------------------- COCO-Stuff
-COCOSTUFF3 = ("sky", "plant", "ground")  # IIC's order (datasets/segmentation/cocostuff.py)
-
-
-def cocostuff_classes(categories, classes=15):
-    """Maps COCO-Stuff label values (category id - 1) to COCO-Stuff-15 or -3 classes.
-
-    COCO-Stuff-15: the 15 stuff supercategories of `categories.json` (isthing 0; the catch-all
-    "other" left out) in alphabetical order: building, ceiling, floor, food-stuff,
-    furniture-stuff, ground, plant, raw-material, sky, solid, structural, textile, wall, water,
-    window. COCO-Stuff-3: IIC's sky, plant, ground (0, 1, 2), exactly those supercategories:
-    sky = clouds, sky-other; plant = branch, bush, flower, grass, leaves, moss, plant-other,
-    straw, tree; ground = dirt, gravel, ground-other, mud, pavement, platform, playingfield,
-    railroad, road, sand, snow. Everything else (things, other stuff such as solid or water,
-    unlabelled 255) maps to 255.
-
-    Args:
-        categories: path of `categories.json` (entries with id, name, supercategory, isthing).
-        classes: 15 or 3.
-
-    Returns:
-        (lut, class_names): uint8 lut[256] from label value to class id or 255.
-    """
-    _choose("classes", classes, (15, 3))
-    try:
-        entries = json.loads(Path(categories).read_text())
-        stuff = sorted(
-            {e["supercategory"] for e in entries if not e["isthing"]} - {"other"},
-        )
-        ids = [(int(e["id"]), e["supercategory"], e["isthing"]) for e in entries]
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"Cannot read COCO-Stuff categories from {categories}: {error}") from error
-    names = tuple(stuff) if classes == 15 else COCOSTUFF3
-    if (classes == 15 and len(stuff) != 15) or not set(names) <= set(stuff):
-        raise ValueError(f"{categories}: expected the 15 stuff supercategories, found {stuff}")
-    lut = np.full(256, IGNORE, np.uint8)
-    for category_id, supercategory, isthing in ids:
-        if not isthing and supercategory in names and 1 <= category_id <= IGNORE:
-            lut[category_id - 1] = names.index(supercategory)
-    return lut, names
-
-
-def cocostuff_curated(path, split="train", classes=15, *, min_side=360, min_target_share=0.75):
-    """IIC's curated image list for a split, made once from its label files.
-
-    Keeps images whose shorter side is >= `min_side` and at least `min_target_share` of whose
-    pixels (of all pixels, unlabelled included, as IIC counts) are target classes. This is the
-    preparation step that reads labels; a training pipeline given the list opens none.
-
-    Returns:
-        (stems, skipped): the kept file stems, and image path -> reason for the others.
-    """
-    lut, _ = cocostuff_classes(Path(path) / "categories.json", classes)
-    stems, skipped = [], {}
-    for image_path in imageio.list_files(Path(path) / f"{split}_img"):
-        label = imageio.read_index_mask(_coco_label_path(path, split, image_path))
-        reason = _coco_reason(label.shape, min_side, label, lut, min_target_share)
-        if reason:
-            skipped[str(image_path)] = reason
-        else:
-            stems.append(image_path.stem)
-    return tuple(stems), skipped
-
-
-def cocostuff(
-    path,
-    split="train",
-    classes=15,
-    *,
-    crop=128,
-    scale=1 / 3,
-    min_side=360,
-    min_target_share=0.75,
-    curated=None,
-    random_crop=None,
-    batch_size=8,
-    seed=0,
-    labels=False,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
-):
-    """COCO-Stuff-15 / -3 with IIC's curation: `<split>_img/*.jpg`, `<split>_label/*.png`.
-
-    Label PNGs are stuffthingmaps (value = category id - 1, 255 = unlabelled), mapped by
-    `cocostuff_classes`; thing, non-target and unlabelled pixels are 255. Curation: images
-    with a shorter side below `min_side`, or with less than `min_target_share` target pixels,
-    are skipped (in `info.skipped`). Kept images are scaled by `scale` (images bilinear,
-    labels nearest) and cropped to `crop` px: randomly for training, centred otherwise; an
-    image smaller than the crop after scaling is skipped (IIC zero-pads it instead).
-
-    Training never reads labels: with `labels=False` no label file is opened, so the share
-    rule needs `curated`, the list `cocostuff_curated` makes from the labels once; without it
-    `min_target_share` must be 0.
-
-    Args:
-        path: the folder with `categories.json`, `<split>_img/` and `<split>_label/`.
-        split: "train" or "val".
-        classes: 15 or 3.
-        crop, scale, min_side, min_target_share: IIC's 128, 1/3, 360, 0.75 by default.
-        curated: file stems to keep (a sequence, or a text file with one per line).
-        random_crop: True for random crops (drawn from `seed` per epoch); default
-            `not labels`: random for training, centred for evaluation.
-        batch_size, seed, labels, shuffle, repeat, drop_remainder, augment: see `folder`;
-            `augment` flips left-right only.
-
-    Returns:
-        (dataset, info).
-    """
-    _choose("split", split, ("train", "val"))
-    if not (isinstance(crop, int) and crop >= 1 and 0 < scale <= 1):
-        raise ValueError(f"Need crop >= 1 and 0 < scale <= 1. Received: {crop=}, {scale=}")
-    path = Path(path)
-    lut, names = cocostuff_classes(path / "categories.json", classes)
-    if not labels and curated is None and min_target_share > 0:
-        raise ValueError(
-            "`min_target_share` needs the label files, which a labels=False (training) "
-            "pipeline never opens: pass curated=cocostuff_curated(path, split, classes)[0] "
-            f"or min_target_share=0. Received: min_target_share={min_target_share}"
-        )
-    keep = None if curated is None else set(_read_stems(curated))
-    random_crop = not labels if random_crop is None else random_crop
-    skipped, adjusted, xs, ys = {}, {}, [], []
-    for image_path in imageio.list_files(path / f"{split}_img"):
-        if keep is not None and image_path.stem not in keep:
-            skipped[str(image_path)] = "not in `curated`"
-            continue
-        size = imageio.image_size(image_path)
-        if labels:
-            label_path = _coco_label_path(path, split, image_path)
-            label = imageio.read_index_mask(label_path)
-            reason = _coco_reason(label.shape, min_side, label, lut, min_target_share)
-        else:
-            reason = _coco_reason(size, min_side)
-        h, w = (round(n * scale) for n in size)
-        if not reason and min(h, w) < crop:
-            reason = f"{h}x{w} after scale={scale:g} is smaller than the {crop}x{crop} crop"
-        if reason:
-            skipped[str(image_path)] = reason
-            continue
-        image, note = imageio.read_image(image_path, channels=3)
-        if note:
-            adjusted[str(image_path)] = note
-        if labels:
-            imageio.match_sizes(image, label, label_path, tolerance=0)
-            ys.append(lut[imageio.resize(label, h, w, labels=True)])
-        xs.append(imageio.resize(image, h, w))
-    if not xs:
-        raise ValueError(f"No image of {path / f'{split}_img'} passes the curation: {skipped}")
-
-    shapes = np.array([x.shape[:2] for x in xs], np.int32)
-    if random_crop:  # pad to one size; each crop is drawn inside the image's own region
-        images = np.zeros((len(xs), *shapes.max(0), 3), np.uint8)
-        masks = np.full(images.shape[:3], IGNORE, np.uint8) if labels else None
-        for k, (x, (h, w)) in enumerate(zip(xs, shapes)):
-            images[k, :h, :w] = x
-            if labels:
-                masks[k, :h, :w] = ys[k]
-    else:
-        offsets = [((h - crop) // 2, (w - crop) // 2) for h, w in shapes]
-        images = np.stack([x[t : t + crop, u : u + crop] for x, (t, u) in zip(xs, offsets)])
-        masks = (
-            np.stack([y[t : t + crop, u : u + crop] for y, (t, u) in zip(ys, offsets)])
-            if labels
-            else None
-        )
-    dataset = _pipeline(
-        images,
-        masks,
-        crop=crop if random_crop else None,
-        shapes=shapes,
-        **_common(batch_size, seed, shuffle, repeat, drop_remainder, augment),
-    )
-    info = DatasetInfo(
-        num_classes=classes,
-        channels=3,
-        class_names=names,
-        num_examples=len(xs),
-        skipped=skipped,
-        adjusted=adjusted,
-    )
-    return dataset, info
-
-
-def _coco_label_path(path, split, image_path):
-    label_path = Path(path) / f"{split}_label" / f"{image_path.stem}.png"
-    if not label_path.is_file():
-        raise ValueError(f"No label file {label_path} for {image_path}")
-    return label_path
-
-
-def _coco_reason(shape, min_side, label=None, lut=None, min_target_share=0.0):
-    """Why IIC's curation drops an image, or None."""
-    if min(shape) < min_side:
-        return f"shorter side {min(shape)} < min_side={min_side}"
-    if label is not None and min_target_share > 0:
-        share = np.count_nonzero(lut[label] != IGNORE) / label.size
-        if share < min_target_share:
-            return f"target share {share:.3f} < min_target_share={min_target_share}"
-    return None
-
-
-def _read_stems(curated):
-    if isinstance(curated, (str, Path)):
-        try:
-            return [line.strip() for line in Path(curated).read_text().splitlines() if line.strip()]
-        except OSError as error:
-            raise ValueError(f"Cannot read the curated list {curated}: {error}") from error
-    return [str(stem) for stem in curated]
 
 
 # ------------------------------------------------------------------------ folders, Dubai
@@ -593,7 +219,7 @@ def folder(
     Returns:
         (dataset, info).
     """
-    _choose("mask_format", mask_format, ("index", "colour"))
+    check_choice("mask_format", mask_format, ("index", "colour"))
     if tile is not None and not (isinstance(tile, int) and tile >= 1):
         raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
     table = None
@@ -647,11 +273,11 @@ def folder(
         raise ValueError(f"No usable image in {images}: {skipped}")
     if labels and num_classes is None:  # index masks: the largest id they hold, + 1
         num_classes = int(max(np.max(y, initial=0, where=y != IGNORE) for y in ys)) + 1
-    dataset = _pipeline(
+    dataset = in_memory_dataset(
         np.concatenate(xs),
         np.concatenate(ys) if labels else None,
         vertical_flip=vertical_flip,
-        **_common(batch_size, seed, shuffle, repeat, drop_remainder, augment),
+        **pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment),
     )
     if class_names is None and num_classes is not None:
         class_names = tuple(str(k) for k in range(num_classes))
@@ -743,13 +369,14 @@ def dubai(
         tile=tile,
         size_tolerance=size_tolerance,
         vertical_flip=True,
-        **_common(batch_size, seed, shuffle, repeat, drop_remainder, augment),
+        **pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment),
         labels=labels,
     )
 
 
-# ------------------------------------------------------------------------------ the pipeline
-def _common(batch_size, seed, shuffle, repeat, drop_remainder, augment):
+# ------------------------------------------------------------------- shared by every pipeline
+def pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment):
+    """Validates the arguments every pipeline shares; returns them for `in_memory_dataset`."""
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(
             f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
@@ -766,12 +393,13 @@ def _common(batch_size, seed, shuffle, repeat, drop_remainder, augment):
     )
 
 
-def _choose(name, value, accepted):
+def check_choice(name, value, accepted):
+    """Raises a ValueError naming `name` unless `value` is one of `accepted`."""
     if value not in accepted:
         raise ValueError(f"`{name}` must be one of {accepted}. Received: {name}={value!r}")
 
 
-def _pipeline(
+def in_memory_dataset(
     images,
     labels,
     *,

@@ -14,9 +14,11 @@ import keras
 import tensorflow as tf
 
 from tf_autoseg import checkpoints
+from tf_autoseg import cocostuff
 from tf_autoseg import data
 from tf_autoseg import evaluation
 from tf_autoseg import orderings
+from tf_autoseg import potsdam
 from tf_autoseg import visualize
 from tf_autoseg.model import VARIANTS
 from tf_autoseg.model import AutoSegModel
@@ -68,14 +70,14 @@ def pipeline(config, part, labels):
         common["seed"] += 0 if part == "train" else 1000
         return data.synthetic(config["synthetic_images"], config["synthetic_size"], k, **common)
     if name == "potsdam":
-        return data.potsdam(root, split="train" if part == "train" else "test", classes=k, **common)
+        return potsdam.load(root, split="train" if part == "train" else "test", classes=k, **common)
     if name == "cocostuff":
         split = "train" if part == "train" else "val"
         curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
         # IIC's curation reads the label files once, as a preparation step; the
         # training pipeline then opens images only.
-        curated = data.cocostuff_curated(root, split, k, **curation)[0]
-        return data.cocostuff(
+        curated = cocostuff.curate(root, split, k, **curation)[0]
+        return cocostuff.load(
             root, split=split, classes=k, crop=config["crop"], curated=curated, **curation, **common
         )
     if name == "dubai":
