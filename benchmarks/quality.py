@@ -34,6 +34,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_bool("quick", False, "Two evaluation batches: checks that it all works.")
 flags.DEFINE_string("plot", "docs/quality_curve.png", "Where to write the curve ('' = none).")
+flags.DEFINE_string("from_json", None, "Only redraw the plot from a saved report.")
 
 
 def config():
@@ -54,6 +55,9 @@ def _mean_scores(results):
 
 def main(argv):
     del argv
+    if FLAGS.from_json:
+        _plot(json.loads(Path(FLAGS.from_json).read_text()), FLAGS.plot)
+        return
     from tf_autoseg import baselines
     from tf_autoseg import evaluation
     from tf_autoseg import experiment
@@ -155,8 +159,8 @@ def _plot(report, path):
     axis.plot(minutes, [p["pixel_accuracy"] for p in report["curve"]], "o-", label="AC")
     styles = {"kmeans_rgb": ":", "random_network_kmeans": "--", "majority_class": "-."}
     for name, style in styles.items():
-        axis.axhline(report["table"][name]["pixel_accuracy"], linestyle=style, color="gray")
-        axis.annotate(name, (0, report["table"][name]["pixel_accuracy"]), fontsize=7)
+        value = report["table"][name]["pixel_accuracy"]
+        axis.axhline(value, linestyle=style, color="gray", label=name.replace("_", " "))
     axis.set_xlabel("training time (minutes, 2 CPU cores)")
     axis.set_ylabel("held-out pixel accuracy")
     axis.set_title("Dubai-5, tiles 7-8 held out")

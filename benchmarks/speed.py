@@ -33,16 +33,20 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["f2", "f2_attention", "peer_net4"], "Models to time.")
-flags.DEFINE_list(
-    "shapes", ["8x128x128x3", "4x200x200x4"], "BxHxWxC inputs (peer_net4: first only)."
-)
-flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies.")
-flags.DEFINE_integer("steps", 5, "Timed steps per measurement (the median is reported).")
-flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing).")
-flags.DEFINE_bool("saved_model", True, "Also time inference through the exported SavedModel.")
-flags.DEFINE_bool("quick", False, "Tiny shapes and widths, 2 steps: checks that it all works.")
-flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print its result.")
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program (importing stays free)."""
+    flags.DEFINE_list("models", ["f2", "f2_attention", "peer_net4"], "Models to time.")
+    flags.DEFINE_list(
+        "shapes", ["8x128x128x3", "4x200x200x4"], "BxHxWxC inputs (peer_net4: first only)."
+    )
+    flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies.")
+    flags.DEFINE_integer("steps", 5, "Timed steps per measurement (the median is reported).")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing).")
+    flags.DEFINE_bool("saved_model", True, "Also time inference through the exported SavedModel.")
+    flags.DEFINE_bool("quick", False, "Tiny shapes and widths, 2 steps: checks that it all works.")
+    flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print its result.")
 
 
 def matmul_gflops(size=2048, repeats=5):
@@ -208,4 +212,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
