@@ -138,8 +138,9 @@ def test_corrupt_checkpoint_is_a_clear_error_not_a_silent_restart(tmp_path):
     code, output = _train(
         [*QUICK, "--steps=20", "--checkpoint_every=10", "--noexport"], run_dir, tmp_path
     )
-    assert code != 0
+    assert code == 2
     assert "ckpt-00000010.keras is corrupt or incompatible" in output
+    assert "Traceback" not in output
 
 
 def test_resuming_with_other_training_flags_is_refused(tmp_path):
@@ -150,7 +151,7 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
     assert code == 0, output[-3000:]
     code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10", "--noexport",
                            "--learning_rate=0.5"], run_dir, tmp_path)  # fmt: skip
-    assert code != 0 and "--learning_rate was 0.001, now 0.5" in output
+    assert code == 2 and "--learning_rate was 0.001, now 0.5" in output
 
 
 @pytest.mark.parametrize(
@@ -165,6 +166,9 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
         ),
         (["--num_orderings=12"], "--num_orderings=12"),
         (["--stride=3"], "--stride=3: accepted values are 1, 2 and 4"),
+        (["--attention_blocks=4"], "--attention_blocks=['4']: block numbers in [1, 1]"),
+        (["--dropout=1.5"], "--dropout=1.5: must be in [0, 1)"),
+        (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, args, message):
@@ -258,5 +262,10 @@ def test_segment_rejects_bad_inputs(tmp_path):
         segment.read_image(tmp_path / "broken.png")
     with pytest.raises(ValueError, match="expected a SavedModel folder"):
         segment.load_predictor(tmp_path)
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    assert segment.match_channels(rgba, 3, "a.png").shape == (4, 4, 3)
+    assert segment.match_channels(rgba[..., :1], 3, "a.png").shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="b.png: 3 channels, but the model expects 4"):
+        segment.match_channels(rgba[..., :3], 4, "b.png")
     with pytest.raises(ValueError, match="`tile` must be a multiple of 16"):
         segment.segment_probabilities(lambda x: x, np.zeros((8, 8, 3)), tile=50, overlap=8)

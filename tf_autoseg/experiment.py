@@ -25,7 +25,7 @@ from tf_autoseg.model import AutoSegModel
 
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode"}  # fmt: skip
+             "distribution", "eval_mode", "run_dir", "data_dir"}  # fmt: skip
 
 
 def make_strategy(kind):
@@ -206,14 +206,19 @@ class SummaryCallback(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def _prepare_run_dir(config):
-    run_dir = Path(config["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "flags.json"
+def _check_run_dir(config):
+    """Refuses to resume a run started with other training flags (reads only)."""
+    saved = Path(config["run_dir"]) / "flags.json"
     if saved.exists():
         checkpoints.check_same_flags(saved, config, ignored=RESUMABLE)
-    else:
-        checkpoints.atomic_write_json(saved, config)
+
+
+def _record_flags(config):
+    """Creates the run directory and its flags.json, once the run is known to start."""
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "flags.json").exists():
+        checkpoints.atomic_write_json(run_dir / "flags.json", config)
     return run_dir
 
 
@@ -229,7 +234,10 @@ def run(config):
     keras.mixed_precision.set_global_policy(config["precision"])
     strategy = make_strategy(config["distribution"])
     chief = is_chief(strategy)
-    run_dir = _prepare_run_dir(config) if chief else Path(config["run_dir"])
+    run_dir = Path(config["run_dir"])
+    _check_run_dir(config)
+    # Data and model come first: a bad file or configuration stops the run before
+    # anything is written. (Workers of a multi-worker run must share run_dir.)
     (train, train_info), held_out, fit = build_data(config)
     evaluation_set = held_out[0] if held_out else None
     found = checkpoints.checkpoints(run_dir)
@@ -238,9 +246,12 @@ def run(config):
             model = checkpoints.load_checkpoint(found[-1][1])
         else:
             model = build_model(config, train.element_spec.shape[1:])
+    if chief:
+        _record_flags(config)
     done = int(model.optimizer.iterations)
     interval = config["checkpoint_every"]
-    if done < config["steps"]:
+    # The "random" variant is the untrained baseline: it is evaluated, never fitted.
+    if done < config["steps"] and config["variant"] != "random":
         callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief)]
         if chief:
             callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))

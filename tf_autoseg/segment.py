@@ -77,15 +77,22 @@ def segment_probabilities(predict, image, tile=512, overlap=64):
 
 
 def load_predictor(path):
-    """A function (1, h, w, C) uint8 -> (1, h, w, K) probabilities, from a model on disk."""
+    """(predict, channels) from a model on disk.
+
+    `predict` maps (1, h, w, C) uint8 to (1, h, w, K) probabilities; `channels`
+    is the C the model expects.
+    """
     import tensorflow as tf
 
     path = Path(path)
     if (path / "saved_model.pb").exists():
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda images: signature(images=tf.constant(images, tf.uint8))[
-            "probabilities"
-        ].numpy()
+        channels = signature.structured_input_signature[1]["images"].shape[-1]
+
+        def predict(images):
+            return signature(images=tf.constant(images, tf.uint8))["probabilities"].numpy()
+
+        return predict, channels
     keras_file = path / "model.keras" if path.is_dir() else path
     if keras_file.suffix != ".keras" or not keras_file.exists():
         raise ValueError(
@@ -97,7 +104,22 @@ def load_predictor(path):
     import tf_autoseg  # noqa: F401 - registers the layers for loading
 
     model = keras.saving.load_model(keras_file)
-    return lambda images: model(tf.constant(images, tf.uint8)).numpy()
+    return (lambda images: model(tf.constant(images, tf.uint8)).numpy()), model.image_shape[-1]
+
+
+def match_channels(image, channels, path):
+    """The image with the model's channel count: grey is repeated to RGB, alpha is dropped.
+
+    Any other mismatch is a ValueError naming the file.
+    """
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if channels == 3 and have == 1:
+        return np.repeat(image, 3, axis=-1)
+    if channels == 3 and have == 4:
+        return image[..., :3]
+    raise ValueError(f"{path}: {have} channels, but the model expects {channels}.")
 
 
 def list_inputs(pattern):
@@ -159,9 +181,12 @@ def main(argv):
         output.mkdir(parents=True, exist_ok=True)
         if not os.access(output, os.W_OK):
             raise ValueError(f"--output={FLAGS.output!r}: the folder is not writable.")
-        predict = load_predictor(FLAGS.model)
+        try:
+            predict, channels = load_predictor(FLAGS.model)
+        except (OSError, KeyError, TypeError) as error:
+            raise ValueError(f"--model={FLAGS.model!r}: cannot be loaded ({error}).") from None
         for path in files:
-            image = read_image(path)
+            image = match_channels(read_image(path), channels, path)
             probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
             write_outputs(output / path.stem, image, probs.argmax(-1).astype(np.int32))
             print(f"{path} -> {output / path.stem}_labels.png")

@@ -140,15 +140,34 @@ def validate(config):
         orderings.default_set(config["ordering_types"], config["num_orderings"])
     except ValueError as error:
         fail("num_orderings", str(error))
+    for flag in ("ar_blocks", "front_blocks"):
+        if config[flag] < -1:
+            fail(flag, "must be -1 (the variant's) or a number of blocks >= 0.")
+    from tf_autoseg.model import VARIANTS
+
+    blocks = (
+        config["ar_blocks"]
+        if config["ar_blocks"] >= 0
+        else VARIANTS[config["variant"]]["ar_blocks"]
+    )
     for value in config["attention_blocks"]:
-        if not str(value).isdigit():
-            fail("attention_blocks", "a comma-separated list of block numbers (1-based).")
+        if not str(value).isdigit() or not 1 <= int(value) <= blocks:
+            fail("attention_blocks", f"block numbers in [1, {blocks}] (the model has {blocks}).")
+    if not 0 <= config["dropout"] < 1:
+        fail("dropout", "must be in [0, 1).")
+    if config["displacement"] < 0:
+        fail("displacement", "must be >= 0.")
+    if not config["temperature"] > 0:
+        fail("temperature", "must be positive.")
+    for flag in ("train_tiles", "eval_tiles"):
+        if not all(str(t).isdigit() for t in config[flag]):
+            fail(flag, "a comma-separated list of tile numbers.")
     if "TF_CONFIG" in os.environ:
         try:
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as error:
             raise ValueError(f"The TF_CONFIG environment variable is not JSON: {error}") from None
-    for flag in ("run_dir", "export_dir"):
+    for flag in ("run_dir", "export_dir") if config["export"] else ("run_dir",):
         _check_writable(flag, config[flag])
 
 
@@ -173,7 +192,11 @@ def main(argv):
     from tf_autoseg import experiment  # TensorFlow starts only after validation.
 
     start = time.time()
-    metrics = experiment.run(config)
+    try:
+        metrics = experiment.run(config)
+    except ValueError as error:  # bad data, a corrupt checkpoint, a different run: named
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     logging.info("Finished in %.1f s: %s", time.time() - start, json.dumps(metrics))
 
 
