@@ -269,3 +269,13 @@ def test_segment_rejects_bad_inputs(tmp_path):
         segment.match_channels(rgba[..., :3], 4, "b.png")
     with pytest.raises(ValueError, match="`tile` must be a multiple of 16"):
         segment.segment_probabilities(lambda x: x, np.zeros((8, 8, 3)), tile=50, overlap=8)
+
+
+def test_random_variant_is_evaluated_and_exported_but_never_trained(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*QUICK, "--variant=random", "--steps=10", "--checkpoint_every=10"]
+    code, output = _train(args, run_dir, tmp_path / "saved")
+    assert code == 0, output[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 0 and "pixel_accuracy" in metrics["evaluation"]["main"]
+    assert Path(metrics["export"]).is_dir()
