@@ -5,7 +5,8 @@ the orderings act from `g_ar` on). Batch normalisation is allowed here.
 """
 
 import keras
-import numpy as np
+
+from tf_autoseg import arguments
 
 STRIDES = (1, 2, 4)
 
@@ -14,12 +15,6 @@ def _batch_norm(policy, name):
     # Synchronised across replicas: the statistics are those of the global
     # batch, so a MirroredStrategy run trains as one device would.
     return keras.layers.BatchNormalization(synchronized=True, dtype=policy, name=name)
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tf_autoseg")
@@ -35,9 +30,9 @@ class BasicBlock(keras.layers.Layer):
 
     def __init__(self, filters, strides=1, dilation=1, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.strides = _positive_int("strides", strides)
-        self.dilation = _positive_int("dilation", dilation)
+        self.filters = arguments.integer("filters", filters)
+        self.strides = arguments.integer("strides", strides)
+        self.dilation = arguments.integer("dilation", dilation)
         if self.strides > 1 and self.dilation > 1:
             raise ValueError(
                 f"`strides` and `dilation` cannot both exceed 1. Received: "
@@ -107,13 +102,11 @@ class ConvStem(keras.layers.Layer):
 
     def __init__(self, filters, stride=4, blocks=0, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
+        self.filters = arguments.integer("filters", filters)
         if stride not in STRIDES:
             raise ValueError(f"`stride` must be one of {STRIDES}. Received: stride={stride!r}")
-        if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 0:
-            raise ValueError(f"`blocks` must be a non-negative int. Received: blocks={blocks!r}")
         self.stride = int(stride)
-        self.blocks = int(blocks)
+        self.blocks = arguments.integer("blocks", blocks, low=0)
         policy = self.dtype_policy
         self.conv = keras.layers.Conv2D(
             self.filters,

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tf_autoseg import arguments
 from tf_autoseg import orderings
 
 
@@ -214,13 +215,10 @@ class MaskedMultiHeadAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg, value in (("num_heads", num_heads), ("key_dim", key_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
+        self.num_heads = arguments.integer("num_heads", num_heads)
+        self.key_dim = arguments.integer("key_dim", key_dim)
         self.value_dim = value_dim
         self.dropout = float(dropout)
         self.use_bias = bool(use_bias)
@@ -319,11 +317,9 @@ class MaskedResidualBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"`filters` must be a positive int. Received: filters={filters!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-        self.filters = int(filters)
+        self.filters = arguments.integer("filters", filters)
         self.kernel_size = _square_odd_kernel(kernel_size)
         self.dropout = float(dropout)
         self.activation = keras.activations.get(activation)
@@ -392,15 +388,7 @@ class MaskedAttentionBlock(keras.layers.Layer):
 
     def __init__(self, num_heads=4, key_dim=None, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        if (
-            isinstance(num_heads, bool)
-            or not isinstance(num_heads, (int, np.integer))
-            or num_heads < 1
-        ):
-            raise ValueError(
-                f"`num_heads` must be a positive int. Received: num_heads={num_heads!r}"
-            )
-        self.num_heads = int(num_heads)
+        self.num_heads = arguments.integer("num_heads", num_heads)
         self.key_dim = key_dim
         self.dropout = float(dropout)
         self.norm = keras.layers.LayerNormalization(dtype=self.dtype_policy, name="norm")

@@ -10,9 +10,9 @@ import itertools
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from tf_autoseg import arguments
 from tf_autoseg import losses
 from tf_autoseg import orderings as orderings_lib
 from tf_autoseg import transforms
@@ -35,18 +35,6 @@ VARIANTS = {
     "F5": dict(front="resnet18", ar_blocks=0),
     "random": dict(front="stem", ar_blocks=5),
 }
-
-
-def _int_in(name, value, low, high=None):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bound = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
-    return int(value)
 
 
 def _choice(name, value, accepted):
@@ -135,29 +123,29 @@ class AutoSegModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_classes = _int_in("num_classes", num_classes, 2)
+        self.num_classes = arguments.integer("num_classes", num_classes, 2)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
             raise ValueError(
                 "`input_shape` must be (height, width, channels). "
                 f"Received: input_shape={input_shape!r}"
             )
-        self.image_shape = tuple(_int_in("input_shape", v, 1) for v in input_shape)
+        self.image_shape = tuple(arguments.integer("input_shape", v, 1) for v in input_shape)
         self.front = _choice("front", front, FRONTS)
-        self.front_blocks = _int_in("front_blocks", front_blocks, 0)
-        self.ar_blocks = _int_in("ar_blocks", ar_blocks, 0)
-        self.width = _int_in("width", width, 1)
+        self.front_blocks = arguments.integer("front_blocks", front_blocks, 0)
+        self.ar_blocks = arguments.integer("ar_blocks", ar_blocks, 0)
+        self.width = arguments.integer("width", width, 1)
         self.stride = _choice("stride", stride, (1, 2, 4))
         if self.front == "identity":
             self.stride = 1
         self.attention_blocks = tuple(
-            _int_in("attention_blocks", i, 1, self.ar_blocks) for i in attention_blocks
+            arguments.integer("attention_blocks", i, 1, self.ar_blocks) for i in attention_blocks
         )
-        self.attention_heads = _int_in("attention_heads", attention_heads, 1)
+        self.attention_heads = arguments.integer("attention_heads", attention_heads, 1)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
         self.dropout = float(dropout)
         if overclustering is not None and (
-            _int_in("overclustering", overclustering, 1) <= self.num_classes
+            arguments.integer("overclustering", overclustering, 1) <= self.num_classes
         ):
             raise ValueError(
                 "`overclustering` must exceed `num_classes` (or be None). Received: "
@@ -166,7 +154,7 @@ class AutoSegModel(keras.Model):
         self.overclustering = overclustering
         self.objective = _choice("objective", objective, OBJECTIVES)
         self.entropy_weight = float(entropy_weight)
-        self.displacement = _int_in("displacement", displacement, 0)
+        self.displacement = arguments.integer("displacement", displacement, 0)
         ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
         if len(set(ids)) != len(ids) or len(ids) < 2:
             raise ValueError(
@@ -182,11 +170,11 @@ class AutoSegModel(keras.Model):
                 f"`temperature` must be positive. Received: temperature={temperature!r}"
             )
         self.temperature = float(temperature)
-        self.num_negatives = _int_in("num_negatives", num_negatives, 1)
-        self.max_attention_positions = _int_in(
+        self.num_negatives = arguments.integer("num_negatives", num_negatives, 1)
+        self.max_attention_positions = arguments.integer(
             "max_attention_positions", max_attention_positions, 1
         )
-        self.seed = _int_in("seed", seed, 0)
+        self.seed = arguments.integer("seed", seed, 0)
         self._check_grid()
         self._build_layers()
         self.loss_tracker = keras.metrics.Mean(name="loss")

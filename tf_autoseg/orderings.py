@@ -24,6 +24,8 @@ This module is pure NumPy: the layers turn its tables into constants.
 
 import numpy as np
 
+from tf_autoseg import arguments
+
 NUM_ORDERINGS = 16
 RASTER = range(0, 8)
 ZIGZAG = range(8, 16)
@@ -91,9 +93,7 @@ def rank(ordering, height, width):
         visits pixel (r, c).
     """
     ordering = validate(ordering)
-    for arg, value in (("height", height), ("width", width)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
+    height, width = arguments.integer("height", height), arguments.integer("width", width)
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     flip_rows, flip_cols, transpose = _frame(ordering)
     rows = height - 1 - rows if flip_rows else rows
