@@ -72,9 +72,6 @@ def main(argv):
         held_out, fit = held_out.take(2), fit.take(2)
     k = cfg["classes"]
 
-    def holdout(predict_confusion):
-        return evaluation.protocol(predict_confusion(fit), predict_confusion(held_out))
-
     table = {}
     majority = evaluation.ConfusionMatrix(k)
     for _, labels in held_out:
@@ -104,14 +101,9 @@ def main(argv):
         """Scores the held-out tiles every `--eval_every` steps; stops at the budget."""
 
         def on_epoch_end(self, epoch, logs=None):
-            scores = holdout(lambda d: evaluation.model_confusion(model, d, k))
-            over = None
-            if model.over_head is not None:
-                over = evaluation.protocol(
-                    evaluation.model_confusion(model, fit, k, overclustering=True),
-                    evaluation.model_confusion(model, held_out, k, overclustering=True),
-                    many_to_one=True,
-                )["pixel_accuracy"]
+            results = experiment.evaluate(model, cfg, held_out, fit)
+            scores = results["main"]
+            over = results.get("overclustering", {}).get("pixel_accuracy")
             curve.append(
                 {
                     "steps": int(model.optimizer.iterations),

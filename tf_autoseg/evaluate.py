@@ -23,7 +23,7 @@ flags.DEFINE_string("model", None, "A run directory, a .keras file or a SavedMod
 
 
 class SavedModelClusters:
-    """A SavedModel's `serving_default` seen through `predict_labels`, for evaluation."""
+    """A SavedModel's `serving_default` seen through `cluster_labels` (main head), for evaluation."""
 
     overclustering = None
     over_head = None
@@ -34,13 +34,13 @@ class SavedModelClusters:
         self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
         self.num_classes = int(self._signature.structured_outputs["probabilities"].shape[-1])
 
-    def predict_labels(self, images, overclustering=False):
+    def cluster_labels(self, images, heads=("main",)):
         import tensorflow as tf
 
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.uint8:
             images = tf.cast(tf.clip_by_value(images, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
-        return self._signature(images=images)["labels"]
+        return {"main": self._signature(images=images)["labels"]}
 
 
 def load(path):

@@ -173,20 +173,30 @@ def majority_baseline(confusion):
     return scores(per_class, np.array([per_class.argmax()]))
 
 
-def model_confusion(model, batches, num_classes, overclustering=False):
-    """Confusion of a model's cluster ids (plain inference) over (images, labels) batches.
+def model_confusions(model, batches, num_classes, heads=("main",)):
+    """{head: confusion} of a model's cluster ids (plain inference) over (images, labels) batches.
+
+    One forward pass per batch serves every head.
 
     Args:
-        model: an `AutoSegModel` (anything with `predict_labels`).
+        model: an `AutoSegModel` (anything with `cluster_labels`, `num_classes`,
+            `overclustering`).
         batches: iterable of (images, labels), labels with 255 = ignore.
         num_classes: classes in the labels.
-        overclustering: score the overclustering head instead of the main one.
+        heads: "main" and/or "overclustering".
     """
-    clusters = model.overclustering if overclustering else model.num_classes
-    if clusters is None:
+    clusters = {"main": model.num_classes, "overclustering": model.overclustering}
+    if "overclustering" in heads and clusters["overclustering"] is None:
         raise ValueError("`overclustering=True` needs a model with an overclustering head.")
-    confusion = ConfusionMatrix(num_classes, clusters)
+    confusions = {head: ConfusionMatrix(num_classes, clusters[head]) for head in heads}
     for images, labels in batches:
-        predicted = model.predict_labels(images, overclustering=overclustering)
-        confusion.update(np.asarray(labels), predicted.numpy())
-    return confusion
+        predicted = model.cluster_labels(images, heads=heads)
+        for head in heads:
+            confusions[head].update(np.asarray(labels), predicted[head].numpy())
+    return confusions
+
+
+def model_confusion(model, batches, num_classes, overclustering=False):
+    """The confusion of one head (the overclustering one with `overclustering=True`)."""
+    head = "overclustering" if overclustering else "main"
+    return model_confusions(model, batches, num_classes, (head,))[head]

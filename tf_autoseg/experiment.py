@@ -138,24 +138,21 @@ def _batches(dataset, limit):
 
 def evaluate(model, config, evaluation_set, fit_set):
     """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one)."""
-    k = config["classes"]
+    k, limit = config["classes"], config["eval_batches"]
+    heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
+    score = evaluation.model_confusions(model, _batches(evaluation_set, limit), k, heads)
+    fit = (
+        None
+        if fit_set is None
+        else evaluation.model_confusions(model, _batches(fit_set, limit), k, heads)
+    )
     results = {}
-    heads = [("main", False)] + ([("overclustering", True)] if model.over_head is not None else [])
-    for head, over in heads:
-        score = evaluation.model_confusion(
-            model, _batches(evaluation_set, config["eval_batches"]), k, over
-        )
-        fit = None
-        if fit_set is not None:
-            fit = evaluation.model_confusion(
-                model, _batches(fit_set, config["eval_batches"]), k, over
-            )
-        result = (
-            evaluation.protocol(score, many_to_one=over)
-            if fit is None
-            else evaluation.protocol(fit, score, many_to_one=over)
-        )
-        results[head] = result
+    for head in heads:
+        over = head == "overclustering"
+        if fit is None:
+            results[head] = evaluation.protocol(score[head], many_to_one=over)
+        else:
+            results[head] = evaluation.protocol(fit[head], score[head], many_to_one=over)
     return results
 
 

@@ -282,16 +282,26 @@ class AutoSegModel(keras.Model):
 
         With `overclustering=True`, the ids of the overclustering head.
         """
-        if overclustering and self.over_head is None:
+        head = "overclustering" if overclustering else "main"
+        return self.cluster_labels(images, batch_size, heads=(head,))[head]
+
+    def cluster_labels(self, images, batch_size=8, heads=("main", "overclustering")):
+        """{head: (B, H, W) int32 cluster ids} of plain inference, one forward pass for all.
+
+        `heads` names "main" and/or "overclustering" (which needs that head).
+        """
+        if "overclustering" in heads and self.over_head is None:
             raise ValueError("`overclustering=True` needs a model built with `overclustering`.")
         images = tf.convert_to_tensor(images)
-        outputs = []
+        outputs = {head: [] for head in heads}
         for i in range(0, int(images.shape[0]), batch_size):
             batch = images[i : i + batch_size]
-            probs = self._forward(batch, None, training=False)[2 if overclustering else 1]
-            probs = tf.image.resize(probs, tf.shape(batch)[1:3], method="bilinear")
-            outputs.append(tf.argmax(probs, axis=-1, output_type=tf.int32))
-        return tf.concat(outputs, axis=0)
+            _, main, over = self._forward(batch, None, training=False)
+            for head, probs in (("main", main), ("overclustering", over)):
+                if head in outputs:
+                    probs = tf.image.resize(probs, tf.shape(batch)[1:3], method="bilinear")
+                    outputs[head].append(tf.argmax(probs, axis=-1, output_type=tf.int32))
+        return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
     # --------------------------------------------------------------- training
     @property
