@@ -446,6 +446,29 @@ def test_image_smaller_than_the_tile_is_a_counted_skip(tmp_path):
     assert info.skipped == {str(tmp_path / "small.png"): "20x64 is smaller than the 32x32 tile"}
 
 
+def test_downsample_shrinks_images_by_block_mean_and_masks_by_majority(tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (70, 66, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (70, 66), dtype=np.uint8)
+    mask[:2, :2] = [[2, 1], [1, 1]]  # a block whose majority (1) is not its top-left id
+    write_png(tmp_path / "images" / "x.png", image)
+    write_png(tmp_path / "masks" / "x.png", mask)
+    write_png(tmp_path / "images" / "y.png", image[:40])  # 20 rows once halved: below a tile
+    dataset, info = data.folder(
+        tmp_path / "images", tmp_path / "masks", tile=32, downsample=2, labels=True,
+        num_classes=3, batch_size=1, shuffle=False,
+    )  # fmt: skip
+    images, labels = collect(dataset)
+    assert info.num_examples == 1 and images.shape == (1, 32, 32, 3)  # 35x33 after halving
+    np.testing.assert_array_equal(images[0], block_mean(image[:64, :64], 2))
+    np.testing.assert_array_equal(labels[0], imageio.downscale_mode(mask[:64, :64], 2))
+    assert labels[0, 0, 0] == 1
+    reason = "40x66 is smaller than the 32x32 tile once shrunk 2 times"
+    assert info.skipped == {str(tmp_path / "images" / "y.png"): reason}
+    with pytest.raises(ValueError, match="`downsample` must be a positive int"):
+        data.folder(tmp_path / "images", downsample=0, batch_size=1)
+
+
 def test_mask_errors_name_the_file(tmp_path):
     write_png(tmp_path / "images" / "x.png", np.zeros((32, 32, 3), np.uint8))
     mask = write_png(tmp_path / "masks" / "x.png", np.zeros((40, 32), np.uint8))

@@ -169,6 +169,8 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
         (["--attention_blocks=4"], "--attention_blocks=['4']: block numbers in [1, 1]"),
         (["--dropout=1.5"], "--dropout=1.5: must be in [0, 1)"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
+        (["--downsample=2"], "--downsample=2: applies to dubai and folder, not synthetic"),
+        (["--downsample=0"], "--downsample=0: must be a positive integer"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, args, message):

@@ -175,6 +175,7 @@ def folder(
     num_classes=None,
     class_names=None,
     tile=None,
+    downsample=1,
     size_tolerance=2,
     channels=3,
     vertical_flip=False,
@@ -204,6 +205,9 @@ def folder(
         tile: cut images (and masks) into non-overlapping tile x tile pieces, dropping the
             remainder; an image smaller than a tile is skipped (in `info.skipped`). None:
             whole images, which must then all have one size.
+        downsample: a positive int n: shrink each image n times before tiling, each n x n
+            block (the remainder dropped) to its mean colour and its mask's majority label
+            (ties to the top-left pixel). The tile size is counted after it.
         size_tolerance: a mask up to this many pixels off its image's size is cropped, with
             the image, to the common size (in `info.adjusted`); beyond it, an error.
         channels: 3 (default), 4 or None; see `tf_autoseg.images.read_image`.
@@ -222,6 +226,10 @@ def folder(
     check_choice("mask_format", mask_format, ("index", "colour"))
     if tile is not None and not (isinstance(tile, int) and tile >= 1):
         raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
+    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+        raise ValueError(
+            f"`downsample` must be a positive int. Received: downsample={downsample!r}"
+        )
     table = None
     if mask_format == "colour" and colours is not None:
         table = imageio.parse_colours(colours)
@@ -237,8 +245,9 @@ def folder(
     for image_path in paths:
         if tile is not None:
             h, w = imageio.image_size(image_path)
-            if h < tile or w < tile:
-                skipped[str(image_path)] = f"{h}x{w} is smaller than the {tile}x{tile} tile"
+            if h // downsample < tile or w // downsample < tile:
+                shrunk = f" once shrunk {downsample} times" if downsample > 1 else ""
+                skipped[str(image_path)] = f"{h}x{w} is smaller than the {tile}x{tile} tile{shrunk}"
                 continue
         image, note = imageio.read_image(image_path, channels)
         notes = [note] if note else []
@@ -252,6 +261,10 @@ def folder(
             notes += [note] if note else []
         if notes:
             adjusted[str(image_path)] = "; ".join(notes)
+        if downsample > 1:
+            image = imageio.downscale_mean(image, downsample)
+            if labels:
+                mask = imageio.downscale_mode(mask, downsample)
         if xs and image.shape[-1] != xs[0].shape[-1]:
             raise ValueError(
                 f"{image_path} has {image.shape[-1]} channels, earlier images {xs[0].shape[-1]}"
@@ -315,6 +328,7 @@ def dubai(
     tiles=(1, 2, 3, 4, 5, 6, 7, 8),
     *,
     tile=200,
+    downsample=1,
     size_tolerance=2,
     batch_size=8,
     seed=0,
@@ -337,6 +351,8 @@ def dubai(
         path: the folder with `classes.json` and `tile-1` ... `tile-8`.
         tiles: which `tile-N` folders to read.
         tile: side of the pieces the images are cut into (remainder dropped).
+        downsample: shrink images (block mean) and masks (block majority) this many times
+            before cutting them; see `folder`.
         size_tolerance, batch_size, seed, labels, shuffle, repeat, drop_remainder, augment:
             see `folder`; `augment` flips left-right and up-down.
 
@@ -367,6 +383,7 @@ def dubai(
         num_classes=len(names),
         class_names=names,
         tile=tile,
+        downsample=downsample,
         size_tolerance=size_tolerance,
         vertical_flip=True,
         **pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment),

@@ -82,13 +82,16 @@ def pipeline(config, part, labels):
         )
     if name == "dubai":
         tiles = config["train_tiles" if part == "train" else "eval_tiles"]
-        return data.dubai(root, tiles=[int(t) for t in tiles], tile=config["crop"], **common)
+        return data.dubai(
+            root, tiles=[int(t) for t in tiles], tile=config["crop"],
+            downsample=config["downsample"], **common,
+        )  # fmt: skip
     if labels and not config["masks_dir"]:
         return None
     return data.folder(
         root, masks=config["masks_dir"] if labels else None, num_classes=k,
         mask_format="colour" if config["colours"] else "index", colours=config["colours"],
-        tile=config["crop"], **common,
+        tile=config["crop"], downsample=config["downsample"], **common,
     )  # fmt: skip
 
 

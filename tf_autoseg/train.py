@@ -33,6 +33,11 @@ flags.DEFINE_integer(
     "synthetic 2-6, Dubai 5, folder: as many as its masks use.",
 )  # fmt: skip
 flags.DEFINE_integer("crop", 128, "Square training crop in pixels (COCO-Stuff, folder tiles).")
+flags.DEFINE_integer(
+    "downsample", 1,
+    "dubai, folder: shrink images this many times (block mean; masks: block majority) "
+    "before cutting tiles. Segment new imagery at the same scale.",
+)  # fmt: skip
 flags.DEFINE_integer("min_side", 360, "cocostuff: keep images whose shorter side is at least this.")
 flags.DEFINE_float(
     "min_target_share", 0.75, "cocostuff: keep images with at least this share of target pixels."
@@ -124,10 +129,12 @@ def validate(config):
     if config["dataset"] in accepted and config["classes"] not in accepted[config["dataset"]]:
         fail("classes", f"{config['dataset']} accepts {accepted[config['dataset']]}.")
     positive = ("batch_size", "log_every", "steps", "checkpoint_every", "width", "attention_heads", "crop",
-                "synthetic_images", "synthetic_size", "num_negatives")  # fmt: skip
+                "downsample", "synthetic_images", "synthetic_size", "num_negatives")  # fmt: skip
     for flag in positive:
         if config[flag] < 1:
             fail(flag, "must be a positive integer.")
+    if config["downsample"] > 1 and config["dataset"] not in ("dubai", "folder"):
+        fail("downsample", f"applies to dubai and folder, not {config['dataset']}.")
     if config["steps"] % config["checkpoint_every"]:
         fail("checkpoint_every", f"must divide --steps={config['steps']}.")
     if config["stride"] not in (1, 2, 4):
