@@ -61,6 +61,11 @@ def test_peer_net4_has_the_published_size():
 def test_small_benchmarks_print_their_figures():
     overhead = _json_of("benchmarks.masking_overhead", "--size=16", "--channels=8", "--repeats=1")
     assert overhead["masked_over_plain"] > 0
+    loss = _json_of("benchmarks.loss_speed", "--size=6", "--repeats=1", "--displacements=1,2")
+    assert [r["displacement"] for r in loss["results"]] == [1, 2]
+    for result in loss["results"]:  # the box filter and the offset loop agree
+        assert abs(result["loss_box"] - result["loss_loop"]) < 1e-5
+        assert result["box_ms_median"] > 0 and result["loop_ms_median"] > 0
     evaluation = _json_of("benchmarks.evaluation_speed", "--pixels=1e6", "--repeats=1")
     assert evaluation["pixels"] >= 1e6 and 0 <= evaluation["pixel_accuracy"] <= 1
     latency = _json_of(

@@ -46,15 +46,18 @@ def test_symmetric_in_its_arguments(displacement):
     assert 0 <= forward <= np.log(4)
 
 
-def test_displacement_window_equals_brute_force():
+@pytest.mark.parametrize("displacement", [1, 2, 4])  # 4: the window is wider than the image
+def test_displacement_window_equals_brute_force(displacement):
     rng = np.random.default_rng(2)
     p1 = rng.dirichlet(np.ones(3), size=(2, 5, 6)).astype(np.float32)
     p2 = rng.dirichlet(np.ones(3), size=(2, 5, 6)).astype(np.float32)
     expected = np.zeros((3, 3))
-    for b, r, c, dr, dc in itertools.product(range(2), range(5), range(6), (-1, 0, 1), (-1, 0, 1)):
+    offsets = range(-displacement, displacement + 1)
+    for b, r, c, dr, dc in itertools.product(range(2), range(5), range(6), offsets, offsets):
         if 0 <= r + dr < 5 and 0 <= c + dc < 6:
             expected += np.outer(p1[b, r, c], p2[b, r + dr, c + dc])
-    np.testing.assert_allclose(losses.joint_counts(p1, p2, 1).numpy(), expected, rtol=1e-5)
+    counts = losses.joint_counts(p1, p2, displacement).numpy()
+    np.testing.assert_allclose(counts, expected, rtol=1e-5)
 
 
 def test_finite_gradients_at_zero_and_one():
