@@ -154,6 +154,18 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
     assert code == 2 and "--learning_rate was 0.001, now 0.5" in output
 
 
+def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_path):
+    from tf_autoseg.experiment import ADDED
+
+    saved = tmp_path / "flags.json"
+    saved.write_text(json.dumps({"dataset": "dubai", "steps": 10}))  # recorded before --downsample
+    checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 1}, added=ADDED)
+    with pytest.raises(ValueError, match="--downsample was 1, now 2"):
+        checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 2}, added=ADDED)
+    with pytest.raises(ValueError, match="--downsample was None, now 1"):
+        checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 1})
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -110,13 +110,15 @@ class CheckpointCallback(keras.callbacks.Callback):
             old.unlink()
 
 
-def check_same_flags(path, flags, ignored=()):
+def check_same_flags(path, flags, ignored=(), added=None):
     """Raises if the run at `path` (flags.json) was started with other training flags.
 
     A resumed run must be the same run; flags listed in `ignored` (e.g. the
-    number of steps, output folders) may change.
+    number of steps, output folders) may change. `added` maps flags introduced
+    after a run may have been recorded to the value that behaves as before: a
+    flags.json without one of them is read as holding that value.
     """
-    saved = json.loads(Path(path).read_text())
+    saved = {**(added or {}), **json.loads(Path(path).read_text())}
     changed = {
         name: (saved.get(name), value)
         for name, value in flags.items()

@@ -23,6 +23,8 @@ from tf_autoseg import visualize
 from tf_autoseg.model import VARIANTS
 from tf_autoseg.model import AutoSegModel
 
+# Flags added after runs were first recorded, with the value that trains as before.
+ADDED = {"downsample": 1}
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
              "distribution", "eval_mode", "run_dir", "data_dir"}  # fmt: skip
@@ -210,7 +212,7 @@ def _check_run_dir(config):
     """Refuses to resume a run started with other training flags (reads only)."""
     saved = Path(config["run_dir"]) / "flags.json"
     if saved.exists():
-        checkpoints.check_same_flags(saved, config, ignored=RESUMABLE)
+        checkpoints.check_same_flags(saved, config, ignored=RESUMABLE, added=ADDED)
 
 
 def _record_flags(config):
