@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tf_autoseg import arguments
 from tf_autoseg import images as imageio
 
 IGNORE = imageio.IGNORE
@@ -226,10 +227,7 @@ def folder(
     check_choice("mask_format", mask_format, ("index", "colour"))
     if tile is not None and not (isinstance(tile, int) and tile >= 1):
         raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
-    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-        raise ValueError(
-            f"`downsample` must be a positive int. Received: downsample={downsample!r}"
-        )
+    downsample = arguments.integer("downsample", downsample)
     table = None
     if mask_format == "colour" and colours is not None:
         table = imageio.parse_colours(colours)
