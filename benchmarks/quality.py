@@ -1,15 +1,27 @@
-"""Segmentation quality on real data: AC against k-means, random-network and majority baselines.
+"""Segmentation quality on real data: a training recipe against the baselines, over seeds.
 
-The Dubai aerial set (../shared/data/dubai-aerial, 5 classes, Unlabeled ignored):
-AC trains on tiles 1-6 without labels; every method is scored on held-out
-tiles 7-8 by the same code, with its cluster -> class mapping fitted on the
-training tiles' labels (holdout mode), so no choice sees the held-out tiles.
-Prints one JSON object (the table, and accuracy against training time) and
-writes a PNG plot of that curve when matplotlib is installed.
+A recipe is the training flags (a flagfile such as experiments/dubai.cfg, plus any flag on the
+command line); `--task` chooses the data and the split, overriding the recipe's data flags:
 
-    python -m benchmarks.quality --flagfile=experiments/dubai.cfg --minutes=30
-    python -m benchmarks.quality --flagfile=experiments/dubai.cfg --steps=4 --eval_every=2 \\
-        --width=8 --quick                              # seconds: checks that it works
+| task | trains on (labels unused) | scored on | cluster -> class mapping fitted on |
+|---|---|---|---|
+| dubai | tiles 1-4 | tiles 5-6 (validation) | tiles 1-4's labels (holdout) |
+| dubai_report | tiles 1-6 | tiles 7-8 (report) | tiles 1-6's labels (holdout) |
+| camvid3, camvid11 | `train-*` frames | `val-*` frames | the scored frames (IIC's "same") |
+| cocostuff3 | cocostuff-mini train | its val images | the scored images (smoke check) |
+
+For every seed it trains the recipe for `--minutes` (checked at each evaluation point) or
+`--steps`, scoring the held-out part every `--eval_every` steps, and scores the baselines of
+that seed: the majority class, k-means on RGB pixels, and the untrained network + k-means on its
+features, all by the same code. At each point it also records what needs no label: the cluster
+sizes and the mutual information of two orderings on the held-out images, the criterion
+`--select=mi` picks a point by. Prints one JSON report (per seed, and the mean and spread over
+seeds of each figure) and writes it to `--out` (default benchmarks/results/<task>-<recipe>-<time>.json).
+
+    python -m benchmarks.quality --flagfile=experiments/dubai.cfg --task=dubai --seeds=0,1,2 \\
+        --minutes=20 --eval_every=500
+    python -m benchmarks.quality --flagfile=experiments/quickstart.cfg --task=cocostuff3 \\
+        --steps=4 --eval_every=2 --width=8 --quick           # seconds: checks that it all works
 """
 
 import json
@@ -24,142 +36,235 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_autoseg import train  # noqa: E402 - the training flags describe the model and data
+from tf_autoseg import train  # noqa: E402 - the training flags describe the recipe
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float("minutes", 30.0, "Training time budget in minutes.")
+flags.DEFINE_enum(
+    "task", "dubai", ["dubai", "dubai_report", "camvid3", "camvid11", "cocostuff3"],
+    "Data and split (see the module's table).",
+)  # fmt: skip
+flags.DEFINE_string("data_root", "../shared/data", "Folder holding the datasets.")
+flags.DEFINE_string("recipe", None, "Name of the recipe in the report (default: the flagfile's).")
+flags.DEFINE_list("seeds", ["0", "1"], "Training seeds; baselines use the same seeds.")
+flags.DEFINE_float("minutes", 0.0, "Training budget per seed in minutes (0: --steps only).")
 flags.DEFINE_integer("eval_every", 500, "Steps between held-out evaluations (the curve).")
-flags.DEFINE_list(
-    "kmeans_seeds", ["0", "1", "2"], "Seeds of the k-means baselines (mean reported)."
-)
+flags.DEFINE_bool("baselines", True, "Score the baselines (k-means RGB, untrained + k-means).")
+flags.DEFINE_bool("feature_kmeans", True, "Also score k-means on the trained features.")
 flags.DEFINE_bool("quick", False, "Two evaluation batches: checks that it all works.")
-flags.DEFINE_string("plot", "docs/quality_curve.png", "Where to write the curve ('' = none).")
-flags.DEFINE_string("from_json", None, "Only redraw the plot from a saved report.")
+flags.DEFINE_string("out", None, "Where to write the JSON report ('' = nowhere).")
+
+TASKS = {
+    "dubai": dict(dataset="dubai", sub="dubai-aerial", classes=5, train_tiles=["1", "2", "3", "4"],
+                  eval_tiles=["5", "6"], eval_mode="holdout"),
+    "dubai_report": dict(dataset="dubai", sub="dubai-aerial", classes=5,
+                         train_tiles=["1", "2", "3", "4", "5", "6"], eval_tiles=["7", "8"],
+                         eval_mode="holdout"),
+    "camvid3": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same"),
+    "camvid11": dict(dataset="camvid", sub="camvid-trainval", classes=11, eval_mode="same"),
+    "cocostuff3": dict(dataset="cocostuff", sub="cocostuff-mini", classes=3, eval_mode="same",
+                       min_target_share=0.0, min_side=300),
+}  # fmt: skip
+SAMPLE = 200_000  # pixels that fit each k-means
 
 
 def config():
-    """The training flags (e.g. --flagfile=experiments/dubai.cfg), in holdout mode."""
-    cfg = {**train.run_config(), "eval_mode": "holdout"}
-    if cfg["dataset"] != "dubai":
-        raise app.UsageError("Pass the Dubai set: --flagfile=experiments/dubai.cfg")
+    """The recipe's training flags with the task's data flags."""
+    task = dict(TASKS[FLAGS.task])
+    root = Path(FLAGS.data_root) / task.pop("sub")
+    if not root.is_dir():
+        raise app.UsageError(f"--data_root: {root} is not a folder (the {FLAGS.task} data)")
+    cfg = {**train.run_config(), **task, "data_dir": str(root), "export": False}
     if FLAGS.quick:
         cfg["eval_batches"] = 2
     return cfg
 
 
-def _mean_scores(results):
-    return {
-        key: float(np.mean([r[key] for r in results])) for key in ("pixel_accuracy", "mean_iou")
-    }
+def _mean_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
 
 
-def main(argv):
-    del argv
-    if FLAGS.from_json:
-        _plot(json.loads(Path(FLAGS.from_json).read_text()), FLAGS.plot)
-        return
-    from tf_autoseg import baselines
+def _scores(pair, mode):
+    from tf_autoseg import evaluation
+
+    fit, score = pair
+    result = evaluation.protocol(fit, score if mode == "holdout" else None)
+    return {key: result[key] for key in ("pixel_accuracy", "mean_iou", "per_class_iou")}
+
+
+def baselines(cfg, seed, fit, held_out, input_shape):
+    """Majority, RGB k-means and untrained network + k-means, scored like the recipe."""
+    from tf_autoseg import baselines as lib
     from tf_autoseg import evaluation
     from tf_autoseg import experiment
 
-    cfg = config()
-    keras.utils.set_random_seed(cfg["seed"])
-    keras.mixed_precision.set_global_policy(cfg["precision"])
-    train = experiment.pipeline(cfg, "train", labels=False)[0]
-    held_out = experiment.pipeline(cfg, "eval", labels=True)[0]
-    fit = experiment.pipeline(cfg, "train", labels=True)[0]
-    if FLAGS.quick:
-        held_out, fit = held_out.take(2), fit.take(2)
-    k = cfg["classes"]
-
-    table = {}
+    k, mode = cfg["classes"], cfg["eval_mode"]
+    fit = held_out if mode == "same" else fit
+    sample = 20_000 if FLAGS.quick else SAMPLE
     majority = evaluation.ConfusionMatrix(k)
     for _, labels in held_out:
         majority.update(labels.numpy(), np.zeros_like(labels.numpy()))
-    table["majority_class"] = evaluation.majority_baseline(majority)
-    sample = 20_000 if FLAGS.quick else 200_000
-    kmeans_runs, network_runs = [], []
-    for seed in (int(s) for s in FLAGS.kmeans_seeds):
-        kmeans_runs.append(baselines.kmeans_baseline(fit, held_out, k, sample=sample, seed=seed))
-        keras.utils.set_random_seed(seed)
-        untrained = experiment.build_model({**cfg, "seed": seed}, train.element_spec.shape[1:])
-        features = baselines.network_features(untrained)
-        network_runs.append(
-            baselines.kmeans_baseline(fit, held_out, k, features=features, sample=sample, seed=seed)
-        )
-    # The baselines' clusters are mapped like AC's: on the training tiles' labels.
-    table["kmeans_rgb"] = _mean_scores([evaluation.protocol(*pair) for pair in kmeans_runs])
-    table["random_network_kmeans"] = _mean_scores(
-        [evaluation.protocol(*pair) for pair in network_runs]
+    result = {"majority_class": evaluation.majority_baseline(majority)}
+    result["majority_class"].pop("per_class_iou")
+    rgb = lib.kmeans_baseline(fit, held_out, k, sample=sample, seed=seed)
+    result["kmeans_rgb"] = _scores(rgb, mode)
+    keras.utils.set_random_seed(seed)
+    untrained = experiment.build_model({**cfg, "seed": seed}, input_shape)
+    network = lib.kmeans_baseline(
+        fit, held_out, k, features=lib.network_features(untrained), sample=sample, seed=seed
     )
+    result["untrained_kmeans"] = _scores(network, mode)
+    return result
 
-    keras.utils.set_random_seed(cfg["seed"])
-    model = experiment.build_model(cfg, train.element_spec.shape[1:])
+
+def evaluate_point(model, cfg, fit, held_out, seed):
+    """Scores of the trained model now: its head, k-means on its features, and label-free figures."""
+    from tf_autoseg import baselines as lib
+    from tf_autoseg import evaluation
+    from tf_autoseg import experiment
+
+    k, mode = cfg["classes"], cfg["eval_mode"]
+    results = experiment.evaluate(model, cfg, held_out, fit if mode == "holdout" else None)
+    point = {"head": {key: results["main"][key] for key in ("pixel_accuracy", "mean_iou",
+                                                            "per_class_iou")}}  # fmt: skip
+    if "overclustering" in results:
+        point["overclustering_many_to_one"] = results["overclustering"]["pixel_accuracy"]
+    if FLAGS.feature_kmeans:
+        sample = 20_000 if FLAGS.quick else SAMPLE
+        fit_set = held_out if mode == "same" else fit
+        pair = lib.kmeans_baseline(
+            fit_set, held_out, k, features=lib.network_features(model), sample=sample, seed=seed
+        )
+        point["feature_kmeans"] = _scores(pair, mode)
+    # Label-free: cluster sizes and the two-ordering mutual information on held-out images.
+    sizes = np.zeros(model.num_classes)
+    for images, _ in held_out:
+        labels = model.predict_labels(images).numpy()
+        sizes += np.bincount(labels.ravel(), minlength=model.num_classes)
+    point["cluster_sizes"] = (sizes / sizes.sum()).round(4).tolist()
+    point["held_out_mi"] = experiment.held_out_mutual_information(model, held_out)
+    del evaluation
+    return point
+
+
+def run_seed(cfg, seed, data):
+    """Trains one seed, scoring along the way; returns its record."""
+    from tf_autoseg import experiment
+
+    cfg = {**cfg, "seed": seed}
+    train_set, held_out, fit = data
+    input_shape = train_set.element_spec.shape[1:]
+    record = {"seed": seed}
+    if FLAGS.baselines:
+        record["baselines"] = baselines(cfg, seed, fit, held_out, input_shape)
+    keras.utils.set_random_seed(seed)
+    model = experiment.build_model(cfg, input_shape)
     curve, start = [], time.time()
 
     class Curve(keras.callbacks.Callback):
-        """Scores the held-out tiles every `--eval_every` steps; stops at the budget."""
-
         def on_epoch_end(self, epoch, logs=None):
-            results = experiment.evaluate(model, cfg, held_out, fit)
-            scores = results["main"]
-            over = results.get("overclustering", {}).get("pixel_accuracy")
-            curve.append(
-                {
-                    "steps": int(model.optimizer.iterations),
-                    "minutes": round((time.time() - start) / 60, 2),
-                    "pixel_accuracy": scores["pixel_accuracy"],
-                    "mean_iou": scores["mean_iou"],
-                    "overclustering_many_to_one_accuracy": over,
-                }
+            trained = time.time() - start - sum(p["eval_seconds"] for p in curve)
+            tick = time.time()
+            with experiment.averaged_weights(model):
+                point = evaluate_point(model, cfg, fit, held_out, seed)
+            point.update(
+                steps=int(model.optimizer.iterations),
+                train_minutes=round(trained / 60, 2),
+                eval_seconds=round(time.time() - tick, 1),
+                loss=float(model.loss_tracker.result()),
             )
-            if time.time() - start > FLAGS.minutes * 60:
+            curve.append(point)
+            print(json.dumps({"seed": seed, **{k: point[k] for k in ("steps", "train_minutes")},
+                              "head": point["head"]["pixel_accuracy"],
+                              "head_miou": point["head"]["mean_iou"]}), flush=True)  # fmt: skip
+            if FLAGS.minutes and trained > FLAGS.minutes * 60:
                 self.model.stop_training = True
 
     epochs = max(1, cfg["steps"] // FLAGS.eval_every)
     model.fit(
-        train, steps_per_epoch=FLAGS.eval_every, epochs=epochs, verbose=0, callbacks=[Curve()]
+        train_set, steps_per_epoch=FLAGS.eval_every, epochs=epochs, verbose=0, callbacks=[Curve()]
     )
-    done = int(model.optimizer.iterations)
-    table["ac"] = {key: curve[-1][key] for key in ("pixel_accuracy", "mean_iou")}
+    record["curve"] = curve
+    record["final"] = curve[-1]
+    record["selected_by_mi"] = max(curve, key=lambda p: p["held_out_mi"])
+    return record
+
+
+def summary(records):
+    """Mean and spread over seeds of each method's accuracy and mIoU."""
+    methods = {
+        "head_final": lambda r: r["final"]["head"],
+        "head_selected_by_mi": lambda r: r["selected_by_mi"]["head"],
+        "feature_kmeans_final": lambda r: r["final"].get("feature_kmeans"),
+    }
+    if "baselines" in records[0]:
+        for name in records[0]["baselines"]:
+            methods[name] = lambda r, name=name: r["baselines"][name]
+    table = {}
+    for name, get in methods.items():
+        entries = [get(r) for r in records]
+        if any(e is None for e in entries):
+            continue
+        table[name] = {
+            key: _mean_spread([e[key] for e in entries]) for key in ("pixel_accuracy", "mean_iou")
+        }
+    return table
+
+
+def main(argv):
+    del argv
+    from tf_autoseg import experiment
+
+    cfg = config()
+    seeds = [int(s) for s in FLAGS.seeds]
+    keras.mixed_precision.set_global_policy(cfg["precision"])
+    records = []
+    for seed in seeds:
+        (train_set, _), held, fit = experiment.build_data({**cfg, "seed": seed})
+        held_out, fit = held[0], fit and fit[0]
+        if FLAGS.quick:
+            held_out, fit = held_out.take(2), fit and fit.take(2)
+        records.append(run_seed(cfg, seed, (train_set, held_out, fit)))
+    recipe = FLAGS.recipe or _flagfile_name()
     report = {
-        "data": cfg["data_dir"],
-        "train_tiles": cfg["train_tiles"],
-        "held_out_tiles": cfg["eval_tiles"],
-        "budget_minutes": FLAGS.minutes,
-        "steps": done,
-        "config": {k_: cfg[k_] for k_ in ("width", "ar_blocks", "overclustering", "displacement",
-                                          "entropy_weight", "learning_rate", "crop", "precision")},
-        "table": table,
-        "curve": curve,
-    }  # fmt: skip
-    print(json.dumps(report))
-    if FLAGS.plot:
-        _plot(report, FLAGS.plot)
+        "task": FLAGS.task,
+        "recipe": recipe,
+        "cpu": _cpu(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "budget": {"minutes": FLAGS.minutes, "steps": cfg["steps"]},
+        "config": {k: v for k, v in cfg.items() if k not in ("run_dir", "export_dir")},
+        "summary": summary(records),
+        "seeds": records,
+    }
+    text = json.dumps(report)
+    print(text)
+    out = FLAGS.out
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = f"benchmarks/results/{FLAGS.task}-{recipe}-{stamp}.json"
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
 
 
-def _plot(report, path):
+def _flagfile_name():
+    """The stem of the last --flagfile on the command line (absl consumes it), or "flags"."""
+    import sys
+
+    files = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--flagfile=")]
+    return Path(files[-1]).stem if files else "flags"
+
+
+def _cpu():
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
-    minutes = [p["minutes"] for p in report["curve"]]
-    axis.plot(minutes, [p["pixel_accuracy"] for p in report["curve"]], "o-", label="AC")
-    styles = {"kmeans_rgb": ":", "random_network_kmeans": "--", "majority_class": "-."}
-    for name, style in styles.items():
-        value = report["table"][name]["pixel_accuracy"]
-        axis.axhline(value, linestyle=style, color="gray", label=name.replace("_", " "))
-    axis.set_xlabel("training time (minutes, 2 CPU cores)")
-    axis.set_ylabel("held-out pixel accuracy")
-    axis.set_title("Dubai-5, tiles 7-8 held out")
-    axis.legend(loc="lower right", fontsize=7)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 if __name__ == "__main__":

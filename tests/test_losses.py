@@ -105,10 +105,75 @@ def test_arl_is_low_for_matching_views_and_log_n_for_random_ones():
     assert np.isfinite(float(small))
 
 
+@pytest.mark.parametrize("displacement", [0, 1, 3])  # 3: the window is wider than the image
+def test_per_offset_joints_equal_a_brute_force_sum_per_offset(displacement):
+    rng = np.random.default_rng(6)
+    p1 = rng.dirichlet(np.ones(3), size=(2, 5, 6)).astype(np.float32)
+    p2 = rng.dirichlet(np.ones(3), size=(2, 5, 6)).astype(np.float32)
+    offsets = list(itertools.product(range(-displacement, displacement + 1), repeat=2))
+    expected = np.zeros((len(offsets), 3, 3))
+    for t, (dr, dc) in enumerate(offsets):
+        for b, r, c in itertools.product(range(2), range(5), range(6)):
+            if 0 <= r + dr < 5 and 0 <= c + dc < 6:
+                expected[t] += np.outer(p1[b, r, c], p2[b, r + dr, c + dc])
+    per_offset = losses.joint_counts_per_offset(p1, p2, displacement).numpy()
+    np.testing.assert_allclose(per_offset, expected, rtol=1e-5, atol=1e-6)
+    pooled = losses.joint_counts(p1, p2, displacement).numpy()
+    np.testing.assert_allclose(per_offset.sum(0), pooled, rtol=1e-5)
+
+
+def test_per_offset_value_is_the_mean_of_each_offsets_mutual_information():
+    rng = np.random.default_rng(7)
+    p1 = tf.nn.softmax(rng.normal(size=(2, 6, 6, 3)).astype(np.float32) * 3)
+    p2 = tf.nn.softmax(rng.normal(size=(2, 6, 6, 3)).astype(np.float32) * 3)
+    counts = losses.joint_counts_per_offset(p1, p2, 1)
+    each = [float(losses.mutual_information_from_counts(c, 1.5)) for c in counts]
+    mean = float(losses.mutual_information_from_counts(counts, 1.5))
+    assert mean == pytest.approx(np.mean(each), rel=1e-5)
+    pooled = float(losses.mutual_information_from_counts(tf.reduce_sum(counts, 0), 1.5))
+    assert abs(mean - pooled) > 1e-4, "pooling the offsets first is a different objective"
+    # Identical maps at displacement 0: one offset, the plain mutual information.
+    single = losses.joint_counts_per_offset(p1, p1, 0)
+    assert single.shape == (1, 3, 3)
+    assert float(losses.mutual_information_from_counts(single)) == pytest.approx(
+        float(losses.mutual_information(p1, p1)), rel=1e-5
+    )
+
+
+def test_moving_marginal_is_the_batch_marginal_at_its_first_step():
+    batch = tf.constant([0.7, 0.2, 0.1])
+    first = losses.moving_marginal(batch, tf.zeros(3), momentum=0.9)
+    np.testing.assert_allclose(first.numpy(), batch.numpy())
+    later = losses.moving_marginal(batch, tf.constant([0.2, 0.4, 0.4]), momentum=0.9)
+    np.testing.assert_allclose(later.numpy(), [0.25, 0.38, 0.37], rtol=1e-5)
+    # Gradients reach the batch part only, scaled by 1 - momentum.
+    estimate = tf.Variable([0.2, 0.4, 0.4])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(batch)
+        value = tf.reduce_sum(losses.moving_marginal(batch, estimate, momentum=0.9) * [1, 2, 3])
+    np.testing.assert_allclose(tape.gradient(value, batch).numpy(), [0.1, 0.2, 0.3], rtol=1e-5)
+    assert tape.gradient(value, estimate) is None
+
+
+def test_a_given_marginal_replaces_the_joints_own():
+    rng = np.random.default_rng(8)
+    p1 = tf.nn.softmax(rng.normal(size=(1, 6, 6, 3)).astype(np.float32))
+    counts = losses.joint_counts(p1, p1)
+    own = losses.marginal_from_counts(counts)
+    same = losses.mutual_information_from_counts(counts, 1.0, marginal=own)
+    assert float(same) == pytest.approx(float(losses.mutual_information_from_counts(counts)))
+    joint = losses.joint_from_counts(counts).numpy().astype(np.float64)
+    prior = np.array([0.5, 0.3, 0.2])
+    expected = (joint * (np.log(joint) - np.log(prior)[:, None] - np.log(prior)[None])).sum()
+    given = losses.mutual_information_from_counts(counts, 1.0, marginal=prior.astype(np.float32))
+    assert float(given) == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "call,match",
     [
         (lambda p: losses.joint_counts(p, p, displacement=-1), "`displacement`"),
+        (lambda p: losses.joint_counts_per_offset(p, p, displacement=1.5), "`displacement`"),
         (lambda p: losses.joint_counts(p, p[:, :2]), "same shape"),
         (lambda p: losses.joint_counts(p[0], p[0]), r"\(batch, height, width"),
         (lambda p: losses.arl_loss(p, p, temperature=0), "`temperature`"),

@@ -59,6 +59,7 @@ def test_overclustering_head_and_attention_blocks_are_built():
         (dict(geometric="shear"), "`geometric` must be one of"),
         (dict(input_shape=(16, 16)), "`input_shape` must be"),
         (dict(dropout=1.0), "`dropout`"),
+        (dict(marginal_momentum=1.0), "`marginal_momentum`"),
     ],
 )
 def test_bad_configuration_fails_at_construction(kwargs, match):
@@ -186,6 +187,101 @@ def test_arl_objective_trains_and_reports_mutual_information():
     model = _compiled(objective="arl", num_negatives=31, temperature=0.2)
     history = model.fit(tf.random.uniform((8, 16, 16, 3)), batch_size=4, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all() and "mi" in history.history
+
+
+def _views(model, seed=0):
+    images = tf.constant(synthetic_scenes(4, 16, seed=seed)[0])
+    return model._two_views(images, tf.constant([0, 3]), training=False, augment=False)
+
+
+def test_per_head_lambda_changes_only_the_overclustering_term():
+    base = _compiled(overclustering=6)
+    views = _views(base)
+    main_term = -losses.mutual_information_from_counts(
+        losses.joint_counts(views[0][1], views[1][1]), 1.0
+    )
+    loss = {}
+    for weight in (None, 1.0, 1.7):
+        base.over_entropy_weight = weight
+        loss[weight] = float(base._objective(*views)[0])
+    assert loss[None] == pytest.approx(loss[1.0], abs=1e-6)
+    over_counts = losses.joint_counts(views[0][2], views[1][2])
+    expected_over = -losses.mutual_information_from_counts(over_counts, 1.7)
+    assert loss[1.7] == pytest.approx(float(main_term + expected_over), rel=1e-5)
+    # The main head's lambda moves the main term only.
+    base.entropy_weight = 1.5
+    main_15 = -losses.mutual_information_from_counts(
+        losses.joint_counts(views[0][1], views[1][1]), 1.5
+    )
+    assert float(base._objective(*views)[0]) == pytest.approx(
+        float(main_15 + expected_over), rel=1e-5
+    )
+
+
+def test_moving_marginals_record_the_batch_marginal_at_the_first_step_then_average():
+    model = _compiled(overclustering=6, marginal_momentum=0.8)
+    assert set(model.marginals) == {"main", "overclustering"}
+    views = _views(model)
+    batch = {
+        "main": losses.marginal_from_counts(losses.joint_counts(views[0][1], views[1][1])),
+        "overclustering": losses.marginal_from_counts(
+            losses.joint_counts(views[0][2], views[1][2])
+        ),
+    }
+    plain = float(_compiled(overclustering=6)._objective(*views)[0])
+    first = float(model._objective(*views, update=True)[0])
+    assert first == pytest.approx(plain, rel=1e-5)  # equal to IIC's loss at the first step
+    for head, value in batch.items():
+        np.testing.assert_allclose(model.marginals[head].numpy(), value.numpy(), rtol=1e-5)
+    other = _views(model, seed=5)
+    other_batch = losses.marginal_from_counts(losses.joint_counts(other[0][1], other[1][1]))
+    model._objective(*other, update=True)
+    np.testing.assert_allclose(
+        model.marginals["main"].numpy(),
+        0.8 * batch["main"].numpy() + 0.2 * other_batch.numpy(),
+        rtol=1e-5,
+    )
+    model._objective(*views)  # evaluation (update=False) leaves the estimate alone
+    np.testing.assert_allclose(
+        model.marginals["main"].numpy(),
+        0.8 * batch["main"].numpy() + 0.2 * other_batch.numpy(),
+        rtol=1e-5,
+    )
+
+
+def test_train_step_updates_the_moving_marginal_and_it_is_saved(tmp_path):
+    model = _compiled(marginal_momentum=0.5)
+    images = tf.constant(synthetic_scenes(4, 16, seed=1)[0])
+    model.train_on_batch(images)
+    recorded = model.marginals["main"].numpy()
+    assert recorded.sum() == pytest.approx(1.0, rel=1e-5) and (recorded > 0).all()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.marginals["main"].numpy(), recorded)
+
+
+def test_sobel_input_feeds_two_gradient_channels():
+    model = _compiled(sobel=True)
+    kernel = model.front_layer.weights[0]
+    assert kernel.shape[2] == 3 + 2
+    flat = tf.fill((1, 16, 16, 3), 0.5)
+    np.testing.assert_array_equal(transforms.sobel(flat).numpy(), 0.0)
+    ramp = tf.tile(tf.reshape(tf.range(16, dtype=tf.float32) / 16, (1, 1, 16, 1)), (1, 16, 1, 3))
+    edges = transforms.sobel(ramp).numpy()
+    assert edges.shape == (1, 16, 16, 2)
+    np.testing.assert_allclose(edges[0, 4:-4, 4:-4, 1], 2 / 16, rtol=1e-5)  # d/dx of the ramp
+    np.testing.assert_allclose(edges[0, 4:-4, 4:-4, 0], 0.0, atol=1e-6)
+
+
+def test_new_options_round_trip_through_the_config():
+    model = _compiled(
+        overclustering=6, over_entropy_weight=1.0, entropy_weight=1.5, marginal_momentum=0.9,
+        sobel=True, per_offset=True, displacement=2,
+    )  # fmt: skip
+    clone = AutoSegModel.from_config(model.get_config())
+    for name in ("over_entropy_weight", "entropy_weight", "marginal_momentum", "sobel",
+                 "per_offset", "displacement"):  # fmt: skip
+        assert getattr(clone, name) == getattr(model, name)
 
 
 def test_mixed_bfloat16_trains_with_finite_loss():

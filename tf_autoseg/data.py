@@ -173,6 +173,7 @@ def folder(
     *,
     mask_format="index",
     colours=None,
+    label_map=None,
     num_classes=None,
     class_names=None,
     tile=None,
@@ -199,6 +200,9 @@ def folder(
             mapped by `colours`; colours it does not list become 255).
         colours: for "colour": a dict or a JSON file mapping "#RRGGBB" (or "r,g,b") to a
             class id, or to 255 / null for ignored colours.
+        label_map: for "index": an optional sequence mapping each of the masks' own class ids
+            (0..len-1; other values but 255 are an error) to a class id or 255 (ignore), e.g.
+            to merge classes; `num_classes` then counts the mapped classes.
         num_classes: classes: mask values must be below it or 255. Default: the largest class
             id of `colours` + 1, or for index masks the largest id they hold + 1 (None when
             `labels=False`: no mask is read).
@@ -234,6 +238,9 @@ def folder(
         class_ids = [v for v in table.values() if v != IGNORE]
         if num_classes is None and class_ids:
             num_classes = max(class_ids) + 1
+    if label_map is not None:
+        lut = np.full(256, IGNORE, np.uint8)
+        lut[: len(label_map)] = np.asarray(label_map, np.uint8)
     if labels and masks is None:
         raise ValueError("labels=True needs `masks`: a folder or a function image -> mask path")
     if labels and mask_format == "colour" and table is None:
@@ -253,8 +260,10 @@ def folder(
             mask_path = _mask_path(masks, image_path)
             if mask_format == "colour":
                 mask = imageio.read_colour_mask(mask_path, table)
-            else:
+            elif label_map is None:
                 mask = imageio.read_index_mask(mask_path, num_classes)
+            else:
+                mask = lut[imageio.read_index_mask(mask_path, len(label_map))]
             image, mask, note = imageio.match_sizes(image, mask, mask_path, size_tolerance)
             notes += [note] if note else []
         if notes:

@@ -4,6 +4,7 @@
 so it can be called (and tested) without a command line.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from tf_autoseg import camvid
 from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
 from tf_autoseg import data
@@ -24,7 +26,8 @@ from tf_autoseg.model import VARIANTS
 from tf_autoseg.model import AutoSegModel
 
 # Flags added after runs were first recorded, with the value that trains as before.
-ADDED = {"downsample": 1}
+ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
+         "sobel": False, "per_offset": False, "lr_schedule": "constant", "weight_ema": 0.0}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
              "distribution", "eval_mode", "run_dir", "data_dir"}  # fmt: skip
@@ -82,6 +85,12 @@ def pipeline(config, part, labels):
         return cocostuff.load(
             root, split=split, classes=k, crop=config["crop"], curated=curated, **curation, **common
         )
+    if name == "camvid":
+        # Training cuts the train frames into crops; evaluation reads whole frames.
+        return camvid.load(
+            root, split="train" if part == "train" else "val", classes=k,
+            tile=config["crop"] if training else None, downsample=config["downsample"], **common,
+        )  # fmt: skip
     if name == "dubai":
         tiles = config["train_tiles" if part == "train" else "eval_tiles"]
         return data.dubai(
@@ -124,7 +133,13 @@ def build_model(config, input_shape):
         overclustering=config["overclustering"] or None,
         objective=config["objective"],
         entropy_weight=config["entropy_weight"],
+        over_entropy_weight=(
+            None if config["over_entropy_weight"] < 0 else config["over_entropy_weight"]
+        ),
+        marginal_momentum=config["marginal_momentum"],
+        sobel=config["sobel"],
         displacement=config["displacement"],
+        per_offset=config["per_offset"],
         orderings=orderings.default_set(config["ordering_types"], config["num_orderings"]),
         sampling=config["sampling"],
         photometric=config["photometric"],
@@ -133,8 +148,58 @@ def build_model(config, input_shape):
         num_negatives=config["num_negatives"],
         seed=config["seed"],
     )
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    model.compile(optimizer=optimizer(config))
     return model
+
+
+def optimizer(config):
+    """Adam with the flags' learning-rate schedule and optional weight averaging."""
+    rate = config["learning_rate"]
+    if config["lr_schedule"] == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config["steps"])
+    ema = config["weight_ema"]
+    return keras.optimizers.Adam(rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block, the model holds its optimizer's weight average (`--weight_ema`).
+
+    Without an average it is a no-op; the trained weights are restored on exit.
+    """
+    optimizer = model.optimizer
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        yield model
+        return
+    variables = model.trainable_variables
+    saved = [v.numpy() for v in variables]
+    for variable, average in zip(variables, averages):
+        if average is not None:
+            variable.assign(average)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+def held_out_mutual_information(model, batches, limit=0):
+    """Mutual information of the main head under the model's first two orderings, on unlabelled
+    images: the objective itself, measured where training never looked (a label-free criterion).
+    """
+    import numpy as np
+
+    from tf_autoseg import losses
+
+    counts = 0.0
+    pair = model.orderings[:2]
+    for batch in _batches(batches, limit):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        p1 = model.forward(images, pair[0])[1]
+        p2 = model.forward(images, pair[1])[1]
+        counts += losses.joint_counts(p1, p2, model.displacement).numpy()
+    return float(losses.mutual_information_from_counts(np.asarray(counts, np.float32)))
 
 
 def _batches(dataset, limit):

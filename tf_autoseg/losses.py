@@ -65,20 +65,101 @@ def joint_counts(p1, p2, displacement=0):
     return tf.einsum("bhwk,bhwl->kl", p1, p2_window)
 
 
-def mutual_information_from_counts(counts, entropy_weight=1.0):
+def joint_counts_per_offset(p1, p2, displacement):
+    """One unnormalised joint per offset of the window: (T, K, K), T = (2 * displacement + 1)^2.
+
+    `J[t, k, l] = sum_{b, u} p1[b, u, k] * p2[b, u + t, l]`, partners outside the image left
+    out. IIC's "uncollapsed" segmentation loss takes the mutual information of each offset's
+    joint and averages them, so the clusters must agree at every offset of the window, where
+    `joint_counts` pools the offsets into one joint first.
+
+    Args:
+        p1, p2: (batch, height, width, K) probabilities of the two views.
+        displacement: non-negative int, the window's half side.
+
+    Returns:
+        A float32 (T, K, K) tensor; offsets in raster order, (-d, -d) first.
+    """
+    if isinstance(displacement, bool) or not isinstance(displacement, int) or displacement < 0:
+        raise ValueError(
+            f"`displacement` must be a non-negative int. Received: displacement={displacement!r}"
+        )
+    p1 = tf.cast(tf.convert_to_tensor(p1), tf.float32)
+    p2 = tf.cast(tf.convert_to_tensor(p2), tf.float32)
+    _validate_pair(p1, p2)
+    channels = p2.shape[-1]
+    if channels is None:
+        raise ValueError("`p2` needs a known number of channels (clusters) for the window")
+    side = 2 * displacement + 1
+    # Each pixel's window of partners, zeros outside the image: (B, H, W, side * side * K),
+    # laid out as (row offset, column offset, cluster).
+    patches = tf.image.extract_patches(
+        p2, sizes=[1, side, side, 1], strides=[1, 1, 1, 1], rates=[1, 1, 1, 1], padding="SAME"
+    )
+    patches = tf.reshape(patches, tf.concat([tf.shape(p2)[:3], [side * side, channels]], 0))
+    return tf.einsum("bhwk,bhwtl->tkl", p1, patches)
+
+
+def joint_from_counts(counts):
+    """The symmetrised, normalised joint `(P + P^T) / 2` of unnormalised (..., K, K) counts."""
+    total = tf.reduce_sum(counts, axis=(-2, -1), keepdims=True)
+    joint = counts / tf.maximum(total, EPSILON)
+    return (joint + tf.linalg.matrix_transpose(joint)) / 2.0
+
+
+def marginal_from_counts(counts):
+    """The (K,) cluster marginal of the symmetrised joint (both views' marginals agree).
+
+    Per-offset counts (T, K, K) are pooled first.
+    """
+    if counts.shape.rank == 3:
+        counts = tf.reduce_sum(counts, axis=0)
+    return tf.reduce_sum(joint_from_counts(counts), axis=1)
+
+
+def moving_marginal(batch_marginal, estimate, momentum):
+    """The marginal the entropy term sees: a moving average across steps, or the batch's.
+
+    `momentum * estimate + (1 - momentum) * batch_marginal`, with gradients through the batch
+    part only; while `estimate` is all zeros (nothing recorded yet) it is the batch marginal.
+    With momentum 0 it is always the batch marginal (IIC's estimate).
+
+    Args:
+        batch_marginal: (K,) marginal of this step's joint.
+        estimate: (K,) previous value of the moving marginal (zeros before the first step).
+        momentum: float in [0, 1).
+    """
+    estimate = tf.stop_gradient(tf.cast(estimate, tf.float32))
+    mixed = momentum * estimate + (1.0 - momentum) * batch_marginal
+    return tf.cond(tf.reduce_sum(estimate) > 0, lambda: mixed, lambda: batch_marginal)
+
+
+def mutual_information_from_counts(counts, entropy_weight=1.0, marginal=None):
     """`sum P (log P - lambda log P_i - lambda log P_j)` of the symmetrised joint.
 
     With `entropy_weight` (lambda) 1 this is the mutual information, at most
     log K (reached by identical, balanced, confident assignments).
+
+    Args:
+        counts: (K, K) unnormalised joint (`joint_counts`), or (T, K, K) per-offset joints
+            (`joint_counts_per_offset`), whose values are averaged.
+        entropy_weight: lambda.
+        marginal: optional (K,) marginal used for `P_i` and `P_j` instead of the joint's own
+            (e.g. `moving_marginal`); None: the joint's.
     """
-    joint = counts / tf.maximum(tf.reduce_sum(counts), EPSILON)
-    joint = (joint + tf.transpose(joint)) / 2.0
-    marginal_i = tf.reduce_sum(joint, axis=1, keepdims=True)
-    marginal_j = tf.reduce_sum(joint, axis=0, keepdims=True)
+    joint = joint_from_counts(counts)
+    if marginal is None:
+        marginal_i = tf.reduce_sum(joint, axis=-1, keepdims=True)
+        marginal_j = tf.reduce_sum(joint, axis=-2, keepdims=True)
+    else:
+        marginal_i = tf.reshape(marginal, (-1, 1))
+        marginal_j = tf.reshape(marginal, (1, -1))
     log = lambda t: tf.math.log(tf.maximum(t, EPSILON))  # noqa: E731
-    return tf.reduce_sum(
-        joint * (log(joint) - entropy_weight * log(marginal_i) - entropy_weight * log(marginal_j))
+    terms = joint * (
+        log(joint) - entropy_weight * log(marginal_i) - entropy_weight * log(marginal_j)
     )
+    # Per-offset joints (T, K, K): the mean over offsets of each one's value.
+    return tf.reduce_sum(terms) / tf.cast(tf.reduce_prod(tf.shape(counts)[:-2]), tf.float32)
 
 
 def mutual_information(p1, p2, displacement=0):

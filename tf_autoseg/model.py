@@ -74,7 +74,18 @@ class AutoSegModel(keras.Model):
         objective: "ac" or "arl". ARL trains the representation only (the
             heads get no gradient): cluster its features to segment.
         entropy_weight: lambda of the AC loss (1 = mutual information).
+        over_entropy_weight: lambda of the overclustering head's term (None: `entropy_weight`);
+            IIC uses 1.5 on the main head and 1.0 on the overclustering one.
+        marginal_momentum: in [0, 1). 0: the entropy terms use each step's own cluster
+            marginal (IIC), which asks every batch to use all clusters equally. Above 0: a
+            moving average of the marginal across steps (`losses.moving_marginal`), so only
+            the data as a whole is asked to balance, not each batch.
+        sobel: feed Sobel gradients of the grey level beside the channels (IIC's COCO-Stuff
+            input), which takes weight off raw colour.
         displacement: half side of IIC's displacement window for AC.
+        per_offset: one joint per offset of the window and the mean of their mutual
+            information (IIC's "uncollapsed" segmentation loss), instead of one joint pooled
+            over the window.
         orderings: the set O of ordering ids views are drawn from (>= 2 ids).
         sampling: "random", "no_repeat" (every pair once before any repeats)
             or "hard" (the pair of O the current model agrees on least).
@@ -111,7 +122,11 @@ class AutoSegModel(keras.Model):
         overclustering=None,
         objective="ac",
         entropy_weight=1.0,
+        over_entropy_weight=None,
+        marginal_momentum=0.0,
+        sobel=False,
         displacement=0,
+        per_offset=False,
         orderings=tuple(orderings_lib.RASTER),
         sampling="random",
         photometric=False,
@@ -154,7 +169,18 @@ class AutoSegModel(keras.Model):
         self.overclustering = overclustering
         self.objective = _choice("objective", objective, OBJECTIVES)
         self.entropy_weight = float(entropy_weight)
+        self.over_entropy_weight = (
+            None if over_entropy_weight is None else float(over_entropy_weight)
+        )
+        if not 0.0 <= marginal_momentum < 1.0:
+            raise ValueError(
+                "`marginal_momentum` must be in [0, 1). "
+                f"Received: marginal_momentum={marginal_momentum!r}"
+            )
+        self.marginal_momentum = float(marginal_momentum)
+        self.sobel = bool(sobel)
         self.displacement = arguments.integer("displacement", displacement, 0)
+        self.per_offset = bool(per_offset)
         ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
         if len(set(ids)) != len(ids) or len(ids) < 2:
             raise ValueError(
@@ -248,6 +274,17 @@ class AutoSegModel(keras.Model):
             self.over_head = keras.layers.Conv2D(
                 self.overclustering, 1, dtype=policy, name="over_head"
             )
+        # The moving cluster marginals (zeros until the first step records one). Every
+        # replica computes the same value from the all-reduced joint; the first one's counts.
+        self.marginals = {}
+        if self.marginal_momentum > 0:
+            sizes = {"main": self.num_classes, "overclustering": self.overclustering}
+            for head, size in sizes.items():
+                if size:
+                    self.marginals[head] = self.add_weight(
+                        shape=(size,), initializer="zeros", dtype="float32", trainable=False,
+                        aggregation="only_first_replica", name=f"{head}_marginal",
+                    )  # fmt: skip
 
     def build(self, input_shape):
         if self.built:
@@ -261,6 +298,8 @@ class AutoSegModel(keras.Model):
         """Returns (features, probabilities, overclustering probabilities) on the grid."""
         images = transforms.to_float_images(images)
         x = images * 2.0 - 1.0
+        if self.sobel:
+            x = tf.concat([x, transforms.sobel(images)], axis=-1)
         if self.front_layer is not None:
             x = self.front_layer(x, training=training)
         for layer in self.ar_layers:
@@ -271,6 +310,14 @@ class AutoSegModel(keras.Model):
         if self.over_head is not None:
             over = tf.nn.softmax(tf.cast(self.over_head(hidden), tf.float32))
         return x, probs, over
+
+    def forward(self, images, ordering=None, training=False):
+        """(features, probabilities, overclustering probabilities or None) on the head's grid.
+
+        `ordering` None is plain inference; an ordering id runs the causal pass of that
+        ordering. Features are `g_ar`'s output (before the heads' ReLU), probabilities float32.
+        """
+        return self._forward(images, ordering, training)
 
     def call(self, images, ordering=None, training=False):
         probs = self._forward(images, ordering, training)[1]
@@ -357,21 +404,44 @@ class AutoSegModel(keras.Model):
             return value
         return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
-    def _objective(self, view1, view2):
-        """(loss, mutual information of the main head) for two forward passes."""
+    def _objective(self, view1, view2, update=False):
+        """(loss, mutual information of the main head) for two forward passes.
+
+        With `update` (training steps), the moving marginals take this step's value.
+        """
         (f1, p1, q1), (f2, p2, q2) = view1, view2
-        counts = self._all_reduce(losses.joint_counts(p1, p2, self.displacement))
+        counts = self._all_reduce(self._joint_counts(p1, p2))
         mi = losses.mutual_information_from_counts(counts)
         if self.objective == "arl":
             loss = losses.arl_loss(
                 f1, f2, self.temperature, self.num_negatives, seed=self._step_seed(3)
             )
             return loss, mi
-        loss = -losses.mutual_information_from_counts(counts, self.entropy_weight)
+        loss = -self._head_term("main", counts, self.entropy_weight, update)
         if self.over_head is not None:
-            over = self._all_reduce(losses.joint_counts(q1, q2, self.displacement))
-            loss -= losses.mutual_information_from_counts(over, self.entropy_weight)
+            over = self._all_reduce(self._joint_counts(q1, q2))
+            weight = self.entropy_weight
+            if self.over_entropy_weight is not None:
+                weight = self.over_entropy_weight
+            loss -= self._head_term("overclustering", over, weight, update)
         return loss, mi
+
+    def _joint_counts(self, p1, p2):
+        if self.per_offset:
+            return losses.joint_counts_per_offset(p1, p2, self.displacement)
+        return losses.joint_counts(p1, p2, self.displacement)
+
+    def _head_term(self, head, counts, entropy_weight, update):
+        """One head's lambda-weighted mutual information, with its moving marginal if any."""
+        if head not in self.marginals:
+            return losses.mutual_information_from_counts(counts, entropy_weight)
+        estimate = self.marginals[head]
+        marginal = losses.moving_marginal(
+            losses.marginal_from_counts(counts), estimate, self.marginal_momentum
+        )
+        if update:
+            estimate.assign(tf.stop_gradient(marginal))
+        return losses.mutual_information_from_counts(counts, entropy_weight, marginal)
 
     def _two_views(self, images, pair, training, augment):
         images = transforms.to_float_images(images)
@@ -394,7 +464,7 @@ class AutoSegModel(keras.Model):
         pair = self.sample_pair(images)
         with tf.GradientTape() as tape:
             view1, view2 = self._two_views(images, pair, training=True, augment=True)
-            loss, mi = self._objective(view1, view2)
+            loss, mi = self._objective(view1, view2, update=True)
             # Gradients are summed over replicas; the loss is the same global
             # value on each, so 1/replicas gives one device's gradient.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
@@ -435,7 +505,11 @@ class AutoSegModel(keras.Model):
             "overclustering": self.overclustering,
             "objective": self.objective,
             "entropy_weight": self.entropy_weight,
+            "over_entropy_weight": self.over_entropy_weight,
+            "marginal_momentum": self.marginal_momentum,
+            "sobel": self.sobel,
             "displacement": self.displacement,
+            "per_offset": self.per_offset,
             "orderings": self.orderings,
             "sampling": self.sampling,
             "photometric": self.photometric,

@@ -22,15 +22,15 @@ FLAGS = flags.FLAGS
 
 # Data.
 flags.DEFINE_enum(
-    "dataset", "synthetic", ["synthetic", "potsdam", "cocostuff", "folder", "dubai"],
+    "dataset", "synthetic", ["synthetic", "potsdam", "cocostuff", "folder", "dubai", "camvid"],
     "Input pipeline: the embedded synthetic scenes, ISPRS Potsdam, COCO-Stuff, a folder of "
-    "images (with optional masks), or the Dubai aerial set.",
+    "images (with optional masks), the Dubai aerial set, or CamVid street scenes.",
 )  # fmt: skip
 flags.DEFINE_string("data_dir", None, "Root folder of the dataset (not used by synthetic).")
 flags.DEFINE_integer(
     "classes", 3,
     "Classes K of the labels and the main head: Potsdam 6 or 3, COCO-Stuff 15 or 3, "
-    "synthetic 2-6, Dubai 5, folder: as many as its masks use.",
+    "synthetic 2-6, Dubai 5, CamVid 3 or 11, folder: as many as its masks use.",
 )  # fmt: skip
 flags.DEFINE_integer("crop", 128, "Square training crop in pixels (COCO-Stuff, folder tiles).")
 flags.DEFINE_integer(
@@ -64,7 +64,21 @@ flags.DEFINE_integer("overclustering", 0, "Clusters of the overclustering head (
 # Objective and views.
 flags.DEFINE_enum("objective", "ac", ["ac", "arl"], "AC (mutual information) or ARL (InfoNCE).")
 flags.DEFINE_float("entropy_weight", 1.0, "lambda of the AC loss (1 = mutual information).")
+flags.DEFINE_float(
+    "over_entropy_weight", -1.0,
+    "lambda of the overclustering head's term (-1: the same as --entropy_weight).",
+)  # fmt: skip
+flags.DEFINE_float(
+    "marginal_momentum", 0.0,
+    "Moving average of the cluster marginals across steps in [0, 1) (0: each batch's own).",
+)  # fmt: skip
+flags.DEFINE_bool("sobel", False, "Sobel gradients of the grey level beside the input channels.")
 flags.DEFINE_integer("displacement", 0, "Half side of the AC displacement window.")
+flags.DEFINE_bool(
+    "per_offset", False,
+    "AC: one joint per offset of the displacement window, their mutual information averaged "
+    "(IIC's uncollapsed loss), instead of one joint pooled over the window.",
+)  # fmt: skip
 flags.DEFINE_enum("ordering_types", "raster", ["raster", "zigzag", "both"],
                   "Which scans make up the set O of orderings.")  # fmt: skip
 flags.DEFINE_integer("num_orderings", 8, "|O|: 2, 4, 8 or 16 (16 needs --ordering_types=both).")
@@ -80,6 +94,13 @@ flags.DEFINE_integer("batch_size", 8, "Global batch size.")
 flags.DEFINE_integer("steps", 1000, "Training steps in all.")
 flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints (divides --steps).")
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
+                  "constant, or cosine decay to 0 over --steps.")  # fmt: skip
+flags.DEFINE_float(
+    "weight_ema", 0.0,
+    "Momentum of an exponential moving average of the weights, used for evaluation and "
+    "export (0: none).",
+)  # fmt: skip
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_integer("seed", 0, "Seeds initialisation, data order, orderings, augmentations.")
 flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism (slower, reproducible).")
@@ -124,6 +145,7 @@ def validate(config):
         "potsdam": (3, 6),
         "cocostuff": (3, 15),
         "dubai": (5,),
+        "camvid": (3, 11),
         "synthetic": (2, 3, 4, 5, 6),
     }
     if config["dataset"] in accepted and config["classes"] not in accepted[config["dataset"]]:
@@ -133,8 +155,8 @@ def validate(config):
     for flag in positive:
         if config[flag] < 1:
             fail(flag, "must be a positive integer.")
-    if config["downsample"] > 1 and config["dataset"] not in ("dubai", "folder"):
-        fail("downsample", f"applies to dubai and folder, not {config['dataset']}.")
+    if config["downsample"] > 1 and config["dataset"] not in ("dubai", "camvid", "folder"):
+        fail("downsample", f"applies to dubai, camvid and folder, not {config['dataset']}.")
     if config["steps"] % config["checkpoint_every"]:
         fail("checkpoint_every", f"must divide --steps={config['steps']}.")
     if config["stride"] not in (1, 2, 4):

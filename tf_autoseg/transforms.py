@@ -74,6 +74,16 @@ def dihedral(x, k, inverse=False):
     return y
 
 
+def sobel(images):
+    """(B, H, W, 2) Sobel gradients (vertical, horizontal) of the grey level of [0, 1] images.
+
+    The grey level is the mean of the first three channels (or the only one); borders
+    repeat the edge pixels (`tf.image.sobel_edges`).
+    """
+    grey = tf.reduce_mean(images[..., :3], axis=-1, keepdims=True)
+    return tf.image.sobel_edges(grey)[..., 0, :] / 4.0  # (B, H, W, 1, 2) -> (B, H, W, 2)
+
+
 def color_jitter(images, seed, brightness=0.2, contrast=0.3, saturation=0.3):
     """Per-image random brightness, contrast and (RGB) saturation, clipped to [0, 1].
 
