@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -65,6 +66,7 @@ TASKS = {
                        min_target_share=0.0, min_side=300),
 }  # fmt: skip
 SAMPLE = 200_000  # pixels that fit each k-means
+MI_BATCHES = 16  # held-out batches of the label-free mutual information
 
 
 def config():
@@ -112,41 +114,69 @@ def baselines(cfg, seed, fit, held_out, input_shape):
     result["kmeans_rgb"] = _scores(rgb, mode)
     keras.utils.set_random_seed(seed)
     untrained = experiment.build_model({**cfg, "seed": seed}, input_shape)
-    network = lib.kmeans_baseline(
-        fit, held_out, k, features=lib.network_features(untrained), sample=sample, seed=seed
-    )
-    result["untrained_kmeans"] = _scores(network, mode)
+    result["untrained_kmeans"] = _scores(feature_kmeans(untrained, fit, held_out, k, seed), mode)
     return result
 
 
 def evaluate_point(model, cfg, fit, held_out, seed):
-    """Scores of the trained model now: its head, k-means on its features, and label-free figures."""
-    from tf_autoseg import baselines as lib
+    """Scores of the trained model now: its head, k-means on its features, label-free figures."""
     from tf_autoseg import evaluation
     from tf_autoseg import experiment
 
     k, mode = cfg["classes"], cfg["eval_mode"]
-    results = experiment.evaluate(model, cfg, held_out, fit if mode == "holdout" else None)
-    point = {"head": {key: results["main"][key] for key in ("pixel_accuracy", "mean_iou",
-                                                            "per_class_iou")}}  # fmt: skip
-    if "overclustering" in results:
-        point["overclustering_many_to_one"] = results["overclustering"]["pixel_accuracy"]
+    heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
+    score = evaluation.model_confusions(model, held_out, k, heads)
+    fitted = score if mode == "same" else evaluation.model_confusions(model, fit, k, heads)
+    point = {"head": _scores((fitted["main"], score["main"]), mode)}
+    if "overclustering" in heads:
+        over = evaluation.protocol(fitted["overclustering"], score["overclustering"],
+                                   many_to_one=True)  # fmt: skip
+        point["overclustering_many_to_one"] = over["pixel_accuracy"]
     if FLAGS.feature_kmeans:
-        sample = 20_000 if FLAGS.quick else SAMPLE
-        fit_set = held_out if mode == "same" else fit
-        pair = lib.kmeans_baseline(
-            fit_set, held_out, k, features=lib.network_features(model), sample=sample, seed=seed
-        )
-        point["feature_kmeans"] = _scores(pair, mode)
-    # Label-free: cluster sizes and the two-ordering mutual information on held-out images.
-    sizes = np.zeros(model.num_classes)
-    for images, _ in held_out:
-        labels = model.predict_labels(images).numpy()
-        sizes += np.bincount(labels.ravel(), minlength=model.num_classes)
-    point["cluster_sizes"] = (sizes / sizes.sum()).round(4).tolist()
-    point["held_out_mi"] = experiment.held_out_mutual_information(model, held_out)
-    del evaluation
+        point["feature_kmeans"] = _scores(feature_kmeans(model, fit, held_out, k, seed), mode)
+    # Label-free: the main head's cluster sizes (over the labelled held-out pixels) and the
+    # two-ordering mutual information on held-out images (a subset: it only ranks points).
+    sizes = score["main"].counts.sum(axis=0)
+    point["cluster_sizes"] = (sizes / max(sizes.sum(), 1)).round(4).tolist()
+    point["held_out_mi"] = experiment.held_out_mutual_information(model, held_out, limit=MI_BATCHES)
     return point
+
+
+def _grid_features(model, images):
+    return tf.cast(model.forward(images)[0], tf.float32).numpy()
+
+
+def feature_kmeans(model, fit, held_out, k, seed):
+    """(fit, score) confusions of k-means on the model's features, on its own grid.
+
+    The centres are fitted on a seeded sample of the fit set's grid features (labels unused);
+    each pixel takes the nearest centre after the grid's distance maps are upsampled to the
+    image bilinearly, as the head's probabilities are.
+    """
+    from tf_autoseg import baselines as lib
+    from tf_autoseg import evaluation
+
+    rng = np.random.default_rng(seed)
+    fit = fit if fit is not None else held_out
+    pool = []
+    for images, _ in fit:
+        f = _grid_features(model, images)
+        f = f.reshape(-1, f.shape[-1])
+        pool.append(f[rng.choice(len(f), min(len(f), 4096), replace=False)])
+    pool = np.concatenate(pool)
+    pool = pool[rng.choice(len(pool), min(len(pool), SAMPLE // 4), replace=False)]
+    centres = lib.kmeans(pool, k, seed=seed).astype(np.float32)
+
+    def confusion(batches):
+        matrix = evaluation.ConfusionMatrix(k)
+        for images, labels in batches:
+            f = _grid_features(model, images)
+            distance = (f**2).sum(-1, keepdims=True) - 2 * f @ centres.T + (centres**2).sum(1)
+            distance = tf.image.resize(-distance, tf.shape(images)[1:3], method="bilinear")
+            matrix.update(np.asarray(labels), tf.argmax(distance, -1).numpy())
+        return matrix
+
+    return confusion(fit), confusion(held_out)
 
 
 def run_seed(cfg, seed, data):
