@@ -206,9 +206,13 @@ def run_seed(cfg, seed, data):
                 loss=float(model.loss_tracker.result()),
             )
             curve.append(point)
-            print(json.dumps({"seed": seed, **{k: point[k] for k in ("steps", "train_minutes")},
-                              "head": point["head"]["pixel_accuracy"],
-                              "head_miou": point["head"]["mean_iou"]}), flush=True)  # fmt: skip
+            progress = {"seed": seed, "steps": point["steps"], "minutes": point["train_minutes"]}
+            for name in ("head", "feature_kmeans"):
+                if name in point:
+                    progress[name] = [round(point[name][key], 4)
+                                      for key in ("pixel_accuracy", "mean_iou")]  # fmt: skip
+            progress.update(sizes=point["cluster_sizes"], mi=round(point["held_out_mi"], 4))
+            print(json.dumps(progress), flush=True)
             if FLAGS.minutes and trained > FLAGS.minutes * 60:
                 self.model.stop_training = True
 
