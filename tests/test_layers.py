@@ -224,7 +224,7 @@ def numpy_attention(layer, x, ordering):
         kernel, bias = (v.numpy().astype(np.float64) for v in dense.weights)
         return np.einsum("btc,cnd->btnd", seq, kernel) + bias
 
-    q, k, v = project(mha._query_dense), project(mha._key_dense), project(mha._value_dense)
+    q, k, v = project(mha.query_dense), project(mha.key_dense), project(mha.value_dense)
     logits = np.einsum("btnd,bsnd->bnts", q, k) / np.sqrt(layer.key_dim)
     allowed = orderings.attention_mask(ordering, h, w)
     weights = np.zeros_like(logits)
@@ -234,7 +234,7 @@ def numpy_attention(layer, x, ordering):
         e = np.exp(row - row.max(-1, keepdims=True))
         weights[:, :, t, keys] = e / e.sum(-1, keepdims=True)
     context = np.einsum("bnts,bsnd->btnd", weights, v)
-    kernel, bias = (v.numpy().astype(np.float64) for v in mha._output_dense.weights)
+    kernel, bias = (v.numpy().astype(np.float64) for v in mha.output_dense.weights)
     out = np.einsum("btnd,ndc->btc", context, kernel) + bias
     return out.reshape(b, h, w, -1)
 

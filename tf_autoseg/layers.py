@@ -57,7 +57,7 @@ def _square_odd_kernel(kernel_size):
                 f"Received: kernel_size={kernel_size!r}"
             )
         size = size[0]
-    return orderings._validate_kernel_size(size)
+    return orderings.validate_kernel_size(size)
 
 
 @keras.saving.register_keras_serializable(package="tf_autoseg")
