@@ -36,10 +36,11 @@ LIBRARY_DIRS = ("tf_autoseg", "benchmarks")
 
 
 def parse_build(text, root=ROOT):
-    """{name: {"rule", "srcs", "deps", "data", "data_scripts"}} of BUILD's Python rules.
+    """{name: {"rule", "srcs", "deps", "data", "data_scripts", "main"}} of BUILD's Python rules.
 
     `srcs` and `data` are paths relative to `root` (globs expanded there);
-    `data_scripts` are the `.py` files named one by one in `data`.
+    `data_scripts` are the `.py` files named one by one in `data`; `main` is
+    the `main` attribute (None where it is not given).
     """
     targets = {}
     for node in ast.parse(text, filename="BUILD").body:
@@ -56,6 +57,7 @@ def parse_build(text, root=ROOT):
             "deps": [label for label, _ in _labels(args.get("deps"), root)],
             "data": _paths(data),
             "data_scripts": [label for label, named in data if named and label.endswith(".py")],
+            "main": ast.literal_eval(args["main"]) if "main" in args else None,
         }
     return targets
 
@@ -220,6 +222,35 @@ def test_every_module_has_a_library_and_every_test_a_py_test(build):
     scripts = {s for target in targets.values() for s in target["data_scripts"]}
     helpers = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("*.py"))
     assert [h for h in helpers if h not in owner and h not in scripts] == []
+
+
+# Test files whose py_test runs nothing under Bazel (no `pytest.main` under
+# `if __name__ == "__main__"`), still to be fixed in files this change did not
+# own. Remove a file from here once it has the block.
+MAIN_MISSING = {"tests/test_train.py"}
+
+
+def _runs_pytest_as_main(source):
+    for node in ast.parse(source).body:
+        if (
+            isinstance(node, ast.If)
+            and ast.unparse(node.test) in ("__name__ == '__main__'", "'__main__' == __name__")
+            and "pytest.main(" in ast.unparse(node)
+        ):
+            return True
+    return False
+
+
+def test_every_py_test_runs_its_tests_as_main(build):
+    """Bazel runs a py_test's `main` as a script: without `pytest.main` it runs no test and passes."""
+    targets, _, _ = build
+    mains = [
+        target["main"] or f"{name}.py"  # Bazel's default main is <name>.py
+        for name, target in targets.items()
+        if target["rule"] == "py_test"
+    ]
+    missing = {m for m in mains if not _runs_pytest_as_main((ROOT / m).read_text())}
+    assert missing == MAIN_MISSING
 
 
 def test_every_file_named_in_build_exists(build):
