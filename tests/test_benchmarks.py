@@ -70,7 +70,11 @@ def test_small_benchmarks_print_their_figures():
         assert abs(result["loss_box"] - result["loss_loop"]) < 1e-5
         assert result["box_ms_median"] > 0 and result["loop_ms_median"] > 0
     evaluation = _json_of("benchmarks.evaluation_speed", "--pixels=1e6", "--repeats=1")
-    assert evaluation["pixels"] >= 1e6 and 0 <= evaluation["pixel_accuracy"] <= 1
+    assert evaluation["pixels"] >= 1e6
+    # Independent uniform labels and clusters (K=6): the best matching scores
+    # chance, 1/6, plus a little (0.1677 for this seed); a broken matching or
+    # count would not.
+    assert abs(evaluation["pixel_accuracy"] - 1 / 6) < 0.005
     latency = _json_of(
         "benchmarks.serving_latency", "--size=32", "--crop=32", "--repeats=2", "--warmup=1"
     )
