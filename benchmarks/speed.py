@@ -129,7 +129,7 @@ def run_one(config):
         lambda: model.train_on_batch(images), config["steps"], config["warmup"]
     )
     # The AC loss on the two views' head outputs (the grid the loss runs on), fwd + bwd.
-    _, probs, _ = model._forward(images, None, training=False)
+    _, probs, _ = model.forward(images)
     views = [tf.Variable(probs), tf.Variable(tf.reverse(probs, [1]))]
 
     @tf.function

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import keras
+import pytest
 import tensorflow as tf
 
 from benchmarks import speed
@@ -38,6 +39,7 @@ def test_flop_count_matches_a_hand_count_for_one_layer():
     assert speed.forward_flops(layer, spec) == 2 * 10 * 12 * 3 * 3 * 4 * 8
 
 
+@pytest.mark.slow  # 106 s on 2 busy CPU cores: subprocesses, each importing TF
 def test_speed_benchmark_prints_every_field():
     report = _json_of(
         "benchmarks.speed", "--quick", "--models=f2,peer_net4", "--precisions=float32"
@@ -58,6 +60,7 @@ def test_peer_net4_has_the_published_size():
     assert abs(flops / 1e9 - 27.1) < 0.1
 
 
+@pytest.mark.slow  # 65 s on 2 busy CPU cores: subprocesses, each importing TF
 def test_small_benchmarks_print_their_figures():
     overhead = _json_of("benchmarks.masking_overhead", "--size=16", "--channels=8", "--repeats=1")
     assert overhead["masked_over_plain"] > 0
@@ -67,8 +70,18 @@ def test_small_benchmarks_print_their_figures():
         assert abs(result["loss_box"] - result["loss_loop"]) < 1e-5
         assert result["box_ms_median"] > 0 and result["loop_ms_median"] > 0
     evaluation = _json_of("benchmarks.evaluation_speed", "--pixels=1e6", "--repeats=1")
-    assert evaluation["pixels"] >= 1e6 and 0 <= evaluation["pixel_accuracy"] <= 1
+    assert evaluation["pixels"] >= 1e6
+    # Independent uniform labels and clusters (K=6): the best matching scores
+    # chance, 1/6, plus a little (0.1677 for this seed); a broken matching or
+    # count would not.
+    assert abs(evaluation["pixel_accuracy"] - 1 / 6) < 0.005
     latency = _json_of(
         "benchmarks.serving_latency", "--size=32", "--crop=32", "--repeats=2", "--warmup=1"
     )
     assert latency["latency_s_median"] > 0 and latency["saved_model_bytes"] > 0
+
+
+if __name__ == "__main__":
+    # Bazel runs this file as the test's main: run the slow tests too (the
+    # target is chosen explicitly; setup.cfg's default would deselect them).
+    raise SystemExit(pytest.main([__file__, "-q", "-m", "slow or not slow"]))

@@ -56,6 +56,7 @@ def single_run(tmp_path_factory):
     return _weights(out)
 
 
+@pytest.mark.slow  # 51 s + 19 s (its one-device run) on 2 busy CPU cores
 def test_mirrored_two_replicas_matches_one_device(single_run, tmp_path):
     out = tmp_path / "mirrored.npz"
     _finish(_run("mirrored", out))
@@ -77,6 +78,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # 78 s on 2 busy CPU cores: two worker processes
 def test_multi_worker_run_ends_with_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
@@ -100,3 +102,9 @@ def test_multi_worker_run_ends_with_identical_weights(tmp_path):
     assert np.isfinite(first["losses"]).all()
     for a, b in zip(first_weights, second_weights):
         np.testing.assert_array_equal(a, b)
+
+
+if __name__ == "__main__":
+    # Bazel runs this file as the test's main: run the slow tests too (the
+    # target is chosen explicitly; setup.cfg's default would deselect them).
+    raise SystemExit(pytest.main([__file__, "-q", "-m", "slow or not slow"]))

@@ -1,15 +1,22 @@
 """Causality, masking, attention and serialisation of the layers, proved exactly."""
 
+import doctest
 import itertools
+import json
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_autoseg import MaskedAttentionBlock
 from tf_autoseg import MaskedMultiHeadAttention
 from tf_autoseg import MaskedResidualBlock
 from tf_autoseg import ShiftedMaskedConv2D
+from tf_autoseg import backbones
+from tf_autoseg import masked_attention
+from tf_autoseg import masked_conv
 from tf_autoseg import orderings
 
 SIZES = [(4, 6), (5, 5), (7, 3)]
@@ -224,7 +231,7 @@ def numpy_attention(layer, x, ordering):
         kernel, bias = (v.numpy().astype(np.float64) for v in dense.weights)
         return np.einsum("btc,cnd->btnd", seq, kernel) + bias
 
-    q, k, v = project(mha._query_dense), project(mha._key_dense), project(mha._value_dense)
+    q, k, v = project(mha.query_dense), project(mha.key_dense), project(mha.value_dense)
     logits = np.einsum("btnd,bsnd->bnts", q, k) / np.sqrt(layer.key_dim)
     allowed = orderings.attention_mask(ordering, h, w)
     weights = np.zeros_like(logits)
@@ -234,7 +241,7 @@ def numpy_attention(layer, x, ordering):
         e = np.exp(row - row.max(-1, keepdims=True))
         weights[:, :, t, keys] = e / e.sum(-1, keepdims=True)
     context = np.einsum("bnts,bsnd->btnd", weights, v)
-    kernel, bias = (v.numpy().astype(np.float64) for v in mha._output_dense.weights)
+    kernel, bias = (v.numpy().astype(np.float64) for v in mha.output_dense.weights)
     out = np.einsum("btnd,ndc->btc", context, kernel) + bias
     return out.reshape(b, h, w, -1)
 
@@ -290,22 +297,62 @@ def test_keras_save_and_load_round_trip(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_archive_names_layers_by_registered_name_not_module(tmp_path):
+    """An archive saved before the split (module `tf_autoseg.layers`) still loads."""
+    model = keras.Sequential(
+        [keras.Input((4, 5, 3)), ShiftedMaskedConv2D(4, 3), MaskedAttentionBlock(2)]
+    )
+    path = tmp_path / "new.keras"
+    model.save(path)
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"][1:]:
+                    assert layer["module"].startswith("tf_autoseg.masked_")
+                    layer["module"] = "tf_autoseg.layers"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.saving.load_model(old)
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    x = tf.random.normal((2, 4, 5, 3))
+    np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
+
+
+# Every registered layer of the package, each with non-default arguments, and
+# an input it accepts.
+ROUND_TRIP = [
+    (ShiftedMaskedConv2D(4, (5, 5), use_bias=False, allow_zigzag=False, name="c"), (5, 6, 3)),
+    (MaskedMultiHeadAttention(3, 2, value_dim=5, dropout=0.1, use_bias=False, output_dim=7), (3, 4, 6)),
+    (MaskedResidualBlock(3, kernel_size=5, dropout=0.25, activation="elu", allow_zigzag=False), (5, 6, 2)),
+    (MaskedAttentionBlock(num_heads=3, key_dim=5, dropout=0.2, name="a"), (3, 4, 6)),
+    (MaskedAttentionBlock(num_heads=2), (3, 4, 6)),
+    (backbones.BasicBlock(6, strides=2, name="b"), (8, 8, 4)),
+    (backbones.BasicBlock(4, dilation=2), (8, 8, 4)),
+    (backbones.ConvStem(5, stride=2, blocks=2, name="s"), (8, 8, 3)),
+    (backbones.ResNet18(name="r"), (16, 16, 3)),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "layer",
-    [
-        ShiftedMaskedConv2D(4, (5, 5), use_bias=False, allow_zigzag=False, name="c"),
-        MaskedMultiHeadAttention(3, 2, value_dim=5, dropout=0.1, use_bias=False, output_dim=7),
-        MaskedResidualBlock(3, kernel_size=5, dropout=0.25, activation="elu", allow_zigzag=False),
-    ],
+    "layer,shape", ROUND_TRIP, ids=[type(layer).__name__ for layer, _ in ROUND_TRIP]
 )
-def test_config_round_trip(layer):
+def test_config_round_trip(layer, shape):
+    """from_config(get_config()) rebuilds the same layer: same config, weights, outputs."""
     config = layer.get_config()
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
-    assert keras.saving.get_registered_object(
-        keras.saving.get_registered_name(type(layer))
-    ) is type(layer)
-    assert keras.saving.get_registered_name(type(layer)).startswith("tf_autoseg>")
+    registered = keras.saving.get_registered_name(type(layer))
+    assert registered.startswith("tf_autoseg>")
+    assert keras.saving.get_registered_object(registered) is type(layer)
+    x = tf.random.normal((2, *shape))
+    expected = layer(x, training=False)
+    clone(x, training=False)
+    assert [w.shape for w in clone.weights] == [w.shape for w in layer.weights]
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(x, training=False).numpy(), expected.numpy())
 
 
 def test_mixed_bfloat16_runs_close_to_float32_and_stays_causal():
@@ -371,18 +418,38 @@ def test_zigzag_where_unsupported_is_named():
         (lambda: ShiftedMaskedConv2D(2, (3, 5)), "square"),
         (lambda: ShiftedMaskedConv2D(2, 3, strides=2), "strides=1"),
         (lambda: ShiftedMaskedConv2D(2, 3, dilation_rate=2), "dilation_rate=1"),
-        (lambda: ShiftedMaskedConv2D(2, 3, padding="valid"), "`padding` must be 'same'"),
+        (
+            lambda: ShiftedMaskedConv2D(2, 3, padding="valid"),
+            "`padding` must be 'same'. Received: padding='valid'",
+        ),
         (lambda: ShiftedMaskedConv2D(2, 3, data_format="channels_first"), "channels_last"),
         (lambda: MaskedMultiHeadAttention(0, 4), "`num_heads` must be a positive int"),
         (lambda: MaskedMultiHeadAttention(2, -1), "`key_dim` must be a positive int"),
-        (lambda: MaskedMultiHeadAttention(2, 2, dropout=1.0), r"`dropout` must be in \[0, 1\)"),
+        (lambda: MaskedMultiHeadAttention(2, 2.0), "Received: key_dim=2.0"),
+        (lambda: MaskedMultiHeadAttention(2, 2, value_dim=0), "`value_dim`.*Received: value_dim=0"),
+        (lambda: MaskedMultiHeadAttention(2, 2, output_dim=True), "Received: output_dim=True"),
+        (lambda: MaskedMultiHeadAttention(2, 2, dropout=1.0), r"\[0, 1\). Received: dropout=1.0"),
+        (lambda: MaskedMultiHeadAttention(2, 2, dropout="0.1"), "Received: dropout='0.1'"),
+        (lambda: MaskedMultiHeadAttention(2, 2, dropout=None), "Received: dropout=None"),
+        (lambda: MaskedAttentionBlock(0), "`num_heads` must be a positive int"),
+        (lambda: MaskedAttentionBlock(2, key_dim=0), "`key_dim`.*Received: key_dim=0"),
+        (lambda: MaskedAttentionBlock(2, dropout=-0.1), "Received: dropout=-0.1"),
         (lambda: MaskedResidualBlock(0), "`filters` must be a positive int"),
-        (lambda: MaskedResidualBlock(4, kernel_size=2), "`kernel_size`"),
+        (lambda: MaskedResidualBlock(4, kernel_size=2), "Received: kernel_size=2"),
+        (lambda: MaskedResidualBlock(4, dropout=1), "Received: dropout=1"),
     ],
 )
 def test_bad_constructor_arguments_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("module", [masked_conv, masked_attention])
+def test_docstring_examples_run(module):
+    """Every `>>>` Example of the layers runs and prints what it shows."""
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted >= 10
 
 
 def test_attention_needs_static_size_only_under_an_ordering():

@@ -156,10 +156,17 @@ def test_bad_ordering_is_named(bad):
         orderings.rank(bad, 3, 3)
 
 
-@pytest.mark.parametrize("bad", [0, 2, 4, -3, 3.0])
+@pytest.mark.parametrize("bad", [0, 2, 4, -3, 3.0, True])
 def test_even_or_bad_kernel_is_named(bad):
-    with pytest.raises(ValueError, match="`kernel_size` must be an odd positive int"):
-        orderings.conv_mask(0, bad)
+    message = rf"`kernel_size` must be an odd positive int.*Received: kernel_size={bad!r}$"
+    for check in (orderings.validate_kernel_size, lambda k: orderings.conv_mask(0, k)):
+        with pytest.raises(ValueError, match=message):
+            check(bad)
+
+
+def test_good_kernel_size_comes_back_as_an_int():
+    assert [orderings.validate_kernel_size(k) for k in (1, 3, np.int64(5))] == [1, 3, 5]
+    assert type(orderings.validate_kernel_size(np.int64(5))) is int
 
 
 def test_bad_grid_size_is_named():

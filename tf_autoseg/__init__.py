@@ -6,10 +6,10 @@ ECCV 2020 (arXiv 2007.08247).
 
 from tf_autoseg import losses
 from tf_autoseg import orderings
-from tf_autoseg.layers import MaskedAttentionBlock
-from tf_autoseg.layers import MaskedMultiHeadAttention
-from tf_autoseg.layers import MaskedResidualBlock
-from tf_autoseg.layers import ShiftedMaskedConv2D
+from tf_autoseg.masked_attention import MaskedAttentionBlock
+from tf_autoseg.masked_attention import MaskedMultiHeadAttention
+from tf_autoseg.masked_conv import MaskedResidualBlock
+from tf_autoseg.masked_conv import ShiftedMaskedConv2D
 from tf_autoseg.model import AutoSegModel
 
 __version__ = "0.1.0"

@@ -69,7 +69,7 @@ def network_features(model):
 
     def features(images):
         images = to_float_images(images)
-        hidden = model._forward(images, None, training=False)[0]
+        hidden = model.forward(images)[0]
         hidden = tf.image.resize(tf.cast(hidden, tf.float32), tf.shape(images)[1:3])
         return hidden.numpy().reshape(-1, hidden.shape[-1])
 

@@ -123,7 +123,12 @@ def _allowed_canonical(ordering, rows, cols):
     return (rows + cols < 0) | centre
 
 
-def _validate_kernel_size(kernel_size):
+def validate_kernel_size(kernel_size):
+    """Returns `kernel_size` as an int if it is an odd positive int; else a `ValueError`.
+
+    The masks and shifts here are defined for a square, odd kernel `k` centred
+    on the current pixel; the layers check their `kernel_size` with this.
+    """
     if (
         isinstance(kernel_size, bool)
         or not isinstance(kernel_size, (int, np.integer))
@@ -147,7 +152,7 @@ def conv_padding(ordering, kernel_size):
     shift keeps the last line's own pixels. For zigzag scans the slow axis is
     the canonical frame's rows too. `ordering=None` is the plain SAME padding.
     """
-    k = _validate_kernel_size(kernel_size)
+    k = validate_kernel_size(kernel_size)
     half = (k - 1) // 2
     if ordering is None:
         return ((half, half), (half, half))
@@ -165,7 +170,7 @@ def conv_mask(ordering, kernel_size):
     strictly earlier anti-diagonals plus the centre (2 masked for k=3).
     `ordering=None` keeps every weight.
     """
-    k = _validate_kernel_size(kernel_size)
+    k = validate_kernel_size(kernel_size)
     if ordering is None:
         return np.ones((k, k), np.float32)
     ordering = validate(ordering)
