@@ -273,14 +273,32 @@ def test_sobel_input_feeds_two_gradient_channels():
     np.testing.assert_allclose(edges[0, 4:-4, 4:-4, 0], 0.0, atol=1e-6)
 
 
+def test_inference_shrinks_by_input_downsample_and_answers_at_the_input_size():
+    model = _compiled(input_downsample=2)
+    images = tf.constant(synthetic_scenes(2, 32, seed=4)[0])
+    probs = model(images)
+    assert probs.shape == (2, 32, 32, 3)
+    shrunk = tf.image.resize(images, (16, 16), method="area")
+    np.testing.assert_allclose(  # the same as running the plain model on block means
+        probs.numpy(),
+        tf.image.resize(model.forward(shrunk)[1], (32, 32), method="bilinear").numpy(),
+        atol=1e-6,
+    )
+    labels = model.predict_labels(images)
+    np.testing.assert_array_equal(labels.numpy(), probs.numpy().argmax(-1))
+    odd = model(tf.zeros((1, 7, 5, 3)))  # odd sizes and images smaller than the factor
+    assert odd.shape == (1, 7, 5, 3)
+    assert model(tf.zeros((1, 1, 1, 3))).shape == (1, 1, 1, 3)
+
+
 def test_new_options_round_trip_through_the_config():
     model = _compiled(
         overclustering=6, over_entropy_weight=1.0, entropy_weight=1.5, marginal_momentum=0.9,
-        sobel=True, per_offset=True, displacement=2,
+        sobel=True, per_offset=True, displacement=2, input_downsample=3,
     )  # fmt: skip
     clone = AutoSegModel.from_config(model.get_config())
     for name in ("over_entropy_weight", "entropy_weight", "marginal_momentum", "sobel",
-                 "per_offset", "displacement"):  # fmt: skip
+                 "per_offset", "displacement", "input_downsample"):  # fmt: skip
         assert getattr(clone, name) == getattr(model, name)
 
 

@@ -80,6 +80,10 @@ class AutoSegModel(keras.Model):
             marginal (IIC), which asks every batch to use all clusters equally. Above 0: a
             moving average of the marginal across steps (`losses.moving_marginal`), so only
             the data as a whole is asked to balance, not each batch.
+        input_downsample: inference (`model(images)`, `predict_labels`, the export) shrinks
+            images this many times before the network: set it to the `--downsample` the
+            training images were shrunk by, so that full-size images are segmented at the
+            training scale. Training steps take the crops as they come.
         sobel: feed Sobel gradients of the grey level beside the channels (IIC's COCO-Stuff
             input), which takes weight off raw colour.
         displacement: half side of IIC's displacement window for AC.
@@ -125,6 +129,7 @@ class AutoSegModel(keras.Model):
         over_entropy_weight=None,
         marginal_momentum=0.0,
         sobel=False,
+        input_downsample=1,
         displacement=0,
         per_offset=False,
         orderings=tuple(orderings_lib.RASTER),
@@ -179,6 +184,7 @@ class AutoSegModel(keras.Model):
             )
         self.marginal_momentum = float(marginal_momentum)
         self.sobel = bool(sobel)
+        self.input_downsample = arguments.integer("input_downsample", input_downsample, 1)
         self.displacement = arguments.integer("displacement", displacement, 0)
         self.per_offset = bool(per_offset)
         ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
@@ -320,9 +326,27 @@ class AutoSegModel(keras.Model):
         return self._forward(images, ordering, training)
 
     def call(self, images, ordering=None, training=False):
+        if ordering is None and not training:
+            return self.inference(images)["main"]
         probs = self._forward(images, ordering, training)[1]
         size = tf.shape(images)[1:3]
         return tf.image.resize(probs, size, method="bilinear")
+
+    def inference(self, images, heads=("main",)):
+        """{head: (B, H, W, K) probabilities} of plain inference at the images' own size.
+
+        Images are first shrunk `input_downsample` times (area averaging, the block mean of
+        `--downsample`), so a model trained on shrunk images sees new ones at its scale; the
+        probabilities are upsampled bilinearly from the head's grid to the input size.
+        """
+        images = transforms.to_float_images(images)
+        size = tf.shape(images)[1:3]
+        if self.input_downsample > 1:
+            shrunk = tf.maximum(size // self.input_downsample, 1)
+            images = tf.image.resize(images, shrunk, method="area")
+        _, main, over = self._forward(images, None, training=False)
+        probs = {"main": main, "overclustering": over}
+        return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
 
     def predict_labels(self, images, batch_size=8, overclustering=False):
         """(B, H, W) int32 cluster ids of plain inference (no ordering).
@@ -342,12 +366,9 @@ class AutoSegModel(keras.Model):
         images = tf.convert_to_tensor(images)
         outputs = {head: [] for head in heads}
         for i in range(0, int(images.shape[0]), batch_size):
-            batch = images[i : i + batch_size]
-            _, main, over = self._forward(batch, None, training=False)
-            for head, probs in (("main", main), ("overclustering", over)):
-                if head in outputs:
-                    probs = tf.image.resize(probs, tf.shape(batch)[1:3], method="bilinear")
-                    outputs[head].append(tf.argmax(probs, axis=-1, output_type=tf.int32))
+            probs = self.inference(images[i : i + batch_size], heads)
+            for head in heads:
+                outputs[head].append(tf.argmax(probs[head], axis=-1, output_type=tf.int32))
         return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
     # --------------------------------------------------------------- training
@@ -508,6 +529,7 @@ class AutoSegModel(keras.Model):
             "over_entropy_weight": self.over_entropy_weight,
             "marginal_momentum": self.marginal_momentum,
             "sobel": self.sobel,
+            "input_downsample": self.input_downsample,
             "displacement": self.displacement,
             "per_offset": self.per_offset,
             "orderings": self.orderings,
