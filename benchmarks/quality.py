@@ -134,6 +134,9 @@ def evaluate_point(model, cfg, fit, held_out, seed):
         point["overclustering_many_to_one"] = over["pixel_accuracy"]
     if FLAGS.feature_kmeans:
         point["feature_kmeans"] = _scores(feature_kmeans(model, fit, held_out, k, seed), mode)
+        if model.over_head is not None:
+            pair = feature_kmeans(model, fit, held_out, k, seed, source="overclustering")
+            point["overclustering_kmeans"] = _scores(pair, mode)
     # Label-free: the main head's cluster sizes (over the labelled held-out pixels) and the
     # two-ordering mutual information on held-out images (a subset: it only ranks points).
     sizes = score["main"].counts.sum(axis=0)
@@ -142,16 +145,18 @@ def evaluate_point(model, cfg, fit, held_out, seed):
     return point
 
 
-def _grid_features(model, images):
-    return tf.cast(model.forward(images)[0], tf.float32).numpy()
+def _grid_features(model, images, source="features"):
+    features, _, over = model.forward(images)
+    return tf.cast(features if source == "features" else over, tf.float32).numpy()
 
 
-def feature_kmeans(model, fit, held_out, k, seed):
+def feature_kmeans(model, fit, held_out, k, seed, source="features"):
     """(fit, score) confusions of k-means on the model's features, on its own grid.
 
     The centres are fitted on a seeded sample of the fit set's grid features (labels unused);
     each pixel takes the nearest centre after the grid's distance maps are upsampled to the
-    image bilinearly, as the head's probabilities are.
+    image bilinearly, as the head's probabilities are. `source`: "features" (g_ar's output)
+    or "overclustering" (that head's probabilities).
     """
     from tf_autoseg import baselines as lib
     from tf_autoseg import evaluation
@@ -160,7 +165,7 @@ def feature_kmeans(model, fit, held_out, k, seed):
     fit = fit if fit is not None else held_out
     pool = []
     for images, _ in fit:
-        f = _grid_features(model, images)
+        f = _grid_features(model, images, source)
         f = f.reshape(-1, f.shape[-1])
         pool.append(f[rng.choice(len(f), min(len(f), 4096), replace=False)])
     pool = np.concatenate(pool)
@@ -170,7 +175,7 @@ def feature_kmeans(model, fit, held_out, k, seed):
     def confusion(batches):
         matrix = evaluation.ConfusionMatrix(k)
         for images, labels in batches:
-            f = _grid_features(model, images)
+            f = _grid_features(model, images, source)
             distance = (f**2).sum(-1, keepdims=True) - 2 * f @ centres.T + (centres**2).sum(1)
             distance = tf.image.resize(-distance, tf.shape(images)[1:3], method="bilinear")
             matrix.update(np.asarray(labels), tf.argmax(distance, -1).numpy())
@@ -207,7 +212,7 @@ def run_seed(cfg, seed, data):
             )
             curve.append(point)
             progress = {"seed": seed, "steps": point["steps"], "minutes": point["train_minutes"]}
-            for name in ("head", "feature_kmeans"):
+            for name in ("head", "feature_kmeans", "overclustering_kmeans"):
                 if name in point:
                     progress[name] = [round(point[name][key], 4)
                                       for key in ("pixel_accuracy", "mean_iou")]  # fmt: skip
@@ -232,6 +237,7 @@ def summary(records):
         "head_final": lambda r: r["final"]["head"],
         "head_selected_by_mi": lambda r: r["selected_by_mi"]["head"],
         "feature_kmeans_final": lambda r: r["final"].get("feature_kmeans"),
+        "overclustering_kmeans_final": lambda r: r["final"].get("overclustering_kmeans"),
     }
     if "baselines" in records[0]:
         for name in records[0]["baselines"]:
