@@ -291,14 +291,46 @@ def test_inference_shrinks_by_input_downsample_and_answers_at_the_input_size():
     assert model(tf.zeros((1, 1, 1, 3))).shape == (1, 1, 1, 3)
 
 
+@pytest.mark.parametrize("source", ["features", "overclustering"])
+def test_fitted_centres_label_pixels_by_the_nearest_centre_and_survive_saving(source, tmp_path):
+    model = _compiled(overclustering=6, labels_from=source)
+    images = tf.constant(synthetic_scenes(4, 16, seed=6)[0])
+    head = model.forward(images)[1]
+    np.testing.assert_allclose(  # unfitted: the head answers
+        model(images).numpy(), tf.image.resize(head, (16, 16)).numpy(), atol=1e-6
+    )
+    centres = model.fit_centres([images[:2], (images[2:], None)], seed=3)
+    assert centres.shape == (3, model.feature_depth if source == "features" else 6)
+    features, _, over = model.forward(images)
+    space = (features if source == "features" else over).numpy()
+    distances = ((space[..., None, :] - centres.astype(np.float32)) ** 2).sum(-1)
+    grid = tf.image.resize(tf.nn.softmax(-distances / model.centre_scale.numpy()), (16, 16))
+    np.testing.assert_allclose(model(images).numpy(), grid.numpy(), atol=1e-5)
+    labels = model.predict_labels(images).numpy()
+    np.testing.assert_array_equal(labels, grid.numpy().argmax(-1))
+    assert len(np.unique(labels)) > 1
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.predict_labels(images).numpy(), labels)
+
+
+def test_centres_need_their_source():
+    with pytest.raises(ValueError, match="needs an `overclustering` head"):
+        _compiled(labels_from="overclustering")
+    with pytest.raises(ValueError, match="`labels_from` must be one of"):
+        _compiled(labels_from="kmeans")
+    with pytest.raises(ValueError, match="fit_centres needs"):
+        _compiled().fit_centres([tf.zeros((1, 16, 16, 3))])
+
+
 def test_new_options_round_trip_through_the_config():
     model = _compiled(
         overclustering=6, over_entropy_weight=1.0, entropy_weight=1.5, marginal_momentum=0.9,
-        sobel=True, per_offset=True, displacement=2, input_downsample=3,
+        sobel=True, per_offset=True, displacement=2, input_downsample=3, labels_from="features",
     )  # fmt: skip
     clone = AutoSegModel.from_config(model.get_config())
     for name in ("over_entropy_weight", "entropy_weight", "marginal_momentum", "sobel",
-                 "per_offset", "displacement", "input_downsample"):  # fmt: skip
+                 "per_offset", "displacement", "input_downsample", "labels_from"):  # fmt: skip
         assert getattr(clone, name) == getattr(model, name)
 
 

@@ -1,7 +1,7 @@
 """Baselines scored by the same evaluation code: k-means on pixels, random network + k-means.
 
-K-means is Lloyd's algorithm with k-means++ seeding on a seeded sample of
-pixels (features), then every pixel is assigned to its nearest centre. A
+K-means (`tf_autoseg.kmeans`) is fitted on a seeded sample of pixels
+(features), then every pixel is assigned to its nearest centre. A
 random network is `AutoSegModel` never trained; its features are those of the
 autoregressive part's output, bilinearly upsampled to the image.
 """
@@ -10,52 +10,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_autoseg import evaluation
+from tf_autoseg.kmeans import assign
+from tf_autoseg.kmeans import kmeans
 from tf_autoseg.transforms import to_float_images
 
-
-def kmeans(features, k, iterations=50, seed=0, tolerance=1e-6):
-    """Centres of `k` clusters of the rows of `features` (N, D), as (k, D) float64.
-
-    k-means++ seeding, then Lloyd iterations until the centres move less than
-    `tolerance` (relative) or `iterations` is reached. Empty clusters are
-    reseeded on the farthest points.
-    """
-    x = np.asarray(features, np.float64)
-    if x.ndim != 2 or x.shape[0] < k:
-        raise ValueError(f"k-means needs (N >= k={k}, D) features. Received shape {x.shape}")
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(len(x))]]
-    distance = ((x - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = distance.sum()
-        index = rng.choice(len(x), p=distance / total) if total > 0 else rng.integers(len(x))
-        centres.append(x[index])
-        distance = np.minimum(distance, ((x - x[index]) ** 2).sum(1))
-    centres = np.stack(centres)
-    for _ in range(iterations):
-        assign, distance = _nearest(x, centres)
-        moved = centres.copy()
-        for c in range(k):
-            members = x[assign == c]
-            moved[c] = members.mean(0) if len(members) else x[distance.argmax()]
-        shift = np.abs(moved - centres).max()
-        centres = moved
-        if shift <= tolerance * (np.abs(centres).max() + 1e-12):
-            break
-    return centres
-
-
-def _nearest(x, centres):
-    d = (x**2).sum(1, keepdims=True) - 2 * x @ centres.T + (centres**2).sum(1)
-    return d.argmin(1), d.min(1)
-
-
-def assign(features, centres, chunk=1 << 20):
-    """Nearest-centre ids of the rows of `features`, computed in chunks."""
-    x = np.asarray(features, np.float64)
-    return np.concatenate(
-        [_nearest(x[i : i + chunk], centres)[0] for i in range(0, len(x), chunk)]
-    ).astype(np.int64)
+__all__ = ["assign", "kmeans", "kmeans_baseline", "network_features", "pixel_features"]
 
 
 def pixel_features(images):

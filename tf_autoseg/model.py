@@ -10,9 +10,11 @@ import itertools
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_autoseg import arguments
+from tf_autoseg import kmeans
 from tf_autoseg import losses
 from tf_autoseg import orderings as orderings_lib
 from tf_autoseg import transforms
@@ -22,6 +24,7 @@ from tf_autoseg.layers import MaskedAttentionBlock
 from tf_autoseg.layers import MaskedResidualBlock
 
 FRONTS = ("identity", "stem", "residual", "resnet18")
+LABEL_SOURCES = ("head", "features", "overclustering")
 OBJECTIVES = ("ac", "arl")
 SAMPLINGS = ("random", "no_repeat", "hard")
 
@@ -84,6 +87,12 @@ class AutoSegModel(keras.Model):
             images this many times before the network: set it to the `--downsample` the
             training images were shrunk by, so that full-size images are segmented at the
             training scale. Training steps take the crops as they come.
+        labels_from: what plain inference's K clusters are: "head" (the main head's argmax,
+            the paper's), or the nearest of K centres that `fit_centres` finds by k-means,
+            without labels, in the space of `g_ar`'s "features" or of the "overclustering"
+            head's probabilities. The head's clusters are pushed toward equal sizes by the
+            mutual information; k-means centres are not, which suits classes of very unequal
+            shares. Until `fit_centres` runs, inference answers with the head.
         sobel: feed Sobel gradients of the grey level beside the channels (IIC's COCO-Stuff
             input), which takes weight off raw colour.
         displacement: half side of IIC's displacement window for AC.
@@ -130,6 +139,7 @@ class AutoSegModel(keras.Model):
         marginal_momentum=0.0,
         sobel=False,
         input_downsample=1,
+        labels_from="head",
         displacement=0,
         per_offset=False,
         orderings=tuple(orderings_lib.RASTER),
@@ -185,6 +195,12 @@ class AutoSegModel(keras.Model):
         self.marginal_momentum = float(marginal_momentum)
         self.sobel = bool(sobel)
         self.input_downsample = arguments.integer("input_downsample", input_downsample, 1)
+        self.labels_from = _choice("labels_from", labels_from, LABEL_SOURCES)
+        if labels_from == "overclustering" and not overclustering:
+            raise ValueError(
+                "`labels_from='overclustering'` needs an `overclustering` head. "
+                f"Received: overclustering={overclustering!r}"
+            )
         self.displacement = arguments.integer("displacement", displacement, 0)
         self.per_offset = bool(per_offset)
         ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
@@ -292,11 +308,75 @@ class AutoSegModel(keras.Model):
                         aggregation="only_first_replica", name=f"{head}_marginal",
                     )  # fmt: skip
 
+    def _build_centres(self):
+        """The K label-free centres of `labels_from` (and their distance scale), unfitted."""
+        self.centres = self.centre_scale = None
+        if self.labels_from == "head":
+            return
+        depth = self.overclustering if self.labels_from == "overclustering" else self.feature_depth
+        self.centres = self.add_weight(
+            shape=(self.num_classes, depth), initializer="zeros", dtype="float32",
+            trainable=False, name="centres",
+        )  # fmt: skip
+        # 0 until fitted: the mean squared distance to the nearest centre, their softmax scale.
+        self.centre_scale = self.add_weight(
+            shape=(), initializer="zeros", dtype="float32", trainable=False, name="centre_scale"
+        )
+
+    @property
+    def feature_depth(self):
+        """Channels of `g_ar`'s output (the features that `forward` returns first)."""
+        return self._feature_depth
+
+    def _centre_space(self, features, over):
+        space = features if self.labels_from == "features" else over
+        return tf.cast(space, tf.float32)
+
+    def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0):
+        """Fits the K centres of `labels_from` by k-means on a sample of plain-inference outputs.
+
+        Labels are never read. Run it after training (the training program does); inference
+        uses the centres from then on.
+
+        Args:
+            batches: an iterable of image batches, or of (images, labels) with labels ignored.
+            samples: grid positions the k-means sees (a seeded sample).
+            per_batch: at most this many positions kept from each batch before sampling.
+            seed: seeds the sample and the k-means.
+
+        Returns:
+            The (K, D) centres.
+        """
+        if self.centres is None:
+            raise ValueError("fit_centres needs a model built with labels_from='features' or "
+                             "'overclustering'. Received: labels_from='head'")  # fmt: skip
+        rng = np.random.default_rng(seed)
+        pool = []
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if self.input_downsample > 1:
+                images = self._shrink(transforms.to_float_images(images))
+            features, _, over = self._forward(images, None, training=False)
+            space = self._centre_space(features, over).numpy()
+            space = space.reshape(-1, space.shape[-1])
+            pool.append(space[rng.choice(len(space), min(per_batch, len(space)), replace=False)])
+        if not pool:
+            raise ValueError("fit_centres got no batch of images")
+        pool = np.concatenate(pool)
+        pool = pool[rng.choice(len(pool), min(samples, len(pool)), replace=False)]
+        centres = kmeans.kmeans(pool, self.num_classes, seed=seed)
+        distances = kmeans.nearest(pool, centres)[1]
+        self.centres.assign(centres.astype(np.float32))
+        self.centre_scale.assign(max(float(distances.mean()), 1e-6))
+        return centres
+
     def build(self, input_shape):
         if self.built:
             return
         height, width, channels = self.image_shape
-        self._forward(tf.zeros((1, height, width, channels)), ordering=None, training=False)
+        features = self._forward(tf.zeros((1, height, width, channels)), None, training=False)[0]
+        self._feature_depth = int(features.shape[-1])
+        self._build_centres()
         self.built = True
 
     # ---------------------------------------------------------------- forward
@@ -341,12 +421,28 @@ class AutoSegModel(keras.Model):
         """
         images = transforms.to_float_images(images)
         size = tf.shape(images)[1:3]
-        if self.input_downsample > 1:
-            shrunk = tf.maximum(size // self.input_downsample, 1)
-            images = tf.image.resize(images, shrunk, method="area")
-        _, main, over = self._forward(images, None, training=False)
+        features, main, over = self._forward(self._shrink(images), None, training=False)
+        if self.centres is not None:
+            # Softmax of the negative squared distances to the centres, in units of the mean
+            # distance at fitting time; the head's answer while the centres are unfitted.
+            space = self._centre_space(features, over)
+            distances = (
+                tf.reduce_sum(space**2, -1, keepdims=True)
+                - 2.0 * tf.einsum("bhwd,kd->bhwk", space, self.centres)
+                + tf.reduce_sum(self.centres**2, -1)
+            )
+            fitted = self.centre_scale > 0
+            scale = tf.where(fitted, self.centre_scale, 1.0)
+            main = tf.where(fitted, tf.nn.softmax(-distances / scale), main)
         probs = {"main": main, "overclustering": over}
         return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
+
+    def _shrink(self, images):
+        """Float images shrunk `input_downsample` times by area averaging (as-is at 1)."""
+        if self.input_downsample == 1:
+            return images
+        shrunk = tf.maximum(tf.shape(images)[1:3] // self.input_downsample, 1)
+        return tf.image.resize(images, shrunk, method="area")
 
     def predict_labels(self, images, batch_size=8, overclustering=False):
         """(B, H, W) int32 cluster ids of plain inference (no ordering).
@@ -530,6 +626,7 @@ class AutoSegModel(keras.Model):
             "marginal_momentum": self.marginal_momentum,
             "sobel": self.sobel,
             "input_downsample": self.input_downsample,
+            "labels_from": self.labels_from,
             "displacement": self.displacement,
             "per_offset": self.per_offset,
             "orderings": self.orderings,
