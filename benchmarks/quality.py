@@ -52,6 +52,7 @@ flags.DEFINE_integer("eval_every", 500, "Steps between held-out evaluations (the
 flags.DEFINE_bool("baselines", True, "Score the baselines (k-means RGB, untrained + k-means).")
 flags.DEFINE_bool("feature_kmeans", True, "Also score k-means on the trained features.")
 flags.DEFINE_bool("quick", False, "Two evaluation batches: checks that it all works.")
+flags.DEFINE_string("save_models", None, "Folder to save each seed's final model in (.keras).")
 flags.DEFINE_string("out", None, "Where to write the JSON report ('' = nowhere).")
 
 TASKS = {
@@ -226,6 +227,10 @@ def run_seed(cfg, seed, data):
         train_set, steps_per_epoch=FLAGS.eval_every, epochs=epochs, verbose=0, callbacks=[Curve()]
     )
     record["curve"] = curve
+    if FLAGS.save_models:
+        folder = Path(FLAGS.save_models)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / f"{FLAGS.task}-{FLAGS.recipe or _flagfile_name()}-seed{seed}.keras")
     record["final"] = curve[-1]
     record["selected_by_mi"] = max(curve, key=lambda p: p["held_out_mi"])
     return record
