@@ -287,6 +287,9 @@ def test_command_line_exports_a_run_directory_and_names_bad_flags(tmp_path):
     result = _cli("--model", str(run_dir), "--name", "cli", "--output_dir", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(os.path.join("out", "cli", "1"))
+    assert "export.py" in result.stderr and "Exported" in result.stderr  # its own INFO line
+    for chatter in ("signature_serialization.py", "fingerprinting_utils.py", "cudart_stub"):
+        assert chatter not in result.stderr, "TensorFlow's INFO lines are shown"
     assert _config(tmp_path / "out") == {"cli": ("/models/cli", "tensorflow")}
     bad = _cli("--model", str(tmp_path / "nowhere"), "--name", "cli", cwd=tmp_path)
     assert bad.returncode != 0

@@ -68,9 +68,22 @@ def start_tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")  # where the cuInit error is logged
-    # TensorFlow's Python INFO lines (SavedModel writing details) go the same way.
+    # TensorFlow's Python INFO lines (SavedModel writing details) go the same way: some go
+    # through its "tensorflow" logger, others through absl's, which the programs share.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    logging.getLogger("absl").addFilter(_LibraryInfo(os.path.dirname(tf.__file__)))
     return tf
+
+
+class _LibraryInfo(logging.Filter):
+    """Drops the records below WARNING logged from files under `folder`."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = os.path.join(folder, "")
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.folder)
 
 
 @contextlib.contextmanager
