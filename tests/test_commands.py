@@ -130,6 +130,18 @@ def test_train_refuses_unwritable_folders_before_training(tmp_path, blocker, fla
     assert not (tmp_path / "run").exists() and not (tmp_path / "saved").exists()
 
 
+def test_train_refuses_what_would_stop_its_export_before_training(tmp_path):
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "models.config").write_text("garbage {{{")
+    run = ["-m", "tf_autoseg.train", *TINY, f"--run_dir={tmp_path / 'run'}"]
+    result = _run([*run, f"--export_dir={saved}"])
+    _assert_one_line_error(result, str(saved / "models.config"), "not a text-format")
+    result = _run([*run, f"--export_dir={tmp_path / 'other'}", "--export_name=_hidden"])
+    _assert_one_line_error(result, "--export_name='_hidden'")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "other").exists()
+
+
 def test_export_refuses_an_output_dir_under_a_file(tmp_path, blocker):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.keras").write_bytes(b"")  # never read: the output is refused first

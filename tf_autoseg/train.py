@@ -187,6 +187,16 @@ def validate(config):
             raise ValueError(f"The TF_CONFIG environment variable is not JSON: {error}") from None
     for flag in ("run_dir", "export_dir") if config["export"] else ("run_dir",):
         commands.check_writable(flag, config[flag])  # creates and removes a file: no trace left
+    if config["export"]:  # what would stop the export, found before training rather than after
+        from tf_autoseg import export
+
+        name = config["export_name"] or Path(config["run_dir"]).resolve().name
+        if not export.NAME_PATTERN.match(name):
+            raise ValueError(
+                f"--export_name={name!r} (the run folder's name unless given): a model name "
+                "is letters, digits, '_', '.' and '-', not starting with '.', '_' or '-'."
+            )
+        export.read_models_config(config["export_dir"])
 
 
 def validate_data(config):
