@@ -214,6 +214,39 @@ def test_a_broken_models_config_is_named_before_anything_is_written(tmp_path):
     assert not (tmp_path / "seg").exists()
 
 
+def test_the_next_export_removes_what_a_killed_one_left(tmp_path):
+    model = _tiny_model()
+    seg = tmp_path / "seg"
+    (seg / f"{export.TEMP_PREFIX}{'0' * 32}").mkdir(parents=True)  # killed before writing
+    half = seg / f"{export.TEMP_PREFIX}{'1' * 32}"
+    (half / "variables").mkdir(parents=True)
+    (half / "saved_model.pb").write_bytes(b"\x08")  # killed while writing
+    (tmp_path / f".{export.CONFIG_FILE}.{'2' * 32}").write_text("model_config_list {")
+    assert export.export_model(model, "seg", tmp_path) == seg / "1"
+    assert sorted(p.name for p in seg.iterdir()) == ["1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.config", "seg"]
+
+
+def test_a_running_exports_folder_is_never_taken_for_a_leftover(tmp_path):
+    import threading
+
+    model = _tiny_model()
+    seg = tmp_path / "seg"
+    running = seg / f"{export.TEMP_PREFIX}{'3' * 32}"
+    running.mkdir(parents=True)
+    results = []
+    with export._locked(seg) as locked:  # what a running export of "seg" holds
+        assert locked
+        worker = threading.Thread(
+            target=lambda: results.append(export.export_model(model, "seg", tmp_path))
+        )
+        worker.start()
+        worker.join(timeout=5)
+        assert worker.is_alive() and running.is_dir(), "the second export did not wait"
+    worker.join(timeout=300)
+    assert results == [seg / "1"] and not running.exists()
+
+
 def test_models_are_loaded_from_a_run_directory_or_a_keras_file(tmp_path):
     model = _tiny_model()
     run_dir = tmp_path / "run"
@@ -254,6 +287,9 @@ def test_command_line_exports_a_run_directory_and_names_bad_flags(tmp_path):
     result = _cli("--model", str(run_dir), "--name", "cli", "--output_dir", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(os.path.join("out", "cli", "1"))
+    assert "export.py" in result.stderr and "Exported" in result.stderr  # its own INFO line
+    for chatter in ("signature_serialization.py", "fingerprinting_utils.py", "cudart_stub"):
+        assert chatter not in result.stderr, "TensorFlow's INFO lines are shown"
     assert _config(tmp_path / "out") == {"cli": ("/models/cli", "tensorflow")}
     bad = _cli("--model", str(tmp_path / "nowhere"), "--name", "cli", cwd=tmp_path)
     assert bad.returncode != 0

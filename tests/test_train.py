@@ -1,6 +1,8 @@
-"""The training program end to end: quickstart, resume after SIGKILL, flagfiles, bad flags, segment."""
+"""The training program end to end: quickstart, resume after SIGKILL, reruns, flagfiles, bad flags,
+segment, evaluate."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -181,8 +183,11 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
         (["--attention_blocks=4"], "--attention_blocks=['4']: block numbers in [1, 1]"),
         (["--dropout=1.5"], "--dropout=1.5: must be in [0, 1)"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
-        (["--downsample=2"], "--downsample=2: applies to dubai and folder, not synthetic"),
+        (["--downsample=2"], "--downsample=2: applies to dubai, camvid and folder, not synthetic"),
         (["--downsample=0"], "--downsample=0: must be a positive integer"),
+        (["--num_orderings=3"], "--num_orderings=3: accepted values are 2, 4, 8 and 16"),
+        (["--num_orderings=1"], "--num_orderings=1: accepted values are 2, 4, 8 and 16"),
+        (["--num_orderings=16"], "--num_orderings=16: --ordering_types=raster has 8 orderings"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, args, message):
@@ -269,18 +274,22 @@ def test_segment_tiles_have_no_seams():
 
 
 def test_segment_rejects_bad_inputs(tmp_path):
-    with pytest.raises(ValueError, match="no image"):
+    from PIL import Image
+
+    with pytest.raises(ValueError, match="--input=.*No image files"):
         segment.list_inputs(str(tmp_path))
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="broken.png: not a decodable image"):
-        segment.read_image(tmp_path / "broken.png")
+    with pytest.raises(ValueError, match="Cannot decode the image file .*broken.png"):
+        segment.read_image(tmp_path / "broken.png", 3)
     with pytest.raises(ValueError, match="expected a SavedModel folder"):
         segment.load_predictor(tmp_path)
-    rgba = np.zeros((4, 4, 4), np.uint8)
-    assert segment.match_channels(rgba, 3, "a.png").shape == (4, 4, 3)
-    assert segment.match_channels(rgba[..., :1], 3, "a.png").shape == (4, 4, 3)
-    with pytest.raises(ValueError, match="b.png: 3 channels, but the model expects 4"):
-        segment.match_channels(rgba[..., :3], 4, "b.png")
+    Image.new("RGBA", (4, 4)).save(tmp_path / "a.png")
+    Image.new("L", (4, 4)).save(tmp_path / "g.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
+    assert segment.read_image(tmp_path / "a.png", 3).shape == (4, 4, 3)
+    assert segment.read_image(tmp_path / "g.png", 3).shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="Expected a 4-band image .*b.png has 3 band"):
+        segment.read_image(tmp_path / "b.png", 4)
     with pytest.raises(ValueError, match="`tile` must be a multiple of 16"):
         segment.segment_probabilities(lambda x: x, np.zeros((8, 8, 3)), tile=50, overlap=8)
 
@@ -293,3 +302,208 @@ def test_random_variant_is_evaluated_and_exported_but_never_trained(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 0 and "pixel_accuracy" in metrics["evaluation"]["main"]
     assert Path(metrics["export"]).is_dir()
+
+
+def _main(args):
+    """Runs the training program in this process, as `python -m tf_autoseg.train <args>` would
+    (errors are raised rather than printed)."""
+    from absl import flags
+
+    from tf_autoseg import train
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # flagfiles name each other relative to the repository
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train", "--verbosity=0", *args])  # INFO lines, as under app.run
+        train.main(["train"])
+    finally:
+        flags.FLAGS.unparse_flags()
+        os.chdir(cwd)
+
+
+def _tiny_flagfile(tmp_path, steps=10):
+    path = tmp_path / "tiny.cfg"
+    lines = [f"--flagfile={ROOT / 'experiments' / 'quickstart.cfg'}", *QUICK[1:],
+             f"--steps={steps}", "--checkpoint_every=10", f"--run_dir={tmp_path / 'run'}",
+             f"--export_dir={tmp_path / 'saved'}"]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return f"--flagfile={path}"
+
+
+def _snapshot(*folders):
+    return {
+        path: path.read_bytes()
+        for folder in folders
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def absl_info(caplog):
+    caplog.set_level(logging.INFO, logger="absl")
+    return caplog
+
+
+def test_rerunning_a_finished_run_changes_nothing_and_says_so(tmp_path, absl_info):
+    flagfile = _tiny_flagfile(tmp_path)
+    _main([flagfile])
+    before = _snapshot(tmp_path / "run", tmp_path / "saved")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["export"] == str(tmp_path / "saved" / "quickstart" / "1")
+    absl_info.clear()
+    _main([flagfile])
+    assert _snapshot(tmp_path / "run", tmp_path / "saved") == before, "export or metrics rewritten"
+    said = absl_info.text
+    assert "is already finished at step 10 of 10" in said, said
+    assert str(tmp_path / "run" / "model.keras") in said and metrics["export"] in said
+    assert "python -m tf_autoseg.export" in said
+
+
+def test_raising_steps_continues_a_run_and_removes_what_a_kill_left(tmp_path, absl_info):
+    _main([_tiny_flagfile(tmp_path)])
+    run_dir, saved = tmp_path / "run", tmp_path / "saved"
+    # What SIGKILL leaves midway through a checkpoint, model or metrics write and an export.
+    (run_dir / "checkpoints" / ".ckpt-00000020.keras.k3j4h5g6.tmp.keras").write_bytes(b"PK\x03")
+    (run_dir / ".model.keras.a1b2c3d4.tmp.keras").write_bytes(b"")
+    (run_dir / ".metrics.json.a1b2c3d4.tmp").write_text('{"steps": ')
+    (saved / "quickstart" / f".export-{'0' * 32}").mkdir()
+    (saved / "quickstart" / f".export-{'1' * 32}" / "variables").mkdir(parents=True)
+    (saved / "quickstart" / f".export-{'1' * 32}" / "saved_model.pb").write_bytes(b"\x08")
+    (saved / f".models.config.{'2' * 32}").write_text("model_config_list {")
+    absl_info.clear()
+    _main([_tiny_flagfile(tmp_path, steps=20)])
+    assert "resuming at step 10 of 20" in absl_info.text, absl_info.text
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["export"] == str(saved / "quickstart" / "2")
+    assert [step for step, _ in checkpoints.checkpoints(run_dir)] == [10, 20]
+    hidden = [p for p in [*run_dir.rglob(".*"), *saved.rglob(".*")] if p.parent.name != "logs"]
+    assert hidden == [], hidden
+    assert sorted(p.name for p in (saved / "quickstart").iterdir()) == ["1", "2"]
+
+
+_KILLER = """
+import os, signal, sys
+from absl import flags
+from tf_autoseg import checkpoints, export, train
+where = sys.argv.pop(1)
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "checkpoint":  # dies inside the second checkpoint's write, its file half written
+    real = checkpoints.atomic_write
+    def atomic_write(path, write, suffix=""):
+        if str(path).endswith("ckpt-00000020.keras"):
+            return real(path, lambda tmp: (open(tmp, "wb").write(b"PK"), die()), suffix)
+        return real(path, write, suffix)
+    checkpoints.atomic_write = atomic_write
+else:  # dies inside the export, the SavedModel half written
+    def write_archive(model, directory):
+        (directory / "saved_model.pb").write_bytes(b"\x08")
+        die()
+    export._write_archive = write_archive
+flags.FLAGS(sys.argv)
+train.main(["train"])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["checkpoint", "export"])
+def test_a_kill_during_a_checkpoint_or_an_export_leaves_nothing_after_the_rerun(tmp_path, where):
+    run_dir, saved = tmp_path / "run", tmp_path / "saved"
+    args = [*QUICK, "--steps=20", "--checkpoint_every=10", f"--run_dir={run_dir}",
+            f"--export_dir={saved}"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    killed = subprocess.run([sys.executable, "-c", _KILLER, where, *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    leftovers = [*run_dir.rglob(".*.tmp*"), *saved.rglob(".export-*")]
+    assert leftovers, "the kill left nothing to clean: it came at the wrong moment"
+    assert not (run_dir / "metrics.json").exists()
+    code, output = _train(args, run_dir, saved)
+    assert code == 0, output[-3000:]
+    assert not [*run_dir.rglob(".*.tmp*"), *saved.rglob(".export-*")]
+    assert json.loads((run_dir / "metrics.json").read_text())["export"] == str(
+        saved / "quickstart" / "1"
+    )
+
+
+def test_skipped_and_converted_files_are_named_in_metrics_and_the_log(tmp_path, absl_info):
+    from PIL import Image
+
+    data = tmp_path / "images"
+    data.mkdir()
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(data / "big.png")
+    Image.new("RGB", (8, 8)).save(data / "small.png")
+    Image.new("RGBA", (40, 40), (10, 10, 200, 128)).save(data / "rgba.png")
+    _main(["--dataset=folder", f"--data_dir={data}", "--crop=16", "--classes=3", "--width=8",
+           "--ar_blocks=1", "--batch_size=2", "--steps=2", "--checkpoint_every=2",
+           "--summary_images=1", "--noexport", f"--run_dir={tmp_path / 'run'}"])  # fmt: skip
+    train = json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"]["train"]
+    assert train["skipped"] == {str(data / "small.png"): "8x8 is smaller than the 16x16 tile"}
+    assert train["adjusted"] == {str(data / "rgba.png"): "alpha dropped"}
+    said = absl_info.text
+    assert f"skipped 1 file(s): {data / 'small.png'} (8x8 is smaller" in said, said
+    assert f"converted 1 file(s): {data / 'rgba.png'} (alpha dropped)" in said, said
+
+
+def test_library_errors_name_flags_not_python_arguments(tmp_path):
+    from PIL import Image
+
+    from tf_autoseg import train
+
+    data = tmp_path / "images"
+    data.mkdir()
+    Image.new("RGB", (32, 32)).save(data / "a.png")  # a colour mask given without --colours
+    with pytest.raises(ValueError) as raised:
+        _main(["--dataset=folder", f"--data_dir={data}", f"--masks_dir={data}", "--crop=16",
+               "--width=8", "--steps=2", "--checkpoint_every=2", "--noexport",
+               f"--run_dir={tmp_path / 'run'}"])  # fmt: skip
+    message = str(raised.value)
+    assert "--colours" in message and "mask_format" not in message, message
+    assert str(data / "a.png") in message
+    wording = train.flag_names(
+        "`num_classes` must be in [2, 6]. Received: num_classes=9, tile=4, input_shape=(1,)"
+    )
+    assert (
+        wording == "--classes must be in [2, 6]. Received: --classes=9, --crop=4, input_shape=(1,)"
+    )
+
+
+def _evaluate(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tf_autoseg.evaluate", *args], cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_evaluate_a_run_directory_alone_reads_its_data_flags(tmp_path):
+    run_dir = tmp_path / "run"
+    _main([*QUICK, "--classes=4", "--steps=10", "--checkpoint_every=10", "--noexport",
+           f"--run_dir={run_dir}"])  # fmt: skip
+    result = _evaluate(f"--model={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])["main"]
+    recorded = json.loads((run_dir / "metrics.json").read_text())["evaluation"]["main"]
+    assert scores["pixel_accuracy"] == pytest.approx(recorded["pixel_accuracy"])
+    wrong = _evaluate(f"--model={run_dir}", "--classes=3")  # the command line wins
+    assert wrong.returncode == 2, wrong.stderr[-3000:]
+    assert wrong.stderr.strip() == (
+        "error: --classes=3 but the model's run was trained with --classes=4."
+    )
+
+
+def test_evaluate_refuses_holdout_on_a_folder(tmp_path):
+    (tmp_path / "m.keras").write_bytes(b"")
+    result = _evaluate("--dataset=folder", f"--data_dir={tmp_path}", f"--masks_dir={tmp_path}",
+                       "--eval_mode=holdout", f"--model={tmp_path / 'm.keras'}")  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip() == (
+        "error: --eval_mode='holdout': a folder has no held-out split; use --eval_mode=same."
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -2,24 +2,38 @@
 
 Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation",
 ECCV 2020 (arXiv 2007.08247).
+
+The names below are imported on first use, not with the package: the command-line programs
+(`python -m tf_autoseg.train`, ...) parse their flags, and answer `--help`, before TensorFlow
+loads. `import tf_autoseg.model` registers the layers and the model for `.keras` loading.
 """
 
-from tf_autoseg import losses
-from tf_autoseg import orderings
-from tf_autoseg.masked_attention import MaskedAttentionBlock
-from tf_autoseg.masked_attention import MaskedMultiHeadAttention
-from tf_autoseg.masked_conv import MaskedResidualBlock
-from tf_autoseg.masked_conv import ShiftedMaskedConv2D
-from tf_autoseg.model import AutoSegModel
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutoSegModel",
-    "MaskedAttentionBlock",
-    "MaskedMultiHeadAttention",
-    "MaskedResidualBlock",
-    "ShiftedMaskedConv2D",
-    "losses",
-    "orderings",
-]
+# Public name -> the module that defines it (a module itself for `losses` and `orderings`).
+_EXPORTS = {
+    "AutoSegModel": "tf_autoseg.model",
+    "MaskedAttentionBlock": "tf_autoseg.masked_attention",
+    "MaskedMultiHeadAttention": "tf_autoseg.masked_attention",
+    "MaskedResidualBlock": "tf_autoseg.masked_conv",
+    "ShiftedMaskedConv2D": "tf_autoseg.masked_conv",
+    "losses": "tf_autoseg.losses",
+    "orderings": "tf_autoseg.orderings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tf_autoseg' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if module.__name__ == f"tf_autoseg.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})

@@ -4,7 +4,9 @@ Every file is written to a temporary name in the same folder and renamed
 into place (`os.replace` is atomic on POSIX), so a process killed at any
 point (SIGKILL included) leaves either the previous version or the new one,
 never half a file. A checkpoint is a full `.keras` model with its optimizer
-state; the step it was taken at is its name.
+state; the step it was taken at is its name. The temporary files of a process
+killed mid-write are hidden (a leading dot) and removed by the next run of the
+same run directory (`remove_leftovers`).
 """
 
 import json
@@ -15,8 +17,13 @@ from pathlib import Path
 
 import keras
 
+from tf_autoseg import model as _model  # noqa: F401 - registers the model and layers for loading
+
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"^ckpt-(\d{8})\.keras$")
+# atomic_write's temporary names: "." + the file's name + "." + mkstemp's 8 random characters
+# + ".tmp" + the suffix.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.keras)?$")
 
 
 def atomic_write(path, write, suffix=""):
@@ -72,6 +79,25 @@ def checkpoints(run_dir):
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name))]
     return sorted(found)
+
+
+def remove_leftovers(run_dir):
+    """Removes the temporary files a killed process left in `run_dir` and its checkpoints.
+
+    Only names `atomic_write` gives are removed. Call it from the process that owns the run
+    (the chief), before it writes: another writer's temporary file would go too.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if _TEMPORARY.match(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
 
 
 def load_checkpoint(path):

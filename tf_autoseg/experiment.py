@@ -6,6 +6,7 @@ so it can be called (and tested) without a command line.
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tf_autoseg import camvid
 from tf_autoseg import checkpoints
@@ -289,12 +291,66 @@ def _record_flags(config):
     return run_dir
 
 
+def finished(config):
+    """A sentence saying the run is finished (its step, model and export), or None.
+
+    A run is finished once its `metrics.json` (written last) records `--steps` steps; any
+    number for `--variant=random`, which is never trained. A finished run is left as it is:
+    raising `--steps` continues it, and `python -m tf_autoseg.export` exports it again.
+
+    Raises:
+        ValueError: the run was started with other training flags, or went past `--steps`.
+    """
+    run_dir = Path(config["run_dir"])
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    _check_run_dir(config)
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}); move it away to finish the run.") from None
+    done = int(metrics.get("steps", 0))
+    if config["variant"] != "random":
+        if done < config["steps"]:
+            return None
+        _check_steps(config, done)
+    name = config["export_name"] or run_dir.resolve().name
+    return (
+        f"{run_dir} is already finished at step {done} of {config['steps']}: model "
+        f"{run_dir / 'model.keras'}, export {metrics.get('export') or 'none'}. Nothing was "
+        "changed. Raise --steps to train it further; export it again with: python -m "
+        f"tf_autoseg.export --model={run_dir} --name={name} --output_dir={config['export_dir']}"
+    )
+
+
+def _check_steps(config, done):
+    if done > config["steps"]:
+        raise ValueError(
+            f"--steps={config['steps']}: the run in {config['run_dir']} already reached step "
+            f"{done}. Give --steps={done} or more, or choose a new --run_dir."
+        )
+
+
+def _log_files(part, info):
+    """One log line for the files a pipeline skipped, one for those it converted, by name."""
+    for kind, files in (("skipped", info.skipped), ("converted", info.adjusted)):
+        if files:
+            listed = "; ".join(f"{path} ({why})" for path, why in sorted(files.items()))
+            logging.info("%s data: %s %d file(s): %s", part, kind, len(files), listed)
+
+
 def run(config):
     """Trains (resuming if the run directory has checkpoints), evaluates, exports.
 
-    Returns the metrics written to `<run_dir>/metrics.json`.
+    Returns the metrics written to `<run_dir>/metrics.json`. A finished run (see
+    `finished`) is left as it is: its recorded metrics are returned.
     """
     start = time.time()
+    note = finished(config)
+    if note is not None:
+        logging.info(note)
+        return json.loads((Path(config["run_dir"]) / "metrics.json").read_text())
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()
@@ -306,6 +362,13 @@ def run(config):
     # Data and model come first: a bad file or configuration stops the run before
     # anything is written. (Workers of a multi-worker run must share run_dir.)
     (train, train_info), held_out, fit = build_data(config)
+    _log_files("training", train_info)
+    held_out_info = held_out[1] if held_out else None
+    if held_out_info and (held_out_info.skipped, held_out_info.adjusted) != (
+        train_info.skipped,
+        train_info.adjusted,
+    ):
+        _log_files("evaluation", held_out_info)
     evaluation_set = held_out[0] if held_out else None
     found = checkpoints.checkpoints(run_dir)
     with strategy.scope():
@@ -315,7 +378,16 @@ def run(config):
             model = build_model(config, train.element_spec.shape[1:])
     if chief:
         _record_flags(config)
+        for path in checkpoints.remove_leftovers(run_dir):
+            logging.info("Removed %s, left by an interrupted run.", path)
     done = int(model.optimizer.iterations)
+    _check_steps(config, done)
+    if found and done < config["steps"]:
+        logging.info(
+            "%s: resuming at step %d of %d from %s", run_dir, done, config["steps"], found[-1][1]
+        )
+    elif found:  # stopped after training, before metrics.json
+        logging.info("%s: trained to step %d; evaluating and exporting", run_dir, done)
     interval = config["checkpoint_every"]
     # The "random" variant is the untrained baseline: it is evaluated, never fitted.
     if done < config["steps"] and config["variant"] != "random":
@@ -328,6 +400,7 @@ def run(config):
             initial_epoch=done // interval,
             steps_per_epoch=interval,
             callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself (Keras warns that it would ignore True)
             verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch in logs
         )
     metrics = {
@@ -357,10 +430,7 @@ def run(config):
 
 
 def _describe(info):
-    """A JSON-ready summary of a DatasetInfo: counts rather than file lists."""
+    """A JSON-ready summary of a DatasetInfo, with the files skipped or converted (and why)."""
     if info is None:
         return None
-    summary = dataclasses.asdict(info)
-    summary["skipped"] = len(info.skipped)
-    summary["adjusted"] = len(info.adjusted)
-    return summary
+    return dataclasses.asdict(info)

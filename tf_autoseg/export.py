@@ -15,8 +15,13 @@ Command line (`--model` is a training run directory holding `model.keras`, or
 a `.keras` file):
 
     python -m tf_autoseg.export --model runs/f2 --name autoseg --output_dir saved_models
+
+TensorFlow is imported when a function needs it, so the command answers `--help` and
+checks its flags first. An export killed midway leaves a hidden `.export-<hex>/` folder
+(never a version folder); the next export of the same name removes it.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,15 +29,12 @@ import time
 import uuid
 from pathlib import Path
 
-import keras
-import tensorflow as tf
-from absl import app
 from absl import flags
 from absl import logging
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tf_autoseg.model import AutoSegModel
+from tf_autoseg import commands
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "models.config"
@@ -56,6 +58,10 @@ def load_model(source):
         FileNotFoundError: the path, or the run directory's `model.keras`, is missing.
         ValueError: the file is not a `.keras` file, or does not hold an `AutoSegModel`.
     """
+    import keras
+
+    from tf_autoseg.model import AutoSegModel
+
     if isinstance(source, keras.Model):
         model = source
     else:
@@ -107,6 +113,8 @@ def _check_images(images, channels):
     # Python, but a server feeding the graph directly skips that check, and a
     # tensor of another rank would reach the convolutions (where oneDNN aborts
     # the process). EnsureShape checks rank and channels inside the graph.
+    import tensorflow as tf
+
     images = tf.ensure_shape(images, [None, None, None, channels])
     shape = tf.shape(images)
     checks = [
@@ -135,6 +143,8 @@ def serving_functions(model):
         [batch, height, width]) and `probabilities` (float32
         [batch, height, width, K]).
     """
+    import tensorflow as tf
+
     channels = model.image_shape[-1]
 
     def outputs(images):
@@ -185,6 +195,8 @@ def versions(model_dir):
 
 
 def _write_archive(model, directory):
+    import keras
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, (function, signature) in serving_functions(model).items():
@@ -236,23 +248,65 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
     model_dir = output_dir / name
     created = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkdtemp: its 0700 mode would survive the rename and hide
-    # the version from a server running as another user.
-    temp = model_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-    temp.mkdir()
-    try:
-        _write_archive(model, temp)
-        target = _publish(temp, model_dir)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        if created and not any(model_dir.iterdir()):
-            model_dir.rmdir()
-        raise
+    with _locked(model_dir) as locked:
+        if locked:  # no other export of this name runs: hidden folders are a killed one's
+            remove_leftovers(model_dir)
+        # Not tempfile.mkdtemp: its 0700 mode would survive the rename and hide
+        # the version from a server running as another user.
+        temp = model_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        temp.mkdir()
+        try:
+            _write_archive(model, temp)
+            target = _publish(temp, model_dir)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            if created and not any(model_dir.iterdir()):
+                model_dir.rmdir()
+            raise
     base_path = (
         str(model_dir.resolve()) if serving_root is None else f"{serving_root.rstrip('/')}/{name}"
     )
     write_models_config(output_dir, name, base_path)
     return target
+
+
+def remove_leftovers(model_dir):
+    """Removes the temporary folders of killed exports from `model_dir`; returns their paths.
+
+    Call it only while no other export of the model runs (`export_model` holds a lock on
+    `model_dir` meanwhile): a running export's temporary folder would go too.
+    """
+    removed = []
+    for path in sorted(Path(model_dir).glob(f"{TEMP_PREFIX}*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            logging.info("Removed %s, left by an interrupted export.", path)
+    return removed
+
+
+@contextlib.contextmanager
+def _locked(directory):
+    """Holds an exclusive `flock` on `directory` for the block; yields whether it got one.
+
+    Exports of one name (and updates of one models.config) then run one at a time. Where
+    locks are not available (no `fcntl`, a file system that refuses them) it yields False.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            locked = True
+        except OSError:
+            locked = False
+        yield locked
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def _publish(temp, model_dir):
@@ -305,22 +359,26 @@ def write_models_config(output_dir, name, base_path):
         The `Path` of `models.config`.
 
     The file is replaced atomically (a polling server never reads half of
-    it), but two exports updating it at the same moment may lose one entry:
-    export one model at a time per base directory.
+    it), under a lock on `output_dir`, so two exports updating it at the same
+    moment both keep their entry (where the file system supports `flock`).
     """
-    config = read_models_config(output_dir)
-    entries = config.model_config_list.config
-    entry = next((e for e in entries if e.name == name), None) or entries.add()
-    entry.name = name
-    entry.base_path = base_path
-    entry.model_platform = "tensorflow"
     path = Path(output_dir) / CONFIG_FILE
-    temp = path.with_name(f".{CONFIG_FILE}.{uuid.uuid4().hex}")
-    try:
-        temp.write_text(text_format.MessageToString(config))
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with _locked(output_dir) as locked:
+        if locked:  # no other update runs: hidden copies are a killed one's
+            for stale in Path(output_dir).glob(f".{CONFIG_FILE}.*"):
+                stale.unlink(missing_ok=True)
+        config = read_models_config(output_dir)
+        entries = config.model_config_list.config
+        entry = next((e for e in entries if e.name == name), None) or entries.add()
+        entry.name = name
+        entry.base_path = base_path
+        entry.model_platform = "tensorflow"
+        temp = path.with_name(f".{CONFIG_FILE}.{uuid.uuid4().hex}")
+        try:
+            temp.write_text(text_format.MessageToString(config))
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
     return path
 
 
@@ -377,8 +435,11 @@ def _validate_model_flag(value):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     values = flags.FLAGS
+    commands.check_writable("output_dir", values.output_dir)
+    read_models_config(values.output_dir)  # a broken models.config is named before TensorFlow
+    commands.start_tensorflow()
     start = time.perf_counter()
     target = export_model(
         values.model, values.name, values.output_dir, serving_root=values.serving_root or None
@@ -389,4 +450,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    commands.run(main)

@@ -10,14 +10,13 @@ discarded, so every kept pixel was computed with its whole neighbourhood:
 no seams where tiles meet.
 """
 
-import glob
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
-from absl import app
 from absl import flags
+
+from tf_autoseg import commands
+from tf_autoseg import images
 
 FLAGS = flags.FLAGS
 
@@ -31,13 +30,22 @@ def define_flags():
     flags.DEFINE_integer("overlap", 64, "Pixels discarded at inner tile borders (a multiple of 8).")
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_SUFFIXES = images.IMAGE_SUFFIXES
 ALIGN = 16  # tile origins on multiples of every grid stride the models use
 
 
 def _starts(length, tile, step):
     """Tile origins along an axis of `length` (a multiple of ALIGN, >= tile)."""
     return sorted(set(range(0, length - tile, step)) | {length - tile})
+
+
+def check_tiling(tile, overlap):
+    """Raises a ValueError unless `tile` and `overlap` are usable (see `segment_probabilities`)."""
+    if tile % ALIGN or overlap % 8 or tile <= 2 * overlap:
+        raise ValueError(
+            f"`tile` must be a multiple of {ALIGN} larger than 2 * `overlap`, and `overlap` a "
+            f"multiple of 8. Received: tile={tile}, overlap={overlap}"
+        )
 
 
 def segment_probabilities(predict, image, tile=512, overlap=64):
@@ -49,11 +57,7 @@ def segment_probabilities(predict, image, tile=512, overlap=64):
         tile: tile side; a multiple of 16, more than `2 * overlap`.
         overlap: pixels discarded at inner tile borders; a multiple of 8.
     """
-    if tile % ALIGN or overlap % 8 or tile <= 2 * overlap:
-        raise ValueError(
-            f"`tile` must be a multiple of {ALIGN} larger than 2 * `overlap`, and `overlap` a "
-            f"multiple of 8. Received: tile={tile}, overlap={overlap}"
-        )
+    check_tiling(tile, overlap)
     height, width = image.shape[:2]
     if height <= tile and width <= tile:
         return np.asarray(predict(image[None]))[0]
@@ -82,10 +86,10 @@ def load_predictor(path):
     `predict` maps (1, h, w, C) uint8 to (1, h, w, K) probabilities; `channels`
     is the C the model expects.
     """
-    import tensorflow as tf
-
     path = Path(path)
     if (path / "saved_model.pb").exists():
+        import tensorflow as tf
+
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
         channels = signature.structured_input_signature[1]["images"].shape[-1]
 
@@ -100,57 +104,57 @@ def load_predictor(path):
             "directory holding model.keras, or a .keras file."
         )
     import keras
+    import tensorflow as tf
 
-    import tf_autoseg  # noqa: F401 - registers the layers for loading
+    import tf_autoseg.model  # noqa: F401 - registers the layers for loading
 
-    model = keras.saving.load_model(keras_file)
+    model = keras.saving.load_model(keras_file, compile=False)
     return (lambda images: model(tf.constant(images, tf.uint8)).numpy()), model.image_shape[-1]
 
 
-def match_channels(image, channels, path):
-    """The image with the model's channel count: grey is repeated to RGB, alpha is dropped.
-
-    Any other mismatch is a ValueError naming the file.
-    """
-    have = image.shape[-1]
-    if have == channels:
-        return image
-    if channels == 3 and have == 1:
-        return np.repeat(image, 3, axis=-1)
-    if channels == 3 and have == 4:
-        return image[..., :3]
-    raise ValueError(f"{path}: {have} channels, but the model expects {channels}.")
-
-
 def list_inputs(pattern):
-    """Image files named by a file, a folder (not recursive) or a glob pattern, sorted."""
-    path = Path(pattern)
-    if path.is_dir():
-        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    elif path.is_file():
-        files = [path]
-    else:
-        files = [Path(p) for p in glob.glob(pattern) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise ValueError(f"--input={pattern!r}: no image ({', '.join(IMAGE_SUFFIXES)}) found.")
-    return sorted(files)
+    """Image files named by a file, a folder (not recursive) or a glob pattern, sorted.
 
-
-def read_image(path):
-    """An (H, W, C) uint8 array; a file TensorFlow cannot decode is named in the error."""
-    import tensorflow as tf
-
+    The suffixes are training's (`tf_autoseg.images.IMAGE_SUFFIXES`, TIFF and WebP included).
+    """
     try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-    except tf.errors.InvalidArgumentError as error:
-        raise ValueError(f"{path}: not a decodable image ({error.message})") from None
-    if image.dtype != tf.uint8:
-        image = tf.image.convert_image_dtype(image, tf.uint8)
-    return image.numpy()
+        return images.list_files(pattern)
+    except ValueError as error:
+        raise ValueError(f"--input={pattern!r}: {error}.") from None
+
+
+def read_image(path, channels):
+    """The (H, W, channels) uint8 image, read and converted as training reads it.
+
+    Through `tf_autoseg.images.read_image`: TIFF (4-band RGB+IR included) with tifffile, other
+    formats with Pillow; grayscale replicated, alpha dropped, 16-bit reduced to 8-bit; a
+    4-channel model needs 4-band images. A file that cannot be read is a ValueError naming it.
+    """
+    return images.read_image(path, channels)[0]
+
+
+def output_stems(files, output):
+    """`<output>/<stem>` for each input, refusing two inputs that would write the same files."""
+    owners = {}
+    for path in files:
+        stem = Path(output) / Path(path).stem
+        if stem in owners:
+            raise ValueError(
+                f"{owners[stem]} and {path} would both write {stem}_labels.png: segment them "
+                "into separate --output folders, or rename one."
+            )
+        owners[stem] = path
+    return list(owners)
+
+
+def check_inputs(files, channels):
+    """Reads every input once, as segmenting will, so a bad file stops before any output."""
+    for path in files:
+        read_image(path, channels)
 
 
 def write_outputs(path_stem, image, labels):
-    """Writes `<stem>_labels.png` and `<stem>_overlay.png` atomically."""
+    """Writes `<stem>_labels.png` and `<stem>_overlay.png`, each atomically."""
     import tensorflow as tf
 
     from tf_autoseg import checkpoints
@@ -168,33 +172,42 @@ def write_outputs(path_stem, image, labels):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     for flag in ("model", "input", "output"):
         if not FLAGS[flag].value:
-            print(f"error: --{flag} is required.", file=sys.stderr)
-            sys.exit(2)
+            raise ValueError(f"--{flag} is required.")
+    # Everything is checked before the first file is written: inputs, output names, the
+    # output folder, the model, then every image as the model will read it.
+    files = list_inputs(FLAGS.input)
+    output = Path(FLAGS.output)
+    stems = output_stems(files, output)
+    if not Path(FLAGS.model).exists():
+        raise ValueError(f"--model={FLAGS.model!r}: no such file or folder.")
     try:
-        files = list_inputs(FLAGS.input)
-        if not Path(FLAGS.model).exists():
-            raise ValueError(f"--model={FLAGS.model!r}: no such file or folder.")
-        output = Path(FLAGS.output)
-        output.mkdir(parents=True, exist_ok=True)
-        if not os.access(output, os.W_OK):
-            raise ValueError(f"--output={FLAGS.output!r}: the folder is not writable.")
-        try:
-            predict, channels = load_predictor(FLAGS.model)
-        except (OSError, KeyError, TypeError) as error:
-            raise ValueError(f"--model={FLAGS.model!r}: cannot be loaded ({error}).") from None
-        for path in files:
-            image = match_channels(read_image(path), channels, path)
-            probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
-            write_outputs(output / path.stem, image, probs.argmax(-1).astype(np.int32))
-            print(f"{path} -> {output / path.stem}_labels.png")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        check_tiling(FLAGS.tile, FLAGS.overlap)
+    except ValueError:
+        raise ValueError(
+            f"--tile={FLAGS.tile}, --overlap={FLAGS.overlap}: --tile must be a multiple of "
+            f"{ALIGN} larger than 2 * --overlap, and --overlap a multiple of 8."
+        ) from None
+    commands.check_writable("output", output)
+    commands.start_tensorflow()
+    try:
+        predict, channels = load_predictor(FLAGS.model)
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure to load is reported the same way
+        reason = f"{type(error).__name__}: {error}"
+        raise ValueError(f"--model={FLAGS.model!r}: cannot be loaded ({reason}).") from None
+    check_inputs(files, channels)
+    output.mkdir(parents=True, exist_ok=True)
+    for path, stem in zip(files, stems):
+        image = read_image(path, channels)
+        probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
+        write_outputs(stem, image, probs.argmax(-1).astype(np.int32))
+        print(f"{path} -> {stem}_labels.png")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    commands.run(main)

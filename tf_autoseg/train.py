@@ -5,18 +5,20 @@ Flags are validated before any work. The run directory (`--run_dir`) holds
 and `metrics.json`; the SavedModel goes to `<export_dir>/<export_name>/<n>`.
 Run the same command again after a kill (SIGKILL included): training resumes
 from the last checkpoint, and with `--deterministic` ends with the weights an
-uninterrupted run would have.
+uninterrupted run would have. Running a finished run again changes nothing and says so;
+raising `--steps` continues it. TensorFlow is imported only once the flags are checked.
 """
 
 import json
 import os
-import sys
+import re
 import time
 from pathlib import Path
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from tf_autoseg import commands
 
 FLAGS = flags.FLAGS
 
@@ -134,22 +136,7 @@ def validate(config):
 
     if config["run_dir"] is None:
         raise ValueError("--run_dir is required: the folder for checkpoints, logs and metrics.")
-    if config["dataset"] != "synthetic":
-        if not config["data_dir"]:
-            raise ValueError(f"--data_dir is required for --dataset={config['dataset']}.")
-        if not Path(config["data_dir"]).is_dir():
-            fail("data_dir", "no such directory.")
-    if config["dataset"] == "folder" and config["eval_mode"] == "holdout":
-        fail("eval_mode", "a folder has no held-out split; use --eval_mode=same.")
-    accepted = {
-        "potsdam": (3, 6),
-        "cocostuff": (3, 15),
-        "dubai": (5,),
-        "camvid": (3, 11),
-        "synthetic": (2, 3, 4, 5, 6),
-    }
-    if config["dataset"] in accepted and config["classes"] not in accepted[config["dataset"]]:
-        fail("classes", f"{config['dataset']} accepts {accepted[config['dataset']]}.")
+    validate_data(config)
     positive = ("batch_size", "log_every", "steps", "checkpoint_every", "width", "attention_heads", "crop",
                 "downsample", "synthetic_images", "synthetic_size", "num_negatives")  # fmt: skip
     for flag in positive:
@@ -165,20 +152,22 @@ def validate(config):
         fail("learning_rate", "must be positive.")
     if config["overclustering"] and config["overclustering"] <= config["classes"]:
         fail("overclustering", f"must exceed --classes={config['classes']} (or be 0).")
+    if config["num_orderings"] not in (2, 4, 8, 16):
+        fail("num_orderings", "accepted values are 2, 4, 8 and 16 (16 with --ordering_types=both).")
     try:
         orderings.default_set(config["ordering_types"], config["num_orderings"])
-    except ValueError as error:
-        fail("num_orderings", str(error))
+    except ValueError:
+        fail("num_orderings", f"--ordering_types={config['ordering_types']} has 8 orderings; "
+                              "16 needs --ordering_types=both.")  # fmt: skip
     for flag in ("ar_blocks", "front_blocks"):
         if config[flag] < -1:
             fail(flag, "must be -1 (the variant's) or a number of blocks >= 0.")
-    from tf_autoseg.model import VARIANTS
+    blocks = config["ar_blocks"]
+    if blocks < 0 and config["attention_blocks"]:
+        commands.start_tensorflow()  # tf_autoseg.model, which holds the variants, loads it
+        from tf_autoseg.model import VARIANTS
 
-    blocks = (
-        config["ar_blocks"]
-        if config["ar_blocks"] >= 0
-        else VARIANTS[config["variant"]]["ar_blocks"]
-    )
+        blocks = VARIANTS[config["variant"]]["ar_blocks"]
     for value in config["attention_blocks"]:
         if not str(value).isdigit() or not 1 <= int(value) <= blocks:
             fail("attention_blocks", f"block numbers in [1, {blocks}] (the model has {blocks}).")
@@ -197,37 +186,84 @@ def validate(config):
         except json.JSONDecodeError as error:
             raise ValueError(f"The TF_CONFIG environment variable is not JSON: {error}") from None
     for flag in ("run_dir", "export_dir") if config["export"] else ("run_dir",):
-        _check_writable(flag, config[flag])
+        commands.check_writable(flag, config[flag])  # creates and removes a file: no trace left
+    if config["export"]:  # what would stop the export, found before training rather than after
+        from tf_autoseg import export
+
+        name = config["export_name"] or Path(config["run_dir"]).resolve().name
+        if not export.NAME_PATTERN.match(name):
+            raise ValueError(
+                f"--export_name={name!r} (the run folder's name unless given): a model name "
+                "is letters, digits, '_', '.' and '-', not starting with '.', '_' or '-'."
+            )
+        export.read_models_config(config["export_dir"])
 
 
-def _check_writable(flag, folder):
-    path = Path(folder)
-    existing = next((p for p in [path, *path.parents] if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--{flag}={folder!r}: cannot create or write this folder.")
-    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"--{flag}={folder!r}: the folder is not writable.")
+def validate_data(config):
+    """Checks the flags that choose the data and its evaluation (train and evaluate share them)."""
+
+    def fail(flag, message):
+        raise ValueError(f"--{flag}={config[flag]!r}: {message}")
+
+    if config["dataset"] != "synthetic":
+        if not config["data_dir"]:
+            raise ValueError(f"--data_dir is required for --dataset={config['dataset']}.")
+        if not Path(config["data_dir"]).is_dir():
+            fail("data_dir", "no such directory.")
+    if config["dataset"] == "folder" and config["eval_mode"] == "holdout":
+        fail("eval_mode", "a folder has no held-out split; use --eval_mode=same.")
+    accepted = {
+        "potsdam": (3, 6),
+        "cocostuff": (3, 15),
+        "dubai": (5,),
+        "camvid": (3, 11),
+        "synthetic": (2, 3, 4, 5, 6),
+    }
+    if config["dataset"] in accepted and config["classes"] not in accepted[config["dataset"]]:
+        fail("classes", f"{config['dataset']} accepts {accepted[config['dataset']]}.")
+
+
+# Library arguments whose flag has another name; the others share their flag's name.
+_RENAMED = {"num_classes": "classes", "tile": "crop"}
+
+
+def flag_names(message):
+    """A library error worded with the flags that set its arguments (`num_classes` -> --classes).
+
+    Names that are neither flags nor renamed arguments are left as they are.
+    """
+    names = {flag.name for flag in FLAGS.get_flags_for_module(__name__)}
+
+    def flag(name):
+        name = _RENAMED.get(name, name)
+        return f"--{name}" if name in names else None
+
+    message = re.sub(r"`(\w+)`", lambda m: flag(m.group(1)) or m.group(0), message)
+    message = re.sub(r"(?<![\w-])(\w+)=", lambda m: f"{flag(m.group(1)) or m.group(1)}=", message)
+    return message.replace(
+        "use mask_format='colour'", "give --colours, a JSON table of mask colours to class ids"
+    )
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = run_config()
-    try:
-        validate(config)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    from tf_autoseg import experiment  # TensorFlow starts only after validation.
+    validate(config)
+    commands.start_tensorflow()
+    from tf_autoseg import experiment
 
+    note = experiment.finished(config)
+    if note:
+        logging.info(note)
+        return
     start = time.time()
     try:
         metrics = experiment.run(config)
     except ValueError as error:  # bad data, a corrupt checkpoint, a different run: named
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(flag_names(str(error))) from error
     logging.info("Finished in %.1f s: %s", time.time() - start, json.dumps(metrics))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    commands.run(main)

@@ -1,0 +1,123 @@
+"""segment as a program: it reads what training reads, and checks everything before writing."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from tf_autoseg import AutoSegModel
+from tf_autoseg import commands
+from tf_autoseg import images
+from tf_autoseg import segment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny untrained models on disk, by channel count: {3: path, 4: path}."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for channels in (3, 4):
+        keras.utils.set_random_seed(channels)
+        model = AutoSegModel(3, (16, 16, channels), width=8, stride=2, ar_blocks=1)
+        paths[channels] = folder / f"rgb{'ir' if channels == 4 else ''}.keras"
+        model.save(paths[channels])
+    return paths
+
+
+def _segment(model, source, output):
+    return subprocess.run(
+        [sys.executable, "-m", "tf_autoseg.segment", f"--model={model}", f"--input={source}",
+         f"--output={output}"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def _expected(model_path, path, channels):
+    model = keras.saving.load_model(model_path, compile=False)
+    image = images.read_image(path, channels)[0]
+    return model.predict_labels(image[None]).numpy()[0]
+
+
+def _written(path):
+    return np.asarray(Image.open(path))
+
+
+def test_segment_reads_tiff_webp_and_converts_as_training_does(tmp_path, models):
+    rng = np.random.default_rng(0)
+    source = tmp_path / "in"
+    source.mkdir()
+    tifffile.imwrite(source / "tile.tif", rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    tifffile.imwrite(source / "rgbir.tiff", rng.integers(0, 256, (16, 20, 4), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(source / "w.webp")
+    Image.fromarray(rng.integers(0, 256, (18, 18), dtype=np.uint8)).save(source / "grey.png")
+    result = _segment(models[3], source, tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    noise = [line for line in result.stderr.splitlines(True) if commands.is_noise(line)]
+    assert noise == [], "TensorFlow's start-up log is shown"
+    for path in sorted(source.iterdir()):
+        labels = _written(tmp_path / "out" / f"{path.stem}_labels.png")
+        np.testing.assert_array_equal(labels, _expected(models[3], path, 3))
+        assert _written(tmp_path / "out" / f"{path.stem}_overlay.png").shape == (*labels.shape, 3)
+
+
+def test_segment_feeds_all_four_bands_to_a_four_channel_model(tmp_path, models):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "potsdam_RGBIR.tif"
+    tifffile.imwrite(path, rng.integers(0, 256, (32, 24, 4), dtype=np.uint8))
+    result = _segment(models[4], path, tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = _written(tmp_path / "out" / "potsdam_RGBIR_labels.png")
+    np.testing.assert_array_equal(labels, _expected(models[4], path, 4))
+    # The infrared band matters: the same image with it zeroed is segmented otherwise.
+    model = keras.saving.load_model(models[4], compile=False)
+    no_ir = tifffile.imread(path) * np.array([1, 1, 1, 0], np.uint8)
+    assert (model.predict_labels(no_ir[None]).numpy()[0] != labels).any()
+
+
+def test_one_bad_file_stops_segment_before_anything_is_written(tmp_path, models):
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.png", "b.png", "d.png"):
+        Image.new("RGB", (16, 16), (10, 200, 30)).save(source / name)
+    (source / "c.png").write_bytes(b"not a png")
+    result = _segment(models[3], source, tmp_path / "out")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(source / "c.png") in lines[0], result.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_inputs_with_one_output_name_are_refused(tmp_path):
+    files = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "b.png"]
+    with pytest.raises(ValueError, match=r"a.jpg and .*a.png would both write .*a_labels.png"):
+        segment.output_stems(files, tmp_path / "out")
+    assert segment.output_stems(files[1:], tmp_path / "out") == [
+        tmp_path / "out" / "a",
+        tmp_path / "out" / "b",
+    ]
+
+
+def test_segment_lists_the_suffixes_training_reads(tmp_path):
+    for name in ("a.tif", "b.TIFF", "c.webp", "d.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in segment.list_inputs(str(tmp_path))] == [
+        "a.tif",
+        "b.TIFF",
+        "c.webp",
+        "d.png",
+    ]
+    with pytest.raises(ValueError, match=r"--input='.*nowhere'"):
+        segment.list_inputs(str(tmp_path / "nowhere"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
