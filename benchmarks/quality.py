@@ -119,29 +119,48 @@ def baselines(cfg, seed, fit, held_out, input_shape):
     return result
 
 
-def evaluate_point(model, cfg, fit, held_out, seed):
-    """Scores of the trained model now: its head, k-means on its features, label-free figures."""
+def evaluate_point(model, cfg, train_set, fit, held_out, seed):
+    """Scores of the trained model now, label-free figures beside.
+
+    "labels" scores what the model serves (its export): the main head, or the centres of
+    `--labels_from`, fitted here on training batches as the training program does at the
+    end. "head" is the main head's argmax, "feature_kmeans" k-means on its features fitted on
+    the fit set, both for comparison.
+    """
     from tf_autoseg import evaluation
     from tf_autoseg import experiment
 
     k, mode = cfg["classes"], cfg["eval_mode"]
     heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
-    score = evaluation.model_confusions(model, held_out, k, heads)
-    fitted = score if mode == "same" else evaluation.model_confusions(model, fit, k, heads)
+
+    def confusions():
+        score = evaluation.model_confusions(model, held_out, k, heads)
+        fitted = score if mode == "same" else evaluation.model_confusions(model, fit, k, heads)
+        return fitted, score
+
+    if model.centres is not None:
+        model.centre_scale.assign(0.0)  # unfitted: the head answers
+    fitted, score = confusions()
     point = {"head": _scores((fitted["main"], score["main"]), mode)}
     if "overclustering" in heads:
         over = evaluation.protocol(fitted["overclustering"], score["overclustering"],
                                    many_to_one=True)  # fmt: skip
         point["overclustering_many_to_one"] = over["pixel_accuracy"]
+    sizes = score["main"].counts.sum(axis=0)
+    point["cluster_sizes"] = (sizes / max(sizes.sum(), 1)).round(4).tolist()
+    if model.labels_from != "head":
+        experiment.finish_training(model, train_set)  # fits the centres
+        served = confusions()
+        point["labels"] = _scores((served[0]["main"], served[1]["main"]), mode)
+        point["labels_from"] = experiment._labels_source(model)
+    else:
+        point["labels"] = point["head"]
     if FLAGS.feature_kmeans:
         point["feature_kmeans"] = _scores(feature_kmeans(model, fit, held_out, k, seed), mode)
         if model.over_head is not None:
             pair = feature_kmeans(model, fit, held_out, k, seed, source="overclustering")
             point["overclustering_kmeans"] = _scores(pair, mode)
-    # Label-free: the main head's cluster sizes (over the labelled held-out pixels) and the
-    # two-ordering mutual information on held-out images (a subset: it only ranks points).
-    sizes = score["main"].counts.sum(axis=0)
-    point["cluster_sizes"] = (sizes / max(sizes.sum(), 1)).round(4).tolist()
+    # Label-free: the two-ordering mutual information on held-out images (a subset).
     point["held_out_mi"] = experiment.held_out_mutual_information(model, held_out, limit=MI_BATCHES)
     return point
 
@@ -204,7 +223,7 @@ def run_seed(cfg, seed, data):
             trained = time.time() - start - sum(p["eval_seconds"] for p in curve)
             tick = time.time()
             with experiment.averaged_weights(model):
-                point = evaluate_point(model, cfg, fit, held_out, seed)
+                point = evaluate_point(model, cfg, train_set, fit, held_out, seed)
             point.update(
                 steps=int(model.optimizer.iterations),
                 train_minutes=round(trained / 60, 2),
@@ -213,7 +232,7 @@ def run_seed(cfg, seed, data):
             )
             curve.append(point)
             progress = {"seed": seed, "steps": point["steps"], "minutes": point["train_minutes"]}
-            for name in ("head", "feature_kmeans", "overclustering_kmeans"):
+            for name in ("labels", "head", "feature_kmeans", "overclustering_kmeans"):
                 if name in point:
                     progress[name] = [round(point[name][key], 4)
                                       for key in ("pixel_accuracy", "mean_iou")]  # fmt: skip
@@ -239,6 +258,7 @@ def run_seed(cfg, seed, data):
 def summary(records):
     """Mean and spread over seeds of each method's accuracy and mIoU."""
     methods = {
+        "labels_final": lambda r: r["final"]["labels"],
         "head_final": lambda r: r["final"]["head"],
         "head_selected_by_mi": lambda r: r["selected_by_mi"]["head"],
         "feature_kmeans_final": lambda r: r["final"].get("feature_kmeans"),

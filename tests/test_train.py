@@ -479,6 +479,46 @@ def _evaluate(*args):
     )  # fmt: skip
 
 
+def test_labels_from_features_fits_centres_that_the_export_serves(tmp_path, absl_info):
+    _main([_tiny_flagfile(tmp_path), "--labels_from=features"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["labels_from"] == "features"
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert float(model.centre_scale) > 0
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8))
+    features = model.forward(images)[0].numpy()
+    centres = model.centres.numpy()
+    nearest = ((features[..., None, :] - centres) ** 2).sum(-1)
+    expected = tf.image.resize(tf.nn.softmax(-nearest / float(model.centre_scale)), (32, 32))
+    served = tf.saved_model.load(metrics["export"]).signatures["serving_default"](images=images)
+    np.testing.assert_array_equal(served["labels"].numpy(), expected.numpy().argmax(-1))
+
+
+def test_precision_auto_trains_in_the_policy_its_probe_timed_faster(tmp_path, absl_info):
+    from tf_autoseg import precision
+
+    timed = {}
+    original = precision.probe
+
+    def probe(*args, **kwargs):
+        timed.update(original(*args, **kwargs, steps=1))
+        return timed
+
+    precision.probe = probe
+    try:
+        _main([_tiny_flagfile(tmp_path), "--precision=auto", "--steps=10"])
+    finally:
+        precision.probe = original
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(timed) == {"float32", "mixed_bfloat16"}
+    assert metrics["precision"] == min(timed, key=timed.get)
+    assert "--precision=auto: " + metrics["precision"] in absl_info.text
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert (
+        model.head.compute_dtype == keras.mixed_precision.Policy(metrics["precision"]).compute_dtype
+    )
+
+
 def test_evaluate_a_run_directory_alone_reads_its_data_flags(tmp_path):
     run_dir = tmp_path / "run"
     _main([*QUICK, "--classes=4", "--steps=10", "--checkpoint_every=10", "--noexport",

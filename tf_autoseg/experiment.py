@@ -29,7 +29,7 @@ from tf_autoseg.model import AutoSegModel
 
 # Flags added after runs were first recorded, with the value that trains as before.
 ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
-         "sobel": False, "per_offset": False, "lr_schedule": "constant", "weight_ema": 0.0}  # fmt: skip
+         "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
              "distribution", "eval_mode", "run_dir", "data_dir"}  # fmt: skip
@@ -69,6 +69,9 @@ def pipeline(config, part, labels):
     """
     name, root, k = config["dataset"], config["data_dir"], config["classes"]
     training = part == "train" and not labels
+    # Only training images are shrunk: the model shrinks what it segments itself
+    # (`input_downsample`), so labelled data is scored at its own resolution.
+    downsample = config["downsample"] if training else 1
     # Evaluation sets keep their last, partial batch: every labelled pixel counts.
     common = dict(batch_size=config["batch_size"], seed=config["seed"], labels=labels,
                   shuffle=training, repeat=training, augment=training,
@@ -91,20 +94,20 @@ def pipeline(config, part, labels):
         # Training cuts the train frames into crops; evaluation reads whole frames.
         return camvid.load(
             root, split="train" if part == "train" else "val", classes=k,
-            tile=config["crop"] if training else None, downsample=config["downsample"], **common,
+            tile=config["crop"] if training else None, downsample=downsample, **common,
         )  # fmt: skip
     if name == "dubai":
         tiles = config["train_tiles" if part == "train" else "eval_tiles"]
         return data.dubai(
             root, tiles=[int(t) for t in tiles], tile=config["crop"],
-            downsample=config["downsample"], **common,
+            downsample=downsample, **common,
         )  # fmt: skip
     if labels and not config["masks_dir"]:
         return None
     return data.folder(
         root, masks=config["masks_dir"] if labels else None, num_classes=k,
         mask_format="colour" if config["colours"] else "index", colours=config["colours"],
-        tile=config["crop"], downsample=config["downsample"], **common,
+        tile=config["crop"], downsample=downsample, **common,
     )  # fmt: skip
 
 
@@ -140,6 +143,8 @@ def build_model(config, input_shape):
         ),
         marginal_momentum=config["marginal_momentum"],
         sobel=config["sobel"],
+        input_downsample=config["downsample"],
+        labels_from=config["labels_from"],
         displacement=config["displacement"],
         per_offset=config["per_offset"],
         orderings=orderings.default_set(config["ordering_types"], config["num_orderings"]),
@@ -354,7 +359,6 @@ def run(config):
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(config["precision"])
     strategy = make_strategy(config["distribution"])
     chief = is_chief(strategy)
     run_dir = Path(config["run_dir"])
@@ -363,6 +367,8 @@ def run(config):
     # anything is written. (Workers of a multi-worker run must share run_dir.)
     (train, train_info), held_out, fit = build_data(config)
     _log_files("training", train_info)
+    policy = choose_precision(config, train.element_spec.shape[1:])
+    keras.mixed_precision.set_global_policy(policy)
     held_out_info = held_out[1] if held_out else None
     if held_out_info and (held_out_info.skipped, held_out_info.adjusted) != (
         train_info.skipped,
@@ -403,7 +409,10 @@ def run(config):
             shuffle=False,  # the dataset shuffles itself (Keras warns that it would ignore True)
             verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch in logs
         )
+    finish_training(model, train)
     metrics = {
+        "precision": policy,
+        "labels_from": _labels_source(model),
         "steps": int(model.optimizer.iterations),
         "loss": float(model.loss_tracker.result()),
         "mutual_information": float(model.mi_tracker.result()),
@@ -427,6 +436,43 @@ def run(config):
             )
         checkpoints.atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def choose_precision(config, input_shape):
+    """The dtype policy of `--precision`; for "auto" the faster one here, timed on this model."""
+    if config["precision"] != "auto":
+        return config["precision"]
+    from tf_autoseg import precision
+
+    keras.utils.set_random_seed(config["seed"])
+    timings = precision.probe(lambda: build_model(config, input_shape), input_shape)
+    choice = precision.choose(timings)
+    logging.info(
+        "--precision=auto: %s (seconds per step of 2 images: %s)",
+        choice, ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
+    )  # fmt: skip
+    keras.utils.set_random_seed(config["seed"])  # the run starts as it would without a probe
+    return choice
+
+
+CENTRE_BATCHES = 50  # training batches whose outputs the label-free centres are fitted on
+
+
+def finish_training(model, train):
+    """After the last step: the weight average takes its place, and the centres are fitted.
+
+    Idempotent, so a run stopped after its last checkpoint ends the same way when resumed.
+    """
+    if getattr(model.optimizer, "use_ema", False):
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    if model.labels_from != "head":
+        model.fit_centres(train.take(CENTRE_BATCHES), seed=model.seed)
+
+
+def _labels_source(model):
+    if model.labels_from == "head" or float(model.centre_scale) == 0:
+        return "head"
+    return model.labels_from
 
 
 def _describe(info):

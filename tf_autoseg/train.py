@@ -74,6 +74,12 @@ flags.DEFINE_float(
     "marginal_momentum", 0.0,
     "Moving average of the cluster marginals across steps in [0, 1) (0: each batch's own).",
 )  # fmt: skip
+flags.DEFINE_enum(
+    "labels_from", "head", ["head", "features", "overclustering"],
+    "What the K clusters of inference are: the main head's argmax (the paper's), or K centres "
+    "fitted by k-means without labels after training, on the autoregressive features or the "
+    "overclustering head's probabilities (not pushed toward equal sizes).",
+)  # fmt: skip
 flags.DEFINE_bool("sobel", False, "Sobel gradients of the grey level beside the input channels.")
 flags.DEFINE_integer("displacement", 0, "Half side of the AC displacement window.")
 flags.DEFINE_bool(
@@ -103,7 +109,11 @@ flags.DEFINE_float(
     "Momentum of an exponential moving average of the weights, used for evaluation and "
     "export (0: none).",
 )  # fmt: skip
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
+flags.DEFINE_enum(
+    "precision", "float32", ["float32", "mixed_bfloat16", "auto"],
+    "Keras dtype policy; auto: time a few steps of this model in both on this machine and "
+    "train in the faster.",
+)  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Seeds initialisation, data order, orderings, augmentations.")
 flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism (slower, reproducible).")
 flags.DEFINE_enum("distribution", "auto", ["auto", "none", "mirrored", "multiworker"],
@@ -152,6 +162,8 @@ def validate(config):
         fail("learning_rate", "must be positive.")
     if config["overclustering"] and config["overclustering"] <= config["classes"]:
         fail("overclustering", f"must exceed --classes={config['classes']} (or be 0).")
+    if config["labels_from"] == "overclustering" and not config["overclustering"]:
+        fail("labels_from", "needs an overclustering head (--overclustering).")
     if config["num_orderings"] not in (2, 4, 8, 16):
         fail("num_orderings", "accepted values are 2, 4, 8 and 16 (16 with --ordering_types=both).")
     try:
