@@ -185,7 +185,7 @@ def load(
     first_epoch, offset = divmod(start, n)
     if not repeat and first_epoch:
         raise ValueError(f"start={start} is past the single epoch of {n} examples")
-    window = max(1, min(int(window), n))
+    window = max(1, min(int(window), n)) if options["shuffle"] else 1
     window_start = offset // window * window
 
     def epoch_records(epoch):
