@@ -28,6 +28,7 @@ from tf_autoseg import data_service
 from tf_autoseg import images as imageio
 from tf_autoseg import records
 from tf_autoseg import stream
+from tf_autoseg import transforms
 
 PIPELINES = ("auto", "memory", "stream")
 # "auto" keeps a training set in memory up to this many decoded bytes (it is then also the
@@ -113,6 +114,11 @@ def pipeline_for(config, part, labels, start_batch=0):
         if built is None:
             return None
         dataset, info = built
+    if training and worker_split(config)[0] > 1:
+        # Keras 3's fit all-reduces the first batch to build the model under
+        # MultiWorkerMirroredStrategy (Trainer._maybe_symbolic_build), and collective ops
+        # refuse uint8: send float32 in [0, 1], exactly what the model makes of uint8.
+        dataset = dataset.map(transforms.to_float_images, deterministic=True)
     if service:
         job = os.path.basename(os.path.normpath(config.get("run_dir") or "tf_autoseg"))
         dataset = data_service.distribute(dataset, service, job_name=job)
