@@ -272,3 +272,7 @@ def test_stream_keeps_one_example_shape_and_states_its_length(tmp_path):
     assert tf.data.experimental.AutoShardPolicy.OFF == (
         dataset.options().experimental_distribute.auto_shard_policy
     )
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
