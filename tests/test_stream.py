@@ -274,5 +274,29 @@ def test_stream_keeps_one_example_shape_and_states_its_length(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_input_speed_benchmark_prints_every_figure(tmp_path):
+    args = ["--nodubai", "--generated=24", "--generated_size=16", "--batches=2", "--warmup=1",
+            "--train_steps=1", f"--generated_dir={tmp_path / 'generated'}"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.input_speed", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [(r["set"], r["path"]) for r in report["pipelines"]] == [
+        ("generated_24", "memory"),
+        ("generated_24", "stream"),
+    ]
+    for figures in report["pipelines"]:
+        assert figures["examples"] == 24 and figures["images_per_s"] > 0
+        assert figures["peak_rss_mb"] > 0 and figures["graph_mb"] > 0
+    assert report["train_step"][0]["shape"] == "16x16x3"
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

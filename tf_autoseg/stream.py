@@ -18,12 +18,11 @@ How the pixels come out equal:
 - Downsampling is the same integer block mean as `tf_autoseg.images.downscale_mean`.
 
 Labels are never opened: these pipelines are for training. Bad files are found before
-training starts: `scan` reads each file's header and checks its end (a truncated copy is
-named); `check="decode"` decodes every file once as well, in parallel. TIFF and other formats
+training starts: `tf_autoseg.headers.scan` reads each file's header and checks its end (a
+truncated copy is named); `check="decode"` decodes every file once as well, in parallel. TIFF and other formats
 TensorFlow cannot decode go through `python -m tf_autoseg.prepare` first.
 """
 
-import concurrent.futures
 import dataclasses
 import json
 import os
@@ -31,135 +30,18 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from tf_autoseg import arguments
 from tf_autoseg import camvid
 from tf_autoseg import data
+from tf_autoseg import headers
 from tf_autoseg import images as imageio
 from tf_autoseg import potsdam
 from tf_autoseg import shuffling
 
-STREAMED_FORMATS = ("PNG", "JPEG")
-CHECKS = ("header", "decode")
 # A JPEG tile is decoded from a window widened by this many pixels and aligned to it: the
 # largest iMCU (4x chroma subsampling x 8 px), so every pixel of the tile has its neighbours.
 _JPEG_MARGIN = 32
-# Bytes read from the end of each file to find its end marker.
-_TAIL = 4096
-_PNG_MODES = ("L", "LA", "RGB", "RGBA", "P", "PA", "I;16", "I;16B", "I;16L")
-_JPEG_MODES = ("L", "RGB")
-
-
-@dataclasses.dataclass(frozen=True)
-class Header:
-    """What `scan` learns of an image file without decoding it."""
-
-    path: Path
-    height: int
-    width: int
-    jpeg: bool
-    note: str | None  # the conversion `tf_autoseg.images.read_image` would describe
-
-
-def scan(paths, channels=3, check="header", threads=16):
-    """Checks every file before training and returns its `Header`; a fast pass for large sets.
-
-    Each file's header is read (format, mode, size) and its end checked (PNG: the IEND chunk;
-    JPEG: the end-of-image marker in its last 4 KB), in `threads` threads. With
-    `check="decode"` every file is also decoded once, in parallel through tf.data.
-
-    Args:
-        paths: the image files.
-        channels: 3, 4 (4 bands required: an RGBA PNG) or None (= 3 here).
-        check: "header" or "decode".
-        threads: files read at once.
-
-    Returns:
-        One `Header` per path, in order.
-
-    Raises:
-        ValueError: naming every bad file (up to 20, and how many more) and why.
-    """
-    data.check_choice("check", check, CHECKS)
-    data.check_choice("channels", channels, (None, 3, 4))
-    paths = [Path(p) for p in paths]
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        found = list(pool.map(lambda p: _header(p, channels or 3), paths))
-    bad = {str(p): why for p, why in zip(paths, found) if isinstance(why, str)}
-    if check == "decode" and not bad:
-        bad = _decode_failures(found, channels or 3)
-    if bad:
-        listed = "; ".join(f"{path}: {why}" for path, why in list(bad.items())[:20])
-        more = f" (and {len(bad) - 20} more)" if len(bad) > 20 else ""
-        raise ValueError(f"{len(bad)} bad image file(s) of {len(paths)}{more}: {listed}")
-    return found
-
-
-def _header(path, channels):
-    """A `Header`, or the reason the file cannot be streamed."""
-    try:
-        with Image.open(path) as image:
-            kind, mode, (width, height) = image.format, image.mode, image.size
-            sixteen = any(";16" in str(tile[3]) for tile in image.tile)
-            transparent = "transparency" in image.info
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        return f"cannot read the image header ({error})"
-    if kind not in STREAMED_FORMATS:
-        return (
-            f"a {kind} file: streaming decodes {' and '.join(STREAMED_FORMATS)} only; convert "
-            "the set once with `python -m tf_autoseg.prepare`"
-        )
-    if mode not in (_PNG_MODES if kind == "PNG" else _JPEG_MODES):
-        return f"unsupported {kind} mode {mode!r} for streaming"
-    try:
-        with open(path, "rb") as file:
-            file.seek(max(0, os.path.getsize(path) - _TAIL))
-            tail = file.read()
-    except OSError as error:
-        return f"cannot read the file ({error})"
-    if kind == "PNG" and b"IEND" not in tail:
-        return "truncated or corrupt: no IEND chunk at the end of the PNG"
-    if kind == "JPEG" and b"\xff\xd9" not in tail:
-        return "truncated or corrupt: no end-of-image marker at the end of the JPEG"
-    notes, bands = [], {"LA": 2, "RGB": 3, "RGBA": 4}.get(mode, 1)  # I;16 and L: 1
-    if mode in ("P", "PA"):
-        notes.append(f"{mode} converted to RGB")
-        bands = 4 if mode == "PA" or transparent else 3
-    if mode.startswith("I;16") or (sixteen and mode in ("RGB", "RGBA")):
-        notes.append("16-bit reduced to 8-bit (high byte)")
-    if channels == 4 and bands != 4:
-        return f"expected a 4-band image (e.g. RGB+IR); it has {bands} band(s)"
-    if bands == 1:
-        notes.append("grayscale replicated to RGB")
-    elif bands == 2:
-        notes.append("alpha dropped, grayscale replicated to RGB")
-    elif bands == 4 and channels == 3:
-        notes.append("alpha dropped")
-    return Header(Path(path), height, width, kind == "JPEG", "; ".join(notes) or None)
-
-
-def _decode_failures(headers, channels):
-    """{path: reason} for the files tf.data cannot decode (one parallel pass)."""
-    paths = [str(h.path) for h in headers]
-    indices = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), paths))
-    decoded = indices.map(
-        lambda i, p: (i, tf.shape(_decode(tf.io.read_file(p), channels))),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).ignore_errors()
-    good = {int(i) for batch, _ in decoded.batch(4096) for i in batch.numpy()}
-    bad = {}
-    for k in sorted(set(range(len(paths))) - good):
-        try:
-            imageio.read_image(paths[k], channels)
-            bad[paths[k]] = "TensorFlow cannot decode it"
-        except ValueError as error:
-            bad[paths[k]] = str(error)
-    return bad
-
-
-def _decode(contents, channels):
-    return tf.io.decode_image(contents, channels=channels, expand_animations=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,14 +49,14 @@ class Examples:
     """The examples of a streamed set: each a `window` of a file at a corner, in order.
 
     Attributes:
-        headers: the files (`scan`).
+        headers: the files (`tf_autoseg.headers.scan`).
         file: int32 (N,): each example's file.
         corners: int32 (N, 2): each example's (top, left) in the file's pixels.
         window: (height, width) in the file's pixels, the same for every example.
         downsample: each window shrinks this many times (block mean) after decoding.
     """
 
-    headers: tuple[Header, ...]
+    headers: tuple[headers.Header, ...]
     file: np.ndarray
     corners: np.ndarray
     window: tuple[int, int]
@@ -286,7 +168,7 @@ def block_mean(x, factor):
     return tf.cast((tf.reduce_sum(blocks, (1, 3)) + area // 2) // area, tf.uint8)
 
 
-def tiled(headers, tile, downsample):
+def tiled(found, tile, downsample):
     """`Examples` cutting each file into tile x tile pieces after shrinking, as `data.folder`.
 
     Returns:
@@ -296,7 +178,7 @@ def tiled(headers, tile, downsample):
     """
     d = downsample
     file, corners, skipped, kept = [], [], {}, []
-    for h in headers:
+    for h in found:
         rows, cols = h.height // d, h.width // d
         if tile is not None:
             if rows < tile or cols < tile:
@@ -358,7 +240,7 @@ def folder(
     Args:
         images, tile, downsample, channels, num_classes, class_names, vertical_flip,
             batch_size, seed, shuffle, repeat, drop_remainder, augment: see `data.folder`.
-        check: "header" (fast) or "decode": see `scan`.
+        check: "header" (fast) or "decode": see `tf_autoseg.headers.scan`.
         start, num_workers, worker: see `examples_dataset`.
 
     Returns:
@@ -368,8 +250,8 @@ def folder(
         raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
     downsample = arguments.integer("downsample", downsample)
     options = data.pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment)
-    headers = scan(imageio.list_files(images), channels, check)
-    examples, skipped = tiled(headers, tile, downsample)
+    found = headers.scan(imageio.list_files(images), channels, check)
+    examples, skipped = tiled(found, tile, downsample)
     dataset = examples_dataset(
         examples,
         channels=channels or 3,
@@ -487,11 +369,11 @@ def potsdam_crops(
             f"--data_dir={path}` and train from the prepared folder"
         )
     used = sorted({plan.crops[i][0] for i in plan.chosen})
-    headers = scan([plan.sources[s][0] for s in used], channels or 3, check)
+    found = headers.scan([plan.sources[s][0] for s in used], channels or 3, check)
     position = {s: k for k, s in enumerate(used)}
     file = np.array([position[plan.crops[i][0]] for i in plan.chosen], np.int32)
     corners = np.array([plan.crops[i][1:] for i in plan.chosen], np.int32).reshape(-1, 2)
-    examples = Examples(tuple(headers), file, corners, (crop, crop), crop // size)
+    examples = Examples(tuple(found), file, corners, (crop, crop), crop // size)
     dataset = examples_dataset(
         examples,
         channels=channels or 3,
@@ -507,6 +389,6 @@ def potsdam_crops(
         class_names=potsdam.POTSDAM_CLASSES if classes == 6 else potsdam.POTSDAM3_CLASSES,
         num_examples=len(examples),
         skipped=plan.skipped,
-        adjusted={str(h.path): h.note for h in headers if h.note},
+        adjusted={str(h.path): h.note for h in found if h.note},
     )
     return dataset, info
