@@ -21,6 +21,7 @@ from PIL import Image
 
 from tf_autoseg import cocostuff
 from tf_autoseg import data
+from tf_autoseg import inputs
 from tf_autoseg import potsdam
 from tf_autoseg import prepare
 from tf_autoseg import records
@@ -242,6 +243,19 @@ def test_records_resume_reads_the_same_remaining_batches_and_skips_whole_shards(
     for name in ("train-00000-of-00005.tfrecord", "train-00001-of-00005.tfrecord"):
         (out / name).unlink()
     np.testing.assert_array_equal(ids(collect(resumed)), np.arange(16, 40))
+
+
+def test_pipeline_for_reads_prepared_parts_and_leaves_absent_labels_to_memory(tmp_path):
+    source = id_images(tmp_path / "src", 12)
+    prepare.prepare(config("folder", source, tmp_path / "out", crop=16), log=lambda _: 0)
+    run = dict(dataset="folder", data_dir=str(source), prepared_dir=str(tmp_path / "out"),
+               classes=3, crop=16, downsample=1, batch_size=4, seed=1, pipeline="auto",
+               data_service="", distribution="auto", run_dir="unused")  # fmt: skip
+    resumed, info = inputs.pipeline_for(run, "train", False, start_batch=2)
+    whole, _ = records.load(tmp_path / "out", batch_size=4, seed=1, repeat=True, augment=True)
+    np.testing.assert_array_equal(next(iter(resumed)), list(whole.take(3))[2])
+    assert info.num_examples == 12
+    assert inputs.pipeline_for(run, "train", True) is None  # no masks were prepared
 
 
 def _free_ports(count):

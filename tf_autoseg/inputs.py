@@ -102,6 +102,8 @@ def pipeline_for(config, part, labels, start_batch=0):
                  worker=worker)  # fmt: skip
     if config.get("prepared_dir"):
         classes = config["classes"]
+        if labels and not records.info(config["prepared_dir"], part, True, classes).num_examples:
+            return None  # no labels were prepared (a folder without masks has none)
         dataset, info = records.load(
             config["prepared_dir"], part, labels=labels, classes=classes, **common, **split
         )
