@@ -53,7 +53,9 @@ def main(prepared, out, steps):
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     initial = [w.copy() for w in model.get_weights()]
     history = LossHistory()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[history])
+    model.fit(
+        dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[history], shuffle=False
+    )
     weights = model.get_weights()
     np.savez(
         out,

@@ -239,6 +239,12 @@ def test_auto_keeps_small_sets_in_memory_and_streams_past_the_limit(tmp_path, mo
     assert forced[1].num_examples == 48
 
 
+def test_a_service_run_that_cannot_stream_is_refused_not_silently_in_memory():
+    config = _config(dataset="synthetic", data_service="grpc://localhost:5050")
+    with pytest.raises(ValueError, match="--data_service: synthetic"):
+        inputs.pipeline_for(config, "train", False)
+
+
 def test_worker_split_follows_tf_config(monkeypatch):
     cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
     monkeypatch.setenv(

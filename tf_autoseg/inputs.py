@@ -113,6 +113,12 @@ def pipeline_for(config, part, labels, start_batch=0):
         built = _streamed(
             config, common, split, force=config.get("pipeline") == "stream" or service
         )
+        if built is None and service:
+            raise ValueError(
+                f"--data_service: {config['dataset']} in {config['data_dir']} streams only once "
+                "prepared (COCO-Stuff, Potsdam's TIFFs; synthetic: never): run `python -m "
+                "tf_autoseg.prepare` and pass --prepared_dir"
+            )
         if built is None:
             return None
         dataset, info = built
