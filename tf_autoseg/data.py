@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tf_autoseg import arguments
 from tf_autoseg import images as imageio
+from tf_autoseg import shuffling
 
 IGNORE = imageio.IGNORE
 
@@ -440,8 +441,9 @@ def in_memory_dataset(
     """Batches in-memory examples in a seeded order, with optional random crops and flips.
 
     Every draw is stateless: the order of epoch e comes from (seed, -1 - e), the crop and
-    flips of example i in epoch e from (seed, e * N + i). So the same seed gives the same
-    batches from any iterator, and a repeated epoch is reshuffled.
+    flips of example i in epoch e from (seed, e * N + i) (`tf_autoseg.shuffling`, which the
+    streaming pipelines share). So the same seed gives the same batches from any iterator,
+    and a repeated epoch is reshuffled.
 
     Args:
         images: uint8 (N, H, W, C).
@@ -463,38 +465,19 @@ def in_memory_dataset(
     seed = tf.constant(seed, tf.int64)
     height, width = (crop, crop) if crop else images.shape[1:3]
 
-    def epoch_order(epoch):
-        order = tf.range(n, dtype=tf.int64)
-        if shuffle:
-            keys = tf.random.stateless_uniform([n], tf.stack([seed, -1 - epoch]))
-            order = tf.cast(tf.argsort(keys, stable=True), tf.int64)
-        return tf.data.Dataset.from_tensor_slices((tf.fill([n], epoch), order))
-
     def example(epoch, index):
         x = tf.gather(data, index)
-        draws = tf.random.experimental.stateless_split(tf.stack([seed, epoch * n + index]), 3)
+        draws = shuffling.example_draws(seed, n, epoch, index)
         if crop:
-            size = tf.gather(sizes, index)
-            top, left = (
-                tf.random.stateless_uniform([], draws[k], maxval=size[k] - crop + 1, dtype=tf.int32)
-                for k in (0, 1)
-            )
+            top, left = shuffling.random_window(draws, tf.gather(sizes, index), crop)
             x = x[top : top + crop, left : left + crop]
         if augment:
-            flips = tf.random.stateless_uniform([2], draws[2]) < 0.5
-            x = tf.cond(flips[0], lambda: tf.reverse(x, [1]), lambda: x)
-            if vertical_flip:
-                x = tf.cond(flips[1], lambda: tf.reverse(x, [0]), lambda: x)
+            x = shuffling.random_flips(x, draws, vertical_flip)
         x = tf.ensure_shape(x, (height, width, stacked.shape[-1]))
         if labels is None:
             return x
         return x[..., :channels], tf.cast(x[..., channels], tf.int32)
 
-    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-    dataset = epochs.flat_map(epoch_order)
+    dataset = shuffling.example_stream(n, seed, shuffle, repeat)
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    # flat_map hides the length; stating it gives Keras its steps per epoch.
-    batches = n // batch_size if drop_remainder else -(-n // batch_size)
-    length = tf.data.INFINITE_CARDINALITY if repeat else batches
-    return dataset.apply(tf.data.experimental.assert_cardinality(length)).prefetch(tf.data.AUTOTUNE)
+    return shuffling.batched(dataset, n, batch_size, drop_remainder, repeat)

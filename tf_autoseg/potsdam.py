@@ -6,6 +6,7 @@ From the raw release (4-band `top_potsdam_<row>_<col>_RGBIR.tif` with colour-cod
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,36 +79,10 @@ def load(
     Returns:
         (dataset, info).
     """
-    data.check_choice("split", split, ("train", "test", "all"))
-    data.check_choice("classes", classes, (6, 3))
-    if not (isinstance(crop, int) and isinstance(size, int) and size >= 1 and crop % size == 0):
-        raise ValueError(
-            f"`crop` must be a positive multiple of `size`. Received: crop={crop!r}, size={size!r}"
-        )
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"`test_fraction` must be in [0, 1). Received: {test_fraction!r}")
-    path = Path(path)
-    sources = _sources(path)
-    skipped, adjusted, crops = {}, {}, []
-    for s, (image_path, _, _) in enumerate(sources):
-        h, w = imageio.image_size(image_path)
-        if h < crop or w < crop:
-            skipped[str(image_path)] = f"{h}x{w} is smaller than the {crop}x{crop} crop"
-        crops += [(s, y * crop, x * crop) for y in range(h // crop) for x in range(w // crop)]
-    labelled = [i for i, (s, _, _) in enumerate(crops) if sources[s][1] is not None]
-    held_out = np.random.default_rng(split_seed).permutation(len(labelled))
-    test = {labelled[k] for k in held_out[: round(test_fraction * len(labelled))]}
-    chosen = [i for i in range(len(crops)) if split == "all" or (i in test) == (split == "test")]
-    if labels:
-        for s in sorted({crops[i][0] for i in chosen if sources[crops[i][0]][1] is None}):
-            skipped[str(sources[s][0])] = "no label file"
-        chosen = [i for i in chosen if sources[crops[i][0]][1] is not None]
-    if not chosen:
-        raise ValueError(
-            f"No {split!r} crops of {crop}x{crop} px in {path} "
-            f"({len(crops)} crops in all, {len(labelled)} labelled)"
-        )
-
+    sources, crops, chosen, skipped = plan(
+        path, split, classes, crop, size, test_fraction, split_seed, labels
+    )
+    adjusted = {}
     factor = crop // size
     lut = np.full(256, data.IGNORE, np.uint8)
     lut[:6] = POTSDAM6_TO_3 if classes == 3 else range(6)
@@ -147,6 +122,56 @@ def load(
         adjusted=adjusted,
     )
     return dataset, info
+
+
+class Plan(NamedTuple):
+    """Which crops a split holds, worked out from file headers alone (no pixel is decoded).
+
+    Attributes:
+        sources: [(image path, label path or None, labels colour-coded?)] in name order.
+        crops: [(source index, top, left)] of every whole crop, source by source.
+        chosen: indices into `crops` of the split's crops, in order.
+        skipped: image path -> reason, for sources left out.
+    """
+
+    sources: list
+    crops: list
+    chosen: list
+    skipped: dict
+
+
+def plan(path, split, classes, crop, size, test_fraction, split_seed, labels):
+    """The crops of a split, as `load` takes them (see `load` for the arguments)."""
+    data.check_choice("split", split, ("train", "test", "all"))
+    data.check_choice("classes", classes, (6, 3))
+    if not (isinstance(crop, int) and isinstance(size, int) and size >= 1 and crop % size == 0):
+        raise ValueError(
+            f"`crop` must be a positive multiple of `size`. Received: crop={crop!r}, size={size!r}"
+        )
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"`test_fraction` must be in [0, 1). Received: {test_fraction!r}")
+    path = Path(path)
+    sources = _sources(path)
+    skipped, crops = {}, []
+    for s, (image_path, _, _) in enumerate(sources):
+        h, w = imageio.image_size(image_path)
+        if h < crop or w < crop:
+            skipped[str(image_path)] = f"{h}x{w} is smaller than the {crop}x{crop} crop"
+        crops += [(s, y * crop, x * crop) for y in range(h // crop) for x in range(w // crop)]
+    labelled = [i for i, (s, _, _) in enumerate(crops) if sources[s][1] is not None]
+    held_out = np.random.default_rng(split_seed).permutation(len(labelled))
+    test = {labelled[k] for k in held_out[: round(test_fraction * len(labelled))]}
+    chosen = [i for i in range(len(crops)) if split == "all" or (i in test) == (split == "test")]
+    if labels:
+        for s in sorted({crops[i][0] for i in chosen if sources[crops[i][0]][1] is None}):
+            skipped[str(sources[s][0])] = "no label file"
+        chosen = [i for i in chosen if sources[crops[i][0]][1] is not None]
+    if not chosen:
+        raise ValueError(
+            f"No {split!r} crops of {crop}x{crop} px in {path} "
+            f"({len(crops)} crops in all, {len(labelled)} labelled)"
+        )
+    return Plan(sources, crops, chosen, skipped)
 
 
 def _sources(path):
