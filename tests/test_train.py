@@ -184,6 +184,13 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
         (["--dropout=1.5"], "--dropout=1.5: must be in [0, 1)"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
         (["--downsample=2"], "--downsample=2: applies to dubai, camvid and folder, not synthetic"),
+        (["--data_service=localhost:5050"], "--data_service='localhost:5050': must be grpc://"),
+        (["--data_service=grpc://h:1", "--pipeline=memory"], "--pipeline='memory': --data_service"),
+        (["--prepared_dir=/nonexistent"], "--prepared_dir='/nonexistent': no manifest.json"),
+        (
+            ["--labels_from=overclustering"],
+            "--labels_from='overclustering': needs an overclustering",
+        ),
         (["--downsample=0"], "--downsample=0: must be a positive integer"),
         (["--num_orderings=3"], "--num_orderings=3: accepted values are 2, 4, 8 and 16"),
         (["--num_orderings=1"], "--num_orderings=1: accepted values are 2, 4, 8 and 16"),

@@ -21,18 +21,21 @@ from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
 from tf_autoseg import data
 from tf_autoseg import evaluation
+from tf_autoseg import inputs
 from tf_autoseg import orderings
 from tf_autoseg import potsdam
+from tf_autoseg import transforms
 from tf_autoseg import visualize
 from tf_autoseg.model import VARIANTS
 from tf_autoseg.model import AutoSegModel
 
 # Flags added after runs were first recorded, with the value that trains as before.
 ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
-         "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0}  # fmt: skip
+         "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
+         "pipeline": "auto", "prepared_dir": "", "data_service": ""}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode", "run_dir", "data_dir"}  # fmt: skip
+             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service"}  # fmt: skip
 
 
 def make_strategy(kind):
@@ -61,12 +64,31 @@ def is_chief(strategy):
     )
 
 
-def pipeline(config, part, labels):
+def pipeline(config, part, labels, start_batch=0):
     """The (dataset, DatasetInfo) of one part ("train" or "eval") of the flags' dataset.
 
-    Unlabelled training data repeats, shuffles and flips; labelled data is read
-    once, in order. A folder without `--masks_dir` has no labelled part (None).
+    Unlabelled training data repeats, shuffles and flips, and starts after `start_batch`
+    batches (a resumed run); labelled data is read once, in order. Streamed or prepared
+    (`tf_autoseg.inputs`), else in memory. A folder without `--masks_dir` has no labelled
+    part (None).
     """
+    chosen = inputs.pipeline_for(config, part, labels, start_batch)
+    if chosen is not None:
+        return chosen
+    in_memory = _in_memory_pipeline(config, part, labels)
+    if in_memory is None:
+        return None
+    dataset, info = in_memory
+    if start_batch:
+        dataset = dataset.skip(start_batch)
+    if part == "train" and not labels and inputs.worker_split(config)[0] > 1:
+        # Keras 3's fit all-reduces a first batch under MultiWorkerMirroredStrategy, and
+        # collective ops refuse uint8: float32 in [0, 1] is what the model makes of uint8.
+        dataset = dataset.map(transforms.to_float_images, deterministic=True)
+    return dataset, info
+
+
+def _in_memory_pipeline(config, part, labels):
     name, root, k = config["dataset"], config["data_dir"], config["classes"]
     training = part == "train" and not labels
     # Only training images are shrunk: the model shrinks what it segments itself
@@ -111,7 +133,7 @@ def pipeline(config, part, labels):
     )  # fmt: skip
 
 
-def build_data(config):
+def build_data(config, start_batch=0):
     """(train, evaluation, fit) pipelines, each a (dataset, DatasetInfo) pair or None.
 
     `train` never carries labels. `evaluation` is the held-out part with
@@ -120,7 +142,7 @@ def build_data(config):
     """
     held_out = pipeline(config, "train" if config["dataset"] == "folder" else "eval", True)
     fit = pipeline(config, "train", True) if config["eval_mode"] == "holdout" else None
-    return pipeline(config, "train", False), held_out, fit
+    return pipeline(config, "train", False, start_batch), held_out, fit
 
 
 def build_model(config, input_shape):
@@ -365,7 +387,9 @@ def run(config):
     _check_run_dir(config)
     # Data and model come first: a bad file or configuration stops the run before
     # anything is written. (Workers of a multi-worker run must share run_dir.)
-    (train, train_info), held_out, fit = build_data(config)
+    found = checkpoints.checkpoints(run_dir)
+    start_batch = found[-1][0] if found else 0  # the training data starts after it
+    (train, train_info), held_out, fit = build_data(config, start_batch)
     _log_files("training", train_info)
     policy = choose_precision(config, train.element_spec.shape[1:])
     keras.mixed_precision.set_global_policy(policy)
@@ -376,7 +400,6 @@ def run(config):
     ):
         _log_files("evaluation", held_out_info)
     evaluation_set = held_out[0] if held_out else None
-    found = checkpoints.checkpoints(run_dir)
     with strategy.scope():
         if found:
             model = checkpoints.load_checkpoint(found[-1][1])
@@ -387,6 +410,8 @@ def run(config):
         for path in checkpoints.remove_leftovers(run_dir):
             logging.info("Removed %s, left by an interrupted run.", path)
     done = int(model.optimizer.iterations)
+    if done != start_batch:
+        raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
     _check_steps(config, done)
     if found and done < config["steps"]:
         logging.info(
@@ -401,7 +426,7 @@ def run(config):
         if chief:
             callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
         model.fit(
-            train.skip(done),
+            train,  # starts at step `done` (build_data)
             epochs=config["steps"] // interval,
             initial_epoch=done // interval,
             steps_per_epoch=interval,

@@ -50,6 +50,22 @@ flags.DEFINE_integer("synthetic_images", 64, "synthetic: number of training imag
 flags.DEFINE_integer("synthetic_size", 64, "synthetic: image height and width.")
 flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
 flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles (holdout mode).")
+flags.DEFINE_enum(
+    "pipeline", "auto", ["auto", "memory", "stream"],
+    "Training input: decoded into memory; streamed from the files inside tf.data (the same "
+    "batches; folder, dubai, camvid, Potsdam crops); auto: streamed past 1 GiB of decoded "
+    "pixels or with --data_service.",
+)  # fmt: skip
+flags.DEFINE_string(
+    "prepared_dir", "",
+    "A folder written by `python -m tf_autoseg.prepare`: every part is read from its "
+    "TFRecord shards (Potsdam TIFFs, COCO-Stuff; needed to stream those).",
+)  # fmt: skip
+flags.DEFINE_string(
+    "data_service", "",
+    "grpc://host:port of a tf.data service dispatcher (`python -m tf_autoseg.data_service`) "
+    "that runs the training input.",
+)  # fmt: skip
 
 # Model: F = h o g_ar o d.
 flags.DEFINE_enum("variant", "F2", ["F1", "F2", "F3", "F4", "F5", "random"],
@@ -146,6 +162,12 @@ def validate(config):
 
     if config["run_dir"] is None:
         raise ValueError("--run_dir is required: the folder for checkpoints, logs and metrics.")
+    if config["data_service"] and not re.match(r"^grpc://[^\s:/]+:\d+$", config["data_service"]):
+        fail("data_service", "must be grpc://host:port (python -m tf_autoseg.data_service).")
+    if config["data_service"] and config["pipeline"] == "memory" and not config["prepared_dir"]:
+        fail("pipeline", "--data_service needs --pipeline=stream or auto, or --prepared_dir.")
+    if config["prepared_dir"] and not (Path(config["prepared_dir"]) / "manifest.json").is_file():
+        fail("prepared_dir", "no manifest.json: write one with python -m tf_autoseg.prepare.")
     validate_data(config)
     positive = ("batch_size", "log_every", "steps", "checkpoint_every", "width", "attention_heads", "crop",
                 "downsample", "synthetic_images", "synthetic_size", "num_negatives")  # fmt: skip
