@@ -10,6 +10,7 @@ settings are chosen on `val-*`. See `tf_autoseg.data.folder` for the pipeline.
 
 from pathlib import Path
 
+from tf_autoseg import arguments
 from tf_autoseg import data
 
 CLASSES11 = ("sky", "building", "pole", "road", "pavement", "tree", "sign-symbol", "fence",
@@ -51,8 +52,8 @@ def load(
     Returns:
         (dataset, info).
     """
-    data.check_choice("split", split, SPLITS)
-    data.check_choice("classes", classes, NUM_CLASSES)
+    arguments.choice("split", split, SPLITS)
+    arguments.choice("classes", classes, NUM_CLASSES)
     path = Path(path)
     if not (path / "images").is_dir():
         raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import data
 from tf_autoseg import images as imageio
 
@@ -35,7 +36,7 @@ def class_map(categories, classes=15):
     Returns:
         (lut, class_names): uint8 lut[256] from label value to class id or 255.
     """
-    data.check_choice("classes", classes, (15, 3))
+    arguments.choice("classes", classes, (15, 3))
     try:
         entries = json.loads(Path(categories).read_text())
         stuff = sorted(
@@ -122,7 +123,7 @@ def load(
     Returns:
         (dataset, info).
     """
-    data.check_choice("split", split, ("train", "val"))
+    arguments.choice("split", split, ("train", "val"))
     if not (isinstance(crop, int) and crop >= 1 and 0 < scale <= 1):
         raise ValueError(f"Need crop >= 1 and 0 < scale <= 1. Received: {crop=}, {scale=}")
     path = Path(path)

@@ -229,7 +229,7 @@ def folder(
     Returns:
         (dataset, info).
     """
-    check_choice("mask_format", mask_format, ("index", "colour"))
+    arguments.choice("mask_format", mask_format, ("index", "colour"))
     if tile is not None and not (isinstance(tile, int) and tile >= 1):
         raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
     downsample = arguments.integer("downsample", downsample)
@@ -416,12 +416,6 @@ def pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment)
         drop_remainder=bool(drop_remainder),
         augment=bool(augment),
     )
-
-
-def check_choice(name, value, accepted):
-    """Raises a ValueError naming `name` unless `value` is one of `accepted`."""
-    if value not in accepted:
-        raise ValueError(f"`{name}` must be one of {accepted}. Received: {name}={value!r}")
 
 
 def in_memory_dataset(

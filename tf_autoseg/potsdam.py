@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import data
 from tf_autoseg import images as imageio
 
@@ -142,8 +143,8 @@ class Plan(NamedTuple):
 
 def plan(path, split, classes, crop, size, test_fraction, split_seed, labels):
     """The crops of a split, as `load` takes them (see `load` for the arguments)."""
-    data.check_choice("split", split, ("train", "test", "all"))
-    data.check_choice("classes", classes, (6, 3))
+    arguments.choice("split", split, ("train", "test", "all"))
+    arguments.choice("classes", classes, (6, 3))
     if not (isinstance(crop, int) and isinstance(size, int) and size >= 1 and crop % size == 0):
         raise ValueError(
             f"`crop` must be a positive multiple of `size`. Received: crop={crop!r}, size={size!r}"

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import camvid
 from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
@@ -159,7 +160,7 @@ def plan(config):
     """(parts, manifest fields) of the dataset the config describes; reads headers only
     (and, for cocostuff, the label files once, for the curation, cached in output_dir)."""
     name, root = config["dataset"], Path(config["data_dir"])
-    data.check_choice("dataset", name, DATASETS)
+    arguments.choice("dataset", name, DATASETS)
     k, crop, d = config["classes"], config["crop"], config["downsample"]
     if name == "potsdam":
         parts = {}
@@ -223,7 +224,7 @@ def plan(config):
             parts[part] = tiled_part(pairs, reader, crop, d, vertical_flip=True)
         return parts, dict(num_classes=len(names), class_names=names)
     if name == "camvid":
-        data.check_choice("classes", k, camvid.NUM_CLASSES)
+        arguments.choice("classes", k, camvid.NUM_CLASSES)
         label_map = camvid.MERGE3 if k == 3 else tuple(range(11))
         reader = Reader(mask_format="index", label_map=label_map)
         parts = {}

@@ -317,8 +317,8 @@ def camvid_frames(path, split="train", classes=3, *, tile=None, downsample=1, **
 
     `options`: those of `folder`.
     """
-    data.check_choice("split", split, camvid.SPLITS)
-    data.check_choice("classes", classes, camvid.NUM_CLASSES)
+    arguments.choice("split", split, camvid.SPLITS)
+    arguments.choice("classes", classes, camvid.NUM_CLASSES)
     path = Path(path)
     if not (path / "images").is_dir():
         raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
