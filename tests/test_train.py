@@ -393,19 +393,19 @@ def test_raising_steps_continues_a_run_and_removes_what_a_kill_left(tmp_path, ab
 _KILLER = """
 import os, signal, sys
 from absl import flags
-from tf_autoseg import checkpoints, export, train
+from tf_autoseg import atomic, export, train
 where = sys.argv.pop(1)
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if where == "checkpoint":  # dies inside the second checkpoint's write, its file half written
-    real = checkpoints.atomic_write
-    def atomic_write(path, write, suffix=""):
+    real = atomic.write
+    def write(path, writer, suffix=""):
         if str(path).endswith("ckpt-00000020.keras"):
             return real(path, lambda tmp: (open(tmp, "wb").write(b"PK"), die()), suffix)
-        return real(path, write, suffix)
-    checkpoints.atomic_write = atomic_write
+        return real(path, writer, suffix)
+    atomic.write = write
 else:  # dies inside the export, the SavedModel half written
     def write_archive(model, directory):
         (directory / "saved_model.pb").write_bytes(b"\x08")

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tf_autoseg import atomic
 from tf_autoseg import camvid
 from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
@@ -314,7 +315,7 @@ def _record_flags(config):
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "flags.json").exists():
-        checkpoints.atomic_write_json(run_dir / "flags.json", config)
+        atomic.write_json(run_dir / "flags.json", config)
     return run_dir
 
 
@@ -459,7 +460,7 @@ def run(config):
             metrics["export"] = str(
                 export.export_model(model, name, output_dir=config["export_dir"])
             )
-        checkpoints.atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic.write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

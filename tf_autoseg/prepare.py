@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from tf_autoseg import arguments
+from tf_autoseg import atomic
 from tf_autoseg import camvid
-from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
 from tf_autoseg import data
 from tf_autoseg import images as imageio
@@ -263,7 +263,7 @@ def _curation(config, split):
         config["data_dir"], split, config["classes"],
         min_side=config["min_side"], min_target_share=config["min_target_share"],
     )  # fmt: skip
-    checkpoints.atomic_write_json(cache, {"stems": list(stems), "skipped": skipped})
+    atomic.write_json(cache, {"stems": list(stems), "skipped": skipped})
     return list(stems), skipped
 
 
@@ -311,8 +311,8 @@ def write_shard(folder, name, part, chosen):
         "channels": bands.pop(),
         "adjusted": adjusted,
     }
-    checkpoints.atomic_write_json(Path(folder) / f"{name}.json", entry)
-    checkpoints.atomic_write(Path(folder) / name, write)
+    atomic.write_json(Path(folder) / f"{name}.json", entry)
+    atomic.write(Path(folder) / name, write)
     return entry
 
 
@@ -356,7 +356,7 @@ def prepare(config, log=print):
                 "choose another --output_dir, or remove this one to start again"
             )
     else:
-        checkpoints.atomic_write_json(plan_path, recorded)
+        atomic.write_json(plan_path, recorded)
     jobs, entries = [], {}
     for name, part in parts.items():
         count = max(1, -(-len(part.examples) // shard_size))
@@ -410,7 +410,7 @@ def prepare(config, log=print):
             "skipped": part.skipped,
             "adjusted": adjusted,
         }
-    checkpoints.atomic_write_json(out / records.MANIFEST, manifest)
+    atomic.write_json(out / records.MANIFEST, manifest)
     return manifest
 
 
