@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tf_autoseg import AutoSegModel
 from tf_autoseg import checkpoints
+from tf_autoseg import runs
 from tf_autoseg import segment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,15 +158,15 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
 
 
 def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_path):
-    from tf_autoseg.experiment import ADDED
+    from tf_autoseg.runs import ADDED
 
     saved = tmp_path / "flags.json"
     saved.write_text(json.dumps({"dataset": "dubai", "steps": 10}))  # recorded before --downsample
-    checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 1}, added=ADDED)
+    runs.check_same_flags(saved, {"dataset": "dubai", "downsample": 1}, added=ADDED)
     with pytest.raises(ValueError, match="--downsample was 1, now 2"):
-        checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 2}, added=ADDED)
+        runs.check_same_flags(saved, {"dataset": "dubai", "downsample": 2}, added=ADDED)
     with pytest.raises(ValueError, match="--downsample was None, now 1"):
-        checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 1})
+        runs.check_same_flags(saved, {"dataset": "dubai", "downsample": 1})
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ its name. The temporary files of a process killed mid-write are removed by the n
 same run directory (`remove_leftovers`).
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -87,25 +86,3 @@ class CheckpointCallback(keras.callbacks.Callback):
         save_model(self.model, path)
         for _, old in checkpoints(self.run_dir)[: -self.keep]:
             old.unlink()
-
-
-def check_same_flags(path, flags, ignored=(), added=None):
-    """Raises if the run at `path` (flags.json) was started with other training flags.
-
-    A resumed run must be the same run; flags listed in `ignored` (e.g. the
-    number of steps, output folders) may change. `added` maps flags introduced
-    after a run may have been recorded to the value that behaves as before: a
-    flags.json without one of them is read as holding that value.
-    """
-    saved = {**(added or {}), **json.loads(Path(path).read_text())}
-    changed = {
-        name: (saved.get(name), value)
-        for name, value in flags.items()
-        if name not in ignored and saved.get(name) != value
-    }
-    if changed:
-        details = ", ".join(f"--{n} was {a!r}, now {b!r}" for n, (a, b) in sorted(changed.items()))
-        raise ValueError(
-            f"{path.parent} holds a run started with other flags ({details}). "
-            "Resume it with the same flags, or choose a new --run_dir."
-        )

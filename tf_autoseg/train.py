@@ -286,8 +286,9 @@ def main(argv):
     validate(config)
     commands.start_tensorflow()
     from tf_autoseg import experiment
+    from tf_autoseg import runs
 
-    note = experiment.finished(config)
+    note = runs.finished(config)
     if note:
         logging.info(note)
         return
