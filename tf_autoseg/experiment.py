@@ -20,12 +20,14 @@ from tf_autoseg import atomic
 from tf_autoseg import camvid
 from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
-from tf_autoseg import data
+from tf_autoseg import dubai
 from tf_autoseg import evaluation
+from tf_autoseg import folder
 from tf_autoseg import inputs
 from tf_autoseg import orderings
 from tf_autoseg import potsdam
 from tf_autoseg import runs
+from tf_autoseg import synthetic
 from tf_autoseg import transforms
 from tf_autoseg import visualize
 from tf_autoseg.model import VARIANTS
@@ -94,7 +96,7 @@ def _in_memory_pipeline(config, part, labels):
                   drop_remainder=training)  # fmt: skip
     if name == "synthetic":
         common["seed"] += 0 if part == "train" else 1000
-        return data.synthetic(config["synthetic_images"], config["synthetic_size"], k, **common)
+        return synthetic.load(config["synthetic_images"], config["synthetic_size"], k, **common)
     if name == "potsdam":
         return potsdam.load(root, split="train" if part == "train" else "test", classes=k, **common)
     if name == "cocostuff":
@@ -114,13 +116,13 @@ def _in_memory_pipeline(config, part, labels):
         )  # fmt: skip
     if name == "dubai":
         tiles = config["train_tiles" if part == "train" else "eval_tiles"]
-        return data.dubai(
+        return dubai.load(
             root, tiles=[int(t) for t in tiles], tile=config["crop"],
             downsample=downsample, **common,
         )  # fmt: skip
     if labels and not config["masks_dir"]:
         return None
-    return data.folder(
+    return folder.load(
         root, masks=config["masks_dir"] if labels else None, num_classes=k,
         mask_format="colour" if config["colours"] else "index", colours=config["colours"],
         tile=config["crop"], downsample=downsample, **common,

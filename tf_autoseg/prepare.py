@@ -39,10 +39,11 @@ from tf_autoseg import atomic
 from tf_autoseg import camvid
 from tf_autoseg import cocostuff
 from tf_autoseg import data
+from tf_autoseg import dubai
 from tf_autoseg import images as imageio
 from tf_autoseg import potsdam
 from tf_autoseg import records
-from tf_autoseg import stream
+from tf_autoseg.folder import find_mask
 
 DATASETS = ("potsdam", "cocostuff", "dubai", "camvid", "folder")
 PLAN = "plan.json"
@@ -113,7 +114,7 @@ class Part:
 
 
 def tiled_part(pairs, reader, tile, downsample, vertical_flip, whole=False):
-    """A part cutting (image, mask) files into tiles as `data.folder` does (from headers).
+    """A part cutting (image, mask) files into tiles as `tf_autoseg.folder.load` does (from headers).
 
     Files smaller than one tile are skipped; with `whole`, each file is one example and all
     must have one size once shrunk.
@@ -211,7 +212,7 @@ def plan(config):
             parts[part] = Part(files, examples, None, 1, None, reader, crop=crop, skipped=skipped)
         return parts, dict(num_classes=k, class_names=names)
     if name == "dubai":
-        names, colours = stream.dubai_classes(root)
+        names, colours = dubai.classes(root)
         reader = Reader(mask_format="colour", colours=colours)
         parts = {}
         for part, tiles in (("train", config["train_tiles"]), ("eval", config["eval_tiles"])):
@@ -243,7 +244,7 @@ def plan(config):
         colours=colours,
         num_classes=k,
     )
-    pairs = [(f, data._mask_path(masks, f) if masks else None) for f in imageio.list_files(root)]
+    pairs = [(f, find_mask(masks, f) if masks else None) for f in imageio.list_files(root)]
     part = tiled_part(pairs, reader, crop, d, vertical_flip=False)
     return {"train": part}, dict(num_classes=k, class_names=tuple(str(c) for c in range(k)))
 
