@@ -177,6 +177,17 @@ def build_model(config, input_shape):
     return model
 
 
+def check_model(config):
+    """Builds the flags' model once on 32 x 32 images and drops it: the model's own argument
+    checks (stride, dropout, attention blocks, ...) refuse a bad flag before any data is read.
+
+    32 x 32 passes the checks that depend on the input (a multiple of every grid stride, square,
+    few attention positions); those are made again on the training crops by `run`.
+    """
+    build_model(config, (32, 32, 3))
+    keras.backend.clear_session()  # the run's layer names start afresh
+
+
 def optimizer(config):
     """Adam with the flags' learning-rate schedule and optional weight averaging."""
     rate = config["learning_rate"]
