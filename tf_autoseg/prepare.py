@@ -21,6 +21,9 @@ the files skipped (with the reason) or converted. Preparing is resumable: each s
 under a temporary name and renamed when complete, and a rerun with the same flags skips the
 shards already there (the flags and the example list are recorded in `plan.json` first; a rerun
 with other flags or changed sources is refused). A bad file stops it, named, as in training.
+
+Long (~470 lines) because it is one program: the plan of every dataset's parts, the shard
+writer, the resumable run and its flags; split it by dataset if another one joins.
 """
 
 import concurrent.futures

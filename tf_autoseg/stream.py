@@ -22,6 +22,9 @@ Labels are never opened: these pipelines are for training. Bad files are found b
 training starts: `tf_autoseg.headers.scan` reads each file's header and checks its end (a
 truncated copy is named); `check="decode"` decodes every file once as well, in parallel. TIFF and other formats
 TensorFlow cannot decode go through `python -m tf_autoseg.prepare` first.
+
+Long (~360 lines) because each streamed dataset sits beside the example reader it shares, so
+that the proof of equal batches (the decoding above) is read in one place.
 """
 
 import dataclasses

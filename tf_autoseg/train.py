@@ -7,6 +7,8 @@ Run the same command again after a kill (SIGKILL included): training resumes
 from the last checkpoint, and with `--deterministic` ends with the weights an
 uninterrupted run would have. Running a finished run again changes nothing and says so;
 raising `--steps` continues it. TensorFlow is imported only once the flags are checked.
+
+Long (~300 lines) because half of it is the flag definitions, each with its help text.
 """
 
 import json
