@@ -71,16 +71,17 @@ def generate(folder, count, size):
 
 def pipeline(config):
     """The training pipeline of a measurement: (dataset, examples)."""
-    from tf_autoseg import data
+    from tf_autoseg import dubai
+    from tf_autoseg import folder
     from tf_autoseg import stream
 
     options = dict(batch_size=config["batch_size"], seed=0, repeat=True, augment=True)
     memory = config["path"] == "memory"
     if config["set"] == "dubai":
-        build = data.dubai if memory else stream.dubai
+        build = dubai.load if memory else stream.dubai
         dataset, info = build(config["root"], tile=200, **options)
     else:
-        build = data.folder if memory else stream.folder
+        build = folder.load if memory else stream.folder
         dataset, info = build(config["root"], **options)
     return dataset, info.num_examples
 

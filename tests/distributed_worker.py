@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_autoseg import AutoSegModel  # noqa: E402
-from tf_autoseg.data import synthetic_scenes  # noqa: E402
+from tf_autoseg import synthetic  # noqa: E402
 
 GLOBAL_BATCH = 8
 
@@ -63,7 +63,7 @@ def main(mode, out, steps):
         )
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     initial = [w.copy() for w in model.get_weights()]
-    images, _ = synthetic_scenes(GLOBAL_BATCH * steps, 16, 3, seed=0)
+    images, _ = synthetic.scenes(GLOBAL_BATCH * steps, 16, 3, seed=0)
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(GLOBAL_BATCH)
     history = LossHistory()
     model.fit(

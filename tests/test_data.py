@@ -6,7 +6,10 @@ others make their files in tmp_path.
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +20,11 @@ from PIL import Image
 
 from tf_autoseg import cocostuff
 from tf_autoseg import data
+from tf_autoseg import dubai
+from tf_autoseg import folder
 from tf_autoseg import images as imageio
 from tf_autoseg import potsdam
+from tf_autoseg import synthetic
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -274,7 +280,7 @@ def dubai_ids(mask):
 @needs_data
 def test_dubai_colours_decode_to_the_five_classes():
     root = DATA / "dubai-aerial"
-    dataset, info = data.dubai(root, tiles=(1,), labels=True, batch_size=1, shuffle=False)
+    dataset, info = dubai.load(root, tiles=(1,), labels=True, batch_size=1, shuffle=False)
     images, labels = collect(dataset)
     assert info.class_names == ("Water", "Land (unpaved area)", "Road", "Building", "Vegetation")
     raw = pixels(root / "tile-1" / "masks" / "image_part_001.png", "RGB")
@@ -300,24 +306,24 @@ def test_dubai_mask_a_pixel_larger_is_cropped_and_counted_more_is_an_error(tmp_p
         tmp_path / "tile-1" / "masks" / "image_part_001.png",
         np.pad(raw, ((0, 1), (0, 2), (0, 0)), "edge"),
     )
-    dataset, info = data.dubai(tmp_path, tiles=(1,), tile=None, labels=True, batch_size=1)
+    dataset, info = dubai.load(tmp_path, tiles=(1,), tile=None, labels=True, batch_size=1)
     _, labels = collect(dataset)
     assert "cropped to 644x797" in info.adjusted[str(image_path)]
     np.testing.assert_array_equal(labels[0], dubai_ids(raw))
     write_png(mask_path, np.pad(raw, ((0, 5), (0, 0), (0, 0)), "edge"))
     with pytest.raises(ValueError, match="image_part_001.png"):
-        data.dubai(tmp_path, tiles=(1,), labels=True, batch_size=1)
+        dubai.load(tmp_path, tiles=(1,), labels=True, batch_size=1)
 
 
 # ------------------------------------------------------------------------------ determinism
 def test_synthetic_is_identical_for_a_seed_and_differs_across_seeds():
     def run(seed):
         return collect(
-            data.synthetic(16, 32, 3, labels=True, batch_size=4, seed=seed, augment=True)[0]
+            synthetic.load(16, 32, 3, labels=True, batch_size=4, seed=seed, augment=True)[0]
         )
 
     (a_images, a_labels), (b_images, b_labels) = run(1), run(1)
-    info = data.synthetic(16, 32, 3, batch_size=4)[1]
+    info = synthetic.load(16, 32, 3, batch_size=4)[1]
     assert dataclasses.asdict(info)["num_examples"] == 16  # plain data, JSON-friendly
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.num_examples = 3
@@ -325,6 +331,37 @@ def test_synthetic_is_identical_for_a_seed_and_differs_across_seeds():
     np.testing.assert_array_equal(a_labels, b_labels)
     assert a_images.dtype == np.uint8 and a_labels.dtype == np.int32
     assert not np.array_equal(run(2)[0], a_images)
+
+
+def test_pipeline_options_are_one_checked_object_for_every_dataset():
+    options = data.PipelineOptions(batch_size=np.int64(4), seed=np.int32(2), shuffle=0)
+    assert (options.batch_size, options.seed, options.shuffle) == (4, 2, False)
+    assert type(options.batch_size) is int and type(options.seed) is int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 3
+    with pytest.raises(ValueError, match=r"Received: batch_size=0"):
+        synthetic.load(8, 16, batch_size=0)
+    with pytest.raises(ValueError, match=r"Received: seed='1'"):
+        synthetic.load(8, 16, seed="1")
+    with pytest.raises(TypeError, match="batchsize"):  # a misspelt keyword is named, not dropped
+        synthetic.load(8, 16, batchsize=4)
+
+
+def test_dataset_modules_and_their_class_counts_load_without_tensorflow():
+    # train.validate reads NUM_CLASSES before TensorFlow starts (quietly, in commands).
+    script = (
+        "import sys\n"
+        "from tf_autoseg import camvid, cocostuff, dubai, folder, potsdam, synthetic\n"
+        "counts = [m.NUM_CLASSES for m in (camvid, cocostuff, dubai, potsdam, synthetic)]\n"
+        "print('tensorflow' in sys.modules, counts)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )  # fmt: skip
+    assert result.stdout.split(" ", 1)[0] == "False", result.stdout + result.stderr[-2000:]
+    assert "[(3, 11), (15, 3), (5,), (6, 3), (2, 3, 4, 5, 6)]" in result.stdout
 
 
 def test_same_seed_same_batches_for_folder_and_potsdam(tmp_path):
@@ -335,18 +372,18 @@ def test_same_seed_same_batches_for_folder_and_potsdam(tmp_path):
         )
 
     def folder_batches(seed, augment=True):
-        dataset, _ = data.folder(
+        dataset, _ = folder.load(
             tmp_path / "images", tile=32, batch_size=4, seed=seed, repeat=True, augment=augment
         )
         return np.stack([np.asarray(b) for b in dataset.take(12)])  # two epochs of 24 tiles
 
-    dataset, info = data.folder(tmp_path / "images", tile=32, batch_size=5)
+    dataset, info = folder.load(tmp_path / "images", tile=32, batch_size=5)
     assert info.num_examples == 24 and dataset.cardinality() == 4 == len(list(dataset))
     first = folder_batches(3)
     np.testing.assert_array_equal(first, folder_batches(3))
     assert not np.array_equal(first, folder_batches(4))
     # The order alone (no flips): each epoch a seeded permutation, the second one new.
-    tiles = collect(data.folder(tmp_path / "images", tile=32, batch_size=4, shuffle=False)[0])
+    tiles = collect(folder.load(tmp_path / "images", tile=32, batch_size=4, shuffle=False)[0])
     plain = folder_batches(3, augment=False).reshape(2, 24, 32, 32, 3)
     for epoch in plain:
         assert sorted(x.tobytes() for x in epoch) == sorted(x.tobytes() for x in tiles)
@@ -404,12 +441,12 @@ def test_bad_image_files_raise_errors_naming_the_file(tmp_path):
     write_png(tmp_path / "a" / "good.png", good)
     (tmp_path / "a" / "corrupt.png").write_bytes(b"this is not an image")
     with pytest.raises(ValueError, match="corrupt.png"):
-        data.folder(tmp_path / "a", batch_size=1)
+        folder.load(tmp_path / "a", batch_size=1)
     write_png(tmp_path / "b" / "whole.png", good)
     payload = (tmp_path / "b" / "whole.png").read_bytes()
     (tmp_path / "b" / "truncated.png").write_bytes(payload[: len(payload) // 2])
     with pytest.raises(ValueError, match="truncated.png"):
-        data.folder(tmp_path / "b", batch_size=1)
+        folder.load(tmp_path / "b", batch_size=1)
 
 
 def test_documented_conversions_are_applied_and_listed(tmp_path):
@@ -423,7 +460,7 @@ def test_documented_conversions_are_applied_and_listed(tmp_path):
     write_png(tmp_path / "3_deep.png", deep)
     with Image.open(tmp_path / "3_deep.png") as stored:
         assert stored.mode == "I;16"
-    dataset, info = data.folder(tmp_path / "*.png", batch_size=1, shuffle=False)
+    dataset, info = folder.load(tmp_path / "*.png", batch_size=1, shuffle=False)
     images = collect(dataset)
     np.testing.assert_array_equal(images[0], rgb)
     np.testing.assert_array_equal(images[1], np.dstack([gray] * 3))
@@ -435,13 +472,13 @@ def test_documented_conversions_are_applied_and_listed(tmp_path):
     assert "16-bit" in notes["3_deep.png"]
     write_png(tmp_path / "gray" / "only.png", gray)
     with pytest.raises(ValueError, match="only.png has 1 band"):
-        data.folder(tmp_path / "gray", channels=4, batch_size=1)  # 4 bands required: no guessing
+        folder.load(tmp_path / "gray", channels=4, batch_size=1)  # 4 bands required: no guessing
 
 
 def test_image_smaller_than_the_tile_is_a_counted_skip(tmp_path):
     write_png(tmp_path / "big.png", np.zeros((70, 64, 3), np.uint8))
     write_png(tmp_path / "small.png", np.zeros((20, 64, 3), np.uint8))
-    _, info = data.folder(tmp_path, tile=32, batch_size=1)
+    _, info = folder.load(tmp_path, tile=32, batch_size=1)
     assert info.num_examples == 4  # 2x2 tiles of big.png, its 6-row remainder dropped
     assert info.skipped == {str(tmp_path / "small.png"): "20x64 is smaller than the 32x32 tile"}
 
@@ -454,7 +491,7 @@ def test_downsample_shrinks_images_by_block_mean_and_masks_by_majority(tmp_path)
     write_png(tmp_path / "images" / "x.png", image)
     write_png(tmp_path / "masks" / "x.png", mask)
     write_png(tmp_path / "images" / "y.png", image[:40])  # 20 rows once halved: below a tile
-    dataset, info = data.folder(
+    dataset, info = folder.load(
         tmp_path / "images", tmp_path / "masks", tile=32, downsample=2, labels=True,
         num_classes=3, batch_size=1, shuffle=False,
     )  # fmt: skip
@@ -466,31 +503,31 @@ def test_downsample_shrinks_images_by_block_mean_and_masks_by_majority(tmp_path)
     reason = "40x66 is smaller than the 32x32 tile once shrunk 2 times"
     assert info.skipped == {str(tmp_path / "images" / "y.png"): reason}
     with pytest.raises(ValueError, match="`downsample` must be a positive int"):
-        data.folder(tmp_path / "images", downsample=0, batch_size=1)
+        folder.load(tmp_path / "images", downsample=0, batch_size=1)
 
 
 def test_mask_errors_name_the_file(tmp_path):
     write_png(tmp_path / "images" / "x.png", np.zeros((32, 32, 3), np.uint8))
     mask = write_png(tmp_path / "masks" / "x.png", np.zeros((40, 32), np.uint8))
     with pytest.raises(ValueError, match=r"masks/x.png is 40x32 but its image is 32x32"):
-        data.folder(
+        folder.load(
             tmp_path / "images", tmp_path / "masks", num_classes=2, labels=True, batch_size=1
         )
     write_png(mask, np.full((32, 32), 7, np.uint8))
     with pytest.raises(ValueError, match=r"masks/x.png holds values \[7\]"):
-        data.folder(
+        folder.load(
             tmp_path / "images", tmp_path / "masks", num_classes=2, labels=True, batch_size=1
         )
     (tmp_path / "masks" / "x.png").unlink()
     with pytest.raises(ValueError, match="No mask for .*x.png"):
-        data.folder(
+        folder.load(
             tmp_path / "images", tmp_path / "masks", num_classes=2, labels=True, batch_size=1
         )
     write_png(mask, np.array([[0, 3], [255, 0]], np.uint8).repeat(16, 0).repeat(16, 1))
-    dataset, info = data.folder(tmp_path / "images", tmp_path / "masks", labels=True, batch_size=1)
+    dataset, info = folder.load(tmp_path / "images", tmp_path / "masks", labels=True, batch_size=1)
     assert info.num_classes == 4 and set(np.unique(collect(dataset)[1])) == {0, 3, 255}
     # labels=False never looks at masks, even a folder that does not exist
-    _, info = data.folder(tmp_path / "images", tmp_path / "missing", batch_size=1)
+    _, info = folder.load(tmp_path / "images", tmp_path / "missing", batch_size=1)
     assert info.num_examples == 1
 
 
@@ -503,7 +540,7 @@ def test_colour_masks_map_through_a_json_table(tmp_path):
     (tmp_path / "colours.json").write_text(
         json.dumps({"#FF0000": 1, "0,0,255": None, "#000000": 0})
     )
-    dataset, info = data.folder(
+    dataset, info = folder.load(
         tmp_path / "images",
         tmp_path / "masks",
         mask_format="colour",
@@ -522,7 +559,7 @@ def test_empty_or_missing_folder_is_an_error_naming_it(tmp_path, make):
     if make == "empty":
         target.mkdir()
     with pytest.raises(ValueError, match="nothing_here"):
-        data.folder(target)
+        folder.load(target)
     with pytest.raises(ValueError, match="nothing_here"):
         potsdam.load(target)
 
@@ -530,10 +567,10 @@ def test_empty_or_missing_folder_is_an_error_naming_it(tmp_path, make):
 def test_too_few_examples_for_a_batch_is_an_error(tmp_path):
     write_png(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="batch_size=8"):
-        data.folder(tmp_path)
-    single, info = data.folder(tmp_path, drop_remainder=False)
+        folder.load(tmp_path)
+    single, info = folder.load(tmp_path, drop_remainder=False)
     assert info.num_examples == 1 and single.cardinality() == 1
-    repeated = data.folder(tmp_path, repeat=True)[0]  # batches run across epochs
+    repeated = folder.load(tmp_path, repeat=True)[0]  # batches run across epochs
     assert next(iter(repeated)).shape == (8, 8, 8, 3)
     assert repeated.cardinality() == tf.data.INFINITE_CARDINALITY
 

@@ -11,7 +11,7 @@ from tf_autoseg import AutoSegModel
 from tf_autoseg import baselines
 from tf_autoseg import evaluation
 from tf_autoseg import probes
-from tf_autoseg.data import synthetic_scenes
+from tf_autoseg import synthetic
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 5])
@@ -91,7 +91,7 @@ def test_kmeans_recovers_well_separated_clusters():
 
 
 def _synthetic_batches(seed, count=8, size=32):
-    images, labels = synthetic_scenes(count, size, 3, seed=seed)
+    images, labels = synthetic.scenes(count, size, 3, seed=seed)
     return [(images[i : i + 4], labels[i : i + 4]) for i in range(0, count, 4)]
 
 
@@ -127,7 +127,7 @@ def test_probes_learn_from_labels_on_frozen_features(kind):
     keras.utils.set_random_seed(0)
     model = AutoSegModel(3, (32, 32, 3), width=16, stride=2, ar_blocks=2)
     before = [w.copy() for w in model.get_weights()]
-    images, labels = synthetic_scenes(16, 32, 3, seed=3)
+    images, labels = synthetic.scenes(16, 32, 3, seed=3)
     train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
     probe = probes.train_probe(model, train, 3, kind=kind, steps=60, learning_rate=1e-2)
     result = probes.probe_scores(model, probe, _synthetic_batches(4, size=32), 3)

@@ -20,7 +20,7 @@ import tifffile
 from PIL import Image
 
 from tf_autoseg import cocostuff
-from tf_autoseg import data
+from tf_autoseg import folder
 from tf_autoseg import inputs
 from tf_autoseg import potsdam
 from tf_autoseg import prepare
@@ -67,8 +67,8 @@ def test_prepared_folder_holds_the_in_memory_examples_labels_and_skips(tmp_path)
     images, masks = labelled_folder(tmp_path / "src")
     options = config("folder", images, tmp_path / "out", downsample=2, masks_dir=str(masks))
     manifest = prepare.prepare(options, log=lambda line: None)
-    memory, memory_info = data.folder(images, masks, num_classes=3, tile=8, downsample=2,
-                                      labels=True, shuffle=False, drop_remainder=False)  # fmt: skip
+    memory, memory_info = folder.load(images, masks, num_classes=3, tile=8, downsample=2,
+                                   labels=True, shuffle=False, drop_remainder=False)  # fmt: skip
     prepared, prepared_info = records.load(tmp_path / "out", "train", labels=True, shuffle=False,
                                            drop_remainder=False)  # fmt: skip
     for a, b in zip(collect(memory), collect(prepared), strict=True):

@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tf_autoseg import data
+from tf_autoseg import dubai
+from tf_autoseg import folder as folder_in_memory
 from tf_autoseg import inputs
 from tf_autoseg import stream
 
@@ -68,7 +69,7 @@ def test_same_seed_gives_the_in_memory_batches(tmp_path, tile, downsample):
     folder = mixed_folder(tmp_path / "images")
     options = dict(tile=tile, downsample=downsample, vertical_flip=True, batch_size=5, seed=11,
                    repeat=True, augment=True)  # fmt: skip
-    memory, memory_info = data.folder(folder, **options)
+    memory, memory_info = folder_in_memory.load(folder, **options)
     streamed, streamed_info = stream.folder(folder, **options)
     assert streamed_info == memory_info  # examples, skipped (the small file), conversions
     assert "grayscale replicated to RGB" in memory_info.adjusted[str(folder / "b_grey.png")]
@@ -84,7 +85,7 @@ def test_same_seed_gives_the_in_memory_batches(tmp_path, tile, downsample):
 def test_dubai_jpeg_tiles_stream_to_the_in_memory_pixels():
     root = DATA / "dubai-aerial"
     options = dict(tiles=(8,), tile=200, batch_size=8, seed=3, repeat=True, augment=True)
-    memory, memory_info = data.dubai(root, **options)
+    memory, memory_info = dubai.load(root, **options)
     streamed, streamed_info = stream.dubai(root, **options)
     assert streamed_info == memory_info
     for a, b in zip(batches(memory, 8), batches(streamed, 8)):
@@ -132,7 +133,7 @@ def test_graph_grows_by_file_names_only_not_pixels(tmp_path):
     small = write_files(tmp_path / "small", 16, size=32)
     large = write_files(tmp_path / "large", 2000, size=32)
     streamed = [_graph_bytes(stream.folder(f, batch_size=8)[0]) for f in (small, large)]
-    in_memory = [_graph_bytes(data.folder(f, batch_size=8)[0]) for f in (small, large)]
+    in_memory = [_graph_bytes(folder_in_memory.load(f, batch_size=8)[0]) for f in (small, large)]
     added = 2000 - 16
     name = len("img_00000.png")
     # Streamed: the name and a few int32s (file, corner, size) per file: under 64 bytes a file.
@@ -149,7 +150,7 @@ def test_graph_grows_by_file_names_only_not_pixels(tmp_path):
 # hide what the pipeline itself costs.
 _RSS_SCRIPT = """
 import sys
-from tf_autoseg import data, stream
+from tf_autoseg import folder, stream
 
 def status(field):
     with open("/proc/self/status") as lines:
@@ -158,7 +159,7 @@ def status(field):
 with open("/proc/self/clear_refs", "w") as control:
     control.write("5")
 baseline = status("VmRSS:")
-build = stream.folder if sys.argv[2] == "stream" else data.folder
+build = stream.folder if sys.argv[2] == "stream" else folder.load
 dataset, info = build(sys.argv[1], batch_size=16, seed=0, shuffle=True)
 for _ in dataset:
     pass

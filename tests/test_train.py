@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tf_autoseg import AutoSegModel
 from tf_autoseg import checkpoints
+from tf_autoseg import runs
 from tf_autoseg import segment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,15 +158,15 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
 
 
 def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_path):
-    from tf_autoseg.experiment import ADDED
+    from tf_autoseg.runs import ADDED
 
     saved = tmp_path / "flags.json"
     saved.write_text(json.dumps({"dataset": "dubai", "steps": 10}))  # recorded before --downsample
-    checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 1}, added=ADDED)
+    runs.check_same_flags(saved, {"dataset": "dubai", "downsample": 1}, added=ADDED)
     with pytest.raises(ValueError, match="--downsample was 1, now 2"):
-        checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 2}, added=ADDED)
+        runs.check_same_flags(saved, {"dataset": "dubai", "downsample": 2}, added=ADDED)
     with pytest.raises(ValueError, match="--downsample was None, now 1"):
-        checkpoints.check_same_flags(saved, {"dataset": "dubai", "downsample": 1})
+        runs.check_same_flags(saved, {"dataset": "dubai", "downsample": 1})
 
 
 @pytest.mark.parametrize(
@@ -173,15 +174,20 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
     [
         (["--steps=25", "--checkpoint_every=10"], "--checkpoint_every=10: must divide --steps=25"),
         (["--classes=9"], "--classes=9: synthetic accepts"),
-        (["--overclustering=2"], "--overclustering=2: must exceed --classes=3"),
+        (["--overclustering=2"], "Received: --overclustering=2, --classes=3"),
         (
             ["--dataset=potsdam", "--data_dir=/nonexistent/potsdam"],
             "--data_dir='/nonexistent/potsdam': no such directory",
         ),
         (["--num_orderings=12"], "--num_orderings=12"),
-        (["--stride=3"], "--stride=3: accepted values are 1, 2 and 4"),
-        (["--attention_blocks=4"], "--attention_blocks=['4']: block numbers in [1, 1]"),
-        (["--dropout=1.5"], "--dropout=1.5: must be in [0, 1)"),
+        (["--stride=3"], "--stride must be one of (1, 2, 4). Received: --stride=3"),
+        (
+            ["--attention_blocks=4"],
+            "--attention_blocks must be an int in [1, 1]. Received: --attention_blocks=4",
+        ),
+        (["--attention_blocks=a"], "--attention_blocks=['a']: a comma-separated list"),
+        (["--dropout=1.5"], "--dropout must be in [0, 1). Received: --dropout=1.5"),
+        (["--width=0"], "--width must be a positive int. Received: --width=0"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
         (["--downsample=2"], "--downsample=2: applies to dubai, camvid and folder, not synthetic"),
         (["--data_service=localhost:5050"], "--data_service='localhost:5050': must be grpc://"),
@@ -393,19 +399,19 @@ def test_raising_steps_continues_a_run_and_removes_what_a_kill_left(tmp_path, ab
 _KILLER = """
 import os, signal, sys
 from absl import flags
-from tf_autoseg import checkpoints, export, train
+from tf_autoseg import atomic, export, train
 where = sys.argv.pop(1)
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if where == "checkpoint":  # dies inside the second checkpoint's write, its file half written
-    real = checkpoints.atomic_write
-    def atomic_write(path, write, suffix=""):
+    real = atomic.write
+    def write(path, writer, suffix=""):
         if str(path).endswith("ckpt-00000020.keras"):
             return real(path, lambda tmp: (open(tmp, "wb").write(b"PK"), die()), suffix)
-        return real(path, write, suffix)
-    checkpoints.atomic_write = atomic_write
+        return real(path, writer, suffix)
+    atomic.write = write
 else:  # dies inside the export, the SavedModel half written
     def write_archive(model, directory):
         (directory / "saved_model.pb").write_bytes(b"\x08")

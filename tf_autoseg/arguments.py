@@ -1,4 +1,4 @@
-"""Argument checks shared by the layers, the backbones, the model and the data.
+"""Argument checks shared by the layers, the backbones, the model, the data and the programs.
 
 Every error names the argument, the received value and what is accepted
 (`Received: filters=0`), in one wording across the package.
@@ -50,3 +50,10 @@ def rate(name, value):
     ):
         raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
     return float(value)
+
+
+def choice(name, value, accepted):
+    """Returns `value` if it is one of `accepted`; else ValueError."""
+    if value not in accepted:
+        raise ValueError(f"`{name}` must be one of {accepted}. Received: {name}={value!r}")
+    return value

@@ -5,12 +5,13 @@ The Cambridge-driving Labeled Video Database as `images/<split>-<stem>.jpg` with
 road, pavement, tree, sign-symbol, fence, car, pedestrian, bicyclist. `classes=3` is the
 "stuff" reading that IIC uses for COCO-Stuff-3: sky (sky), ground (road + pavement), plant
 (tree); every other class is ignored. Training reads the `train-*` frames without labels;
-settings are chosen on `val-*`. See `tf_autoseg.data.folder` for the pipeline.
+settings are chosen on `val-*`. See `tf_autoseg.folder` for the pipeline.
 """
 
 from pathlib import Path
 
-from tf_autoseg import data
+from tf_autoseg import arguments
+from tf_autoseg import folder
 
 CLASSES11 = ("sky", "building", "pole", "road", "pavement", "tree", "sign-symbol", "fence",
              "car", "pedestrian", "bicyclist")  # fmt: skip
@@ -28,13 +29,8 @@ def load(
     *,
     tile=None,
     downsample=1,
-    batch_size=8,
-    seed=0,
     labels=False,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
+    **options,
 ):
     """One split of CamVid, as tiles for training or whole frames for evaluation.
 
@@ -44,19 +40,19 @@ def load(
         classes: 3 (sky, ground, plant) or 11.
         tile: cut frames into tile x tile pieces (remainder dropped); None: whole frames.
         downsample: shrink frames (block mean; labels block majority) this many times first.
-        batch_size, seed, labels, shuffle, repeat, drop_remainder, augment: see
-            `tf_autoseg.data.folder`; `augment` flips left-right only (street scenes have
-            an up).
+        labels: yield (images, labels) instead of images.
+        **options: the keywords of `tf_autoseg.data.PipelineOptions`; `augment` flips
+            left-right only (street scenes have an up).
 
     Returns:
         (dataset, info).
     """
-    data.check_choice("split", split, SPLITS)
-    data.check_choice("classes", classes, NUM_CLASSES)
+    arguments.choice("split", split, SPLITS)
+    arguments.choice("classes", classes, NUM_CLASSES)
     path = Path(path)
     if not (path / "images").is_dir():
         raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
-    return data.folder(
+    return folder.load(
         str(path / "images" / f"{split}-*"),
         lambda image: path / "labels" / f"{image.stem}.png",
         label_map=MERGE3 if classes == 3 else range(11),
@@ -64,11 +60,6 @@ def load(
         class_names=CLASSES3 if classes == 3 else CLASSES11,
         tile=tile,
         downsample=downsample,
-        batch_size=batch_size,
-        seed=seed,
         labels=labels,
-        shuffle=shuffle,
-        repeat=repeat,
-        drop_remainder=drop_remainder,
-        augment=augment,
+        **options,
     )

@@ -1,71 +1,25 @@
-"""Run directories that survive a kill: atomic writes, checkpoints, resume.
+"""Checkpoints that survive a kill: saved whole (`tf_autoseg.atomic`), found, resumed.
 
-Every file is written to a temporary name in the same folder and renamed
-into place (`os.replace` is atomic on POSIX), so a process killed at any
-point (SIGKILL included) leaves either the previous version or the new one,
-never half a file. A checkpoint is a full `.keras` model with its optimizer
-state; the step it was taken at is its name. The temporary files of a process
-killed mid-write are hidden (a leading dot) and removed by the next run of the
+A checkpoint is a full `.keras` model with its optimizer state; the step it was taken at is
+its name. The temporary files of a process killed mid-write are removed by the next run of the
 same run directory (`remove_leftovers`).
 """
 
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import keras
 
+from tf_autoseg import atomic
 from tf_autoseg import model as _model  # noqa: F401 - registers the model and layers for loading
 
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"^ckpt-(\d{8})\.keras$")
-# atomic_write's temporary names: "." + the file's name + "." + mkstemp's 8 random characters
-# + ".tmp" + the suffix.
-_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.keras)?$")
-
-
-def atomic_write(path, write, suffix=""):
-    """Calls `write(tmp_path)` then renames the temporary file onto `path`.
-
-    The temporary file lives beside `path` (same file system) and starts with
-    a dot; it is removed if `write` fails.
-    """
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plain open would not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text):
-    """Writes `text` to `path` atomically."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def atomic_write_json(path, value):
-    """Writes `value` as indented JSON to `path` atomically."""
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def save_model(model, path):
     """Saves a `.keras` model (weights, config, optimizer state) atomically."""
-    atomic_write(path, model.save, suffix=".keras")
+    atomic.write(path, model.save, suffix=".keras")
 
 
 def checkpoint_path(run_dir, step):
@@ -84,7 +38,7 @@ def checkpoints(run_dir):
 def remove_leftovers(run_dir):
     """Removes the temporary files a killed process left in `run_dir` and its checkpoints.
 
-    Only names `atomic_write` gives are removed. Call it from the process that owns the run
+    Only names `tf_autoseg.atomic.write` gives are removed. Call it from the process that owns the run
     (the chief), before it writes: another writer's temporary file would go too.
 
     Returns:
@@ -92,11 +46,9 @@ def remove_leftovers(run_dir):
     """
     removed = []
     for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
-        if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                if _TEMPORARY.match(path.name) and path.is_file():
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+        for path in atomic.leftovers(folder):
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 
@@ -134,25 +86,3 @@ class CheckpointCallback(keras.callbacks.Callback):
         save_model(self.model, path)
         for _, old in checkpoints(self.run_dir)[: -self.keep]:
             old.unlink()
-
-
-def check_same_flags(path, flags, ignored=(), added=None):
-    """Raises if the run at `path` (flags.json) was started with other training flags.
-
-    A resumed run must be the same run; flags listed in `ignored` (e.g. the
-    number of steps, output folders) may change. `added` maps flags introduced
-    after a run may have been recorded to the value that behaves as before: a
-    flags.json without one of them is read as holding that value.
-    """
-    saved = {**(added or {}), **json.loads(Path(path).read_text())}
-    changed = {
-        name: (saved.get(name), value)
-        for name, value in flags.items()
-        if name not in ignored and saved.get(name) != value
-    }
-    if changed:
-        details = ", ".join(f"--{n} was {a!r}, now {b!r}" for n, (a, b) in sorted(changed.items()))
-        raise ValueError(
-            f"{path.parent} holds a run started with other flags ({details}). "
-            "Resume it with the same flags, or choose a new --run_dir."
-        )

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import data
 from tf_autoseg import images as imageio
 
 COCOSTUFF3 = ("sky", "plant", "ground")  # IIC's order (datasets/segmentation/cocostuff.py)
+NUM_CLASSES = (15, 3)  # COCO-Stuff-15, COCO-Stuff-3
 
 
 def class_map(categories, classes=15):
@@ -35,7 +37,7 @@ def class_map(categories, classes=15):
     Returns:
         (lut, class_names): uint8 lut[256] from label value to class id or 255.
     """
-    data.check_choice("classes", classes, (15, 3))
+    arguments.choice("classes", classes, NUM_CLASSES)
     try:
         entries = json.loads(Path(categories).read_text())
         stuff = sorted(
@@ -87,13 +89,8 @@ def load(
     min_target_share=0.75,
     curated=None,
     random_crop=None,
-    batch_size=8,
-    seed=0,
     labels=False,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
+    **options,
 ):
     """COCO-Stuff-15 / -3 with IIC's curation: `<split>_img/*.jpg`, `<split>_label/*.png`.
 
@@ -116,13 +113,15 @@ def load(
         curated: file stems to keep (a sequence, or a text file with one per line).
         random_crop: True for random crops (drawn from `seed` per epoch); default
             `not labels`: random for training, centred for evaluation.
-        batch_size, seed, labels, shuffle, repeat, drop_remainder, augment: see `folder`;
-            `augment` flips left-right only.
+        labels: yield (images, labels) instead of images.
+        **options: the keywords of `tf_autoseg.data.PipelineOptions`; `augment` flips
+            left-right only.
 
     Returns:
         (dataset, info).
     """
-    data.check_choice("split", split, ("train", "val"))
+    options = data.PipelineOptions(**options)
+    arguments.choice("split", split, ("train", "val"))
     if not (isinstance(crop, int) and crop >= 1 and 0 < scale <= 1):
         raise ValueError(f"Need crop >= 1 and 0 < scale <= 1. Received: {crop=}, {scale=}")
     path = Path(path)
@@ -182,9 +181,9 @@ def load(
     dataset = data.in_memory_dataset(
         images,
         masks,
+        options,
         crop=crop if random_crop else None,
         shapes=shapes,
-        **data.pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment),
     )
     info = data.DatasetInfo(
         num_classes=classes,

@@ -2,6 +2,9 @@
 
 `tf_autoseg.train` parses and validates the flags; this module does the work,
 so it can be called (and tested) without a command line.
+
+Long (~450 lines) because a run is one sequence: which dataset each flag chooses, the model
+from the flags, the strategy, the resume, the summaries and the evaluation are read in order.
 """
 
 import contextlib
@@ -16,26 +19,22 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tf_autoseg import atomic
 from tf_autoseg import camvid
 from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
-from tf_autoseg import data
+from tf_autoseg import dubai
 from tf_autoseg import evaluation
+from tf_autoseg import folder
 from tf_autoseg import inputs
 from tf_autoseg import orderings
 from tf_autoseg import potsdam
+from tf_autoseg import runs
+from tf_autoseg import synthetic
 from tf_autoseg import transforms
 from tf_autoseg import visualize
 from tf_autoseg.model import VARIANTS
 from tf_autoseg.model import AutoSegModel
-
-# Flags added after runs were first recorded, with the value that trains as before.
-ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
-         "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
-         "pipeline": "auto", "prepared_dir": "", "data_service": ""}  # fmt: skip
-# Flags that may change when a run is resumed: the rest must match flags.json.
-RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service"}  # fmt: skip
 
 
 def make_strategy(kind):
@@ -100,7 +99,7 @@ def _in_memory_pipeline(config, part, labels):
                   drop_remainder=training)  # fmt: skip
     if name == "synthetic":
         common["seed"] += 0 if part == "train" else 1000
-        return data.synthetic(config["synthetic_images"], config["synthetic_size"], k, **common)
+        return synthetic.load(config["synthetic_images"], config["synthetic_size"], k, **common)
     if name == "potsdam":
         return potsdam.load(root, split="train" if part == "train" else "test", classes=k, **common)
     if name == "cocostuff":
@@ -120,13 +119,13 @@ def _in_memory_pipeline(config, part, labels):
         )  # fmt: skip
     if name == "dubai":
         tiles = config["train_tiles" if part == "train" else "eval_tiles"]
-        return data.dubai(
+        return dubai.load(
             root, tiles=[int(t) for t in tiles], tile=config["crop"],
             downsample=downsample, **common,
         )  # fmt: skip
     if labels and not config["masks_dir"]:
         return None
-    return data.folder(
+    return folder.load(
         root, masks=config["masks_dir"] if labels else None, num_classes=k,
         mask_format="colour" if config["colours"] else "index", colours=config["colours"],
         tile=config["crop"], downsample=downsample, **common,
@@ -179,6 +178,17 @@ def build_model(config, input_shape):
     )
     model.compile(optimizer=optimizer(config))
     return model
+
+
+def check_model(config):
+    """Builds the flags' model once on 32 x 32 images and drops it: the model's own argument
+    checks (stride, dropout, attention blocks, ...) refuse a bad flag before any data is read.
+
+    32 x 32 passes the checks that depend on the input (a multiple of every grid stride, square,
+    few attention positions); those are made again on the training crops by `run`.
+    """
+    build_model(config, (32, 32, 3))
+    keras.backend.clear_session()  # the run's layer names start afresh
 
 
 def optimizer(config):
@@ -302,63 +312,6 @@ class SummaryCallback(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def _check_run_dir(config):
-    """Refuses to resume a run started with other training flags (reads only)."""
-    saved = Path(config["run_dir"]) / "flags.json"
-    if saved.exists():
-        checkpoints.check_same_flags(saved, config, ignored=RESUMABLE, added=ADDED)
-
-
-def _record_flags(config):
-    """Creates the run directory and its flags.json, once the run is known to start."""
-    run_dir = Path(config["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "flags.json").exists():
-        checkpoints.atomic_write_json(run_dir / "flags.json", config)
-    return run_dir
-
-
-def finished(config):
-    """A sentence saying the run is finished (its step, model and export), or None.
-
-    A run is finished once its `metrics.json` (written last) records `--steps` steps; any
-    number for `--variant=random`, which is never trained. A finished run is left as it is:
-    raising `--steps` continues it, and `python -m tf_autoseg.export` exports it again.
-
-    Raises:
-        ValueError: the run was started with other training flags, or went past `--steps`.
-    """
-    run_dir = Path(config["run_dir"])
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    _check_run_dir(config)
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not JSON ({error}); move it away to finish the run.") from None
-    done = int(metrics.get("steps", 0))
-    if config["variant"] != "random":
-        if done < config["steps"]:
-            return None
-        _check_steps(config, done)
-    name = config["export_name"] or run_dir.resolve().name
-    return (
-        f"{run_dir} is already finished at step {done} of {config['steps']}: model "
-        f"{run_dir / 'model.keras'}, export {metrics.get('export') or 'none'}. Nothing was "
-        "changed. Raise --steps to train it further; export it again with: python -m "
-        f"tf_autoseg.export --model={run_dir} --name={name} --output_dir={config['export_dir']}"
-    )
-
-
-def _check_steps(config, done):
-    if done > config["steps"]:
-        raise ValueError(
-            f"--steps={config['steps']}: the run in {config['run_dir']} already reached step "
-            f"{done}. Give --steps={done} or more, or choose a new --run_dir."
-        )
-
-
 def _log_files(part, info):
     """One log line for the files a pipeline skipped, one for those it converted, by name."""
     for kind, files in (("skipped", info.skipped), ("converted", info.adjusted)):
@@ -371,10 +324,10 @@ def run(config):
     """Trains (resuming if the run directory has checkpoints), evaluates, exports.
 
     Returns the metrics written to `<run_dir>/metrics.json`. A finished run (see
-    `finished`) is left as it is: its recorded metrics are returned.
+    `tf_autoseg.runs.finished`) is left as it is: its recorded metrics are returned.
     """
     start = time.time()
-    note = finished(config)
+    note = runs.finished(config)
     if note is not None:
         logging.info(note)
         return json.loads((Path(config["run_dir"]) / "metrics.json").read_text())
@@ -384,7 +337,7 @@ def run(config):
     strategy = make_strategy(config["distribution"])
     chief = is_chief(strategy)
     run_dir = Path(config["run_dir"])
-    _check_run_dir(config)
+    runs.check_run_dir(config)
     # Data and model come first: a bad file or configuration stops the run before
     # anything is written. (Workers of a multi-worker run must share run_dir.)
     found = checkpoints.checkpoints(run_dir)
@@ -406,13 +359,13 @@ def run(config):
         else:
             model = build_model(config, train.element_spec.shape[1:])
     if chief:
-        _record_flags(config)
+        runs.record_flags(config)
         for path in checkpoints.remove_leftovers(run_dir):
             logging.info("Removed %s, left by an interrupted run.", path)
     done = int(model.optimizer.iterations)
     if done != start_batch:
         raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
-    _check_steps(config, done)
+    runs.check_steps(config, done)
     if found and done < config["steps"]:
         logging.info(
             "%s: resuming at step %d of %d from %s", run_dir, done, config["steps"], found[-1][1]
@@ -459,7 +412,7 @@ def run(config):
             metrics["export"] = str(
                 export.export_model(model, name, output_dir=config["export_dir"])
             )
-        checkpoints.atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic.write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

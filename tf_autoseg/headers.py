@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 from PIL import Image
 
-from tf_autoseg import data
+from tf_autoseg import arguments
 from tf_autoseg import images as imageio
 
 STREAMED_FORMATS = ("PNG", "JPEG")
@@ -59,8 +59,8 @@ def scan(paths, channels=3, check="header", threads=16):
     Raises:
         ValueError: naming every bad file (up to 20, and how many more) and why.
     """
-    data.check_choice("check", check, CHECKS)
-    data.check_choice("channels", channels, (None, 3, 4))
+    arguments.choice("check", check, CHECKS)
+    arguments.choice("channels", channels, (None, 3, 4))
     paths = [Path(p) for p in paths]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         found = list(pool.map(lambda p: _header(p, channels or 3), paths))

@@ -23,7 +23,7 @@ import concurrent.futures
 import json
 import os
 
-from tf_autoseg import data
+from tf_autoseg import arguments
 from tf_autoseg import data_service
 from tf_autoseg import images as imageio
 from tf_autoseg import records
@@ -40,7 +40,7 @@ STREAMED = ("folder", "dubai", "camvid", "potsdam")
 def validate(config):
     """Checks the input flags; raises a ValueError naming the flag."""
     choice = config.get("pipeline", "auto")
-    data.check_choice("pipeline", choice, PIPELINES)
+    arguments.choice("pipeline", choice, PIPELINES)
     prepared = config.get("prepared_dir")
     service = config.get("data_service")
     if service:

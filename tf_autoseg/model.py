@@ -18,6 +18,7 @@ from tf_autoseg import kmeans
 from tf_autoseg import losses
 from tf_autoseg import orderings as orderings_lib
 from tf_autoseg import transforms
+from tf_autoseg.arguments import choice as _choice
 from tf_autoseg.backbones import ConvStem
 from tf_autoseg.backbones import ResNet18
 from tf_autoseg.layers import MaskedAttentionBlock
@@ -38,12 +39,6 @@ VARIANTS = {
     "F5": dict(front="resnet18", ar_blocks=0),
     "random": dict(front="stem", ar_blocks=5),
 }
-
-
-def _choice(name, value, accepted):
-    if value not in accepted:
-        raise ValueError(f"`{name}` must be one of {accepted}. Received: {name}={value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="tf_autoseg")

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import data
 from tf_autoseg import images as imageio
 
@@ -25,6 +26,7 @@ POTSDAM_COLOURS = {
 POTSDAM3_CLASSES = ("roads and cars", "buildings and clutter", "vegetation and trees")
 # Potsdam-6 id -> Potsdam-3 id, IIC's merge: road+car, building+clutter, low vegetation+tree.
 POTSDAM6_TO_3 = (0, 1, 2, 2, 0, 1)
+NUM_CLASSES = (6, 3)  # Potsdam-6, Potsdam-3
 
 
 def load(
@@ -37,13 +39,8 @@ def load(
     test_fraction=0.1,
     split_seed=0,
     channels=None,
-    batch_size=8,
-    seed=0,
     labels=False,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
+    **options,
 ):
     """ISPRS Potsdam as IIC prepares it: non-overlapping `crop` px crops shrunk to `size` px.
 
@@ -73,12 +70,14 @@ def load(
         test_fraction, split_seed: the held-out share of labelled crops and its seed (kept
             apart from `seed`, so that reshuffling never moves crops between splits).
         channels: None (as stored: 4 for the raw TIFFs), 3 (RGB) or 4 (required).
-        batch_size, seed, labels, shuffle, repeat, drop_remainder, augment: see `folder`;
-            `augment` flips left-right and up-down.
+        labels: yield (images, labels) instead of images.
+        **options: the keywords of `tf_autoseg.data.PipelineOptions`; `augment` flips
+            left-right and up-down.
 
     Returns:
         (dataset, info).
     """
+    options = data.PipelineOptions(**options)
     sources, crops, chosen, skipped = plan(
         path, split, classes, crop, size, test_fraction, split_seed, labels
     )
@@ -110,8 +109,8 @@ def load(
     dataset = data.in_memory_dataset(
         np.stack(xs),
         np.stack(ys) if labels else None,
+        options,
         vertical_flip=True,
-        **data.pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment),
     )
     info = data.DatasetInfo(
         num_classes=classes,
@@ -142,8 +141,8 @@ class Plan(NamedTuple):
 
 def plan(path, split, classes, crop, size, test_fraction, split_seed, labels):
     """The crops of a split, as `load` takes them (see `load` for the arguments)."""
-    data.check_choice("split", split, ("train", "test", "all"))
-    data.check_choice("classes", classes, (6, 3))
+    arguments.choice("split", split, ("train", "test", "all"))
+    arguments.choice("classes", classes, NUM_CLASSES)
     if not (isinstance(crop, int) and isinstance(size, int) and size >= 1 and crop % size == 0):
         raise ValueError(
             f"`crop` must be a positive multiple of `size`. Received: crop={crop!r}, size={size!r}"

@@ -21,6 +21,9 @@ the files skipped (with the reason) or converted. Preparing is resumable: each s
 under a temporary name and renamed when complete, and a rerun with the same flags skips the
 shards already there (the flags and the example list are recorded in `plan.json` first; a rerun
 with other flags or changed sources is refused). A bad file stops it, named, as in training.
+
+Long (~470 lines) because it is one program: the plan of every dataset's parts, the shard
+writer, the resumable run and its flags; split it by dataset if another one joins.
 """
 
 import concurrent.futures
@@ -34,14 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_autoseg import arguments
+from tf_autoseg import atomic
 from tf_autoseg import camvid
-from tf_autoseg import checkpoints
 from tf_autoseg import cocostuff
 from tf_autoseg import data
+from tf_autoseg import dubai
 from tf_autoseg import images as imageio
 from tf_autoseg import potsdam
 from tf_autoseg import records
-from tf_autoseg import stream
+from tf_autoseg.folder import find_mask
 
 DATASETS = ("potsdam", "cocostuff", "dubai", "camvid", "folder")
 PLAN = "plan.json"
@@ -112,7 +117,7 @@ class Part:
 
 
 def tiled_part(pairs, reader, tile, downsample, vertical_flip, whole=False):
-    """A part cutting (image, mask) files into tiles as `data.folder` does (from headers).
+    """A part cutting (image, mask) files into tiles as `tf_autoseg.folder.load` does (from headers).
 
     Files smaller than one tile are skipped; with `whole`, each file is one example and all
     must have one size once shrunk.
@@ -159,7 +164,7 @@ def plan(config):
     """(parts, manifest fields) of the dataset the config describes; reads headers only
     (and, for cocostuff, the label files once, for the curation, cached in output_dir)."""
     name, root = config["dataset"], Path(config["data_dir"])
-    data.check_choice("dataset", name, DATASETS)
+    arguments.choice("dataset", name, DATASETS)
     k, crop, d = config["classes"], config["crop"], config["downsample"]
     if name == "potsdam":
         parts = {}
@@ -210,7 +215,7 @@ def plan(config):
             parts[part] = Part(files, examples, None, 1, None, reader, crop=crop, skipped=skipped)
         return parts, dict(num_classes=k, class_names=names)
     if name == "dubai":
-        names, colours = stream.dubai_classes(root)
+        names, colours = dubai.classes(root)
         reader = Reader(mask_format="colour", colours=colours)
         parts = {}
         for part, tiles in (("train", config["train_tiles"]), ("eval", config["eval_tiles"])):
@@ -223,7 +228,7 @@ def plan(config):
             parts[part] = tiled_part(pairs, reader, crop, d, vertical_flip=True)
         return parts, dict(num_classes=len(names), class_names=names)
     if name == "camvid":
-        data.check_choice("classes", k, camvid.NUM_CLASSES)
+        arguments.choice("classes", k, camvid.NUM_CLASSES)
         label_map = camvid.MERGE3 if k == 3 else tuple(range(11))
         reader = Reader(mask_format="index", label_map=label_map)
         parts = {}
@@ -242,7 +247,7 @@ def plan(config):
         colours=colours,
         num_classes=k,
     )
-    pairs = [(f, data._mask_path(masks, f) if masks else None) for f in imageio.list_files(root)]
+    pairs = [(f, find_mask(masks, f) if masks else None) for f in imageio.list_files(root)]
     part = tiled_part(pairs, reader, crop, d, vertical_flip=False)
     return {"train": part}, dict(num_classes=k, class_names=tuple(str(c) for c in range(k)))
 
@@ -262,7 +267,7 @@ def _curation(config, split):
         config["data_dir"], split, config["classes"],
         min_side=config["min_side"], min_target_share=config["min_target_share"],
     )  # fmt: skip
-    checkpoints.atomic_write_json(cache, {"stems": list(stems), "skipped": skipped})
+    atomic.write_json(cache, {"stems": list(stems), "skipped": skipped})
     return list(stems), skipped
 
 
@@ -310,8 +315,8 @@ def write_shard(folder, name, part, chosen):
         "channels": bands.pop(),
         "adjusted": adjusted,
     }
-    checkpoints.atomic_write_json(Path(folder) / f"{name}.json", entry)
-    checkpoints.atomic_write(Path(folder) / name, write)
+    atomic.write_json(Path(folder) / f"{name}.json", entry)
+    atomic.write(Path(folder) / name, write)
     return entry
 
 
@@ -355,7 +360,7 @@ def prepare(config, log=print):
                 "choose another --output_dir, or remove this one to start again"
             )
     else:
-        checkpoints.atomic_write_json(plan_path, recorded)
+        atomic.write_json(plan_path, recorded)
     jobs, entries = [], {}
     for name, part in parts.items():
         count = max(1, -(-len(part.examples) // shard_size))
@@ -409,7 +414,7 @@ def prepare(config, log=print):
             "skipped": part.skipped,
             "adjusted": adjusted,
         }
-    checkpoints.atomic_write_json(out / records.MANIFEST, manifest)
+    atomic.write_json(out / records.MANIFEST, manifest)
     return manifest
 
 

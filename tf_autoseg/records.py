@@ -122,16 +122,11 @@ def load(
     labels=False,
     classes=None,
     crop=None,
-    batch_size=8,
-    seed=0,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
     window=1024,
     start=0,
     num_workers=1,
     worker=0,
+    **options,
 ):
     """One part of a prepared folder as a batched dataset, and its `DatasetInfo`.
 
@@ -142,18 +137,19 @@ def load(
         classes: the manifest's classes (None) or a merge it lists (Potsdam 6 -> 3).
         crop: the side of square crops, for parts of several image sizes (COCO-Stuff): drawn
             at random with `augment`, else centred. Default: the manifest's.
-        batch_size, seed, shuffle, repeat, drop_remainder, augment: see `data.folder`;
-            flips follow the manifest (up-down as well for overhead imagery).
         window: consecutive examples shuffled together.
         start: leave out the first `start` examples of the whole stream (steps done x batch
             size), reading but not decoding the records of at most one shard.
         num_workers, worker: this worker's shards only (shard i goes to worker i mod
             num_workers); `start` is then split evenly between the workers.
+        **options: the keywords of `tf_autoseg.data.PipelineOptions`; flips follow the
+            manifest (up-down as well for overhead imagery).
 
     Returns:
         (dataset, info).
     """
-    options = data.pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment)
+    options = data.PipelineOptions(**options)
+    batch_size, repeat, drop_remainder = options.batch_size, options.repeat, options.drop_remainder
     manifest = read_manifest(folder)
     entry = _part(manifest, folder, part)
     shards = entry["shards"][worker::num_workers]
@@ -180,16 +176,16 @@ def load(
     start = int(start) // num_workers
     files = tf.constant([str(Path(folder) / s["file"]) for s in shards])
     counts_t = tf.constant(counts)
-    seed_t = tf.constant(options["seed"], tf.int64)
+    seed_t = tf.constant(options.seed, tf.int64)
     lut_t = tf.constant(lut)
     first_epoch, offset = divmod(start, n)
     if not repeat and first_epoch:
         raise ValueError(f"start={start} is past the single epoch of {n} examples")
-    window = max(1, min(int(window), n)) if options["shuffle"] else 1
+    window = max(1, min(int(window), n)) if options.shuffle else 1
     window_start = offset // window * window
 
     def epoch_records(epoch):
-        order = shuffling.epoch_order(len(shards), seed_t, epoch, options["shuffle"])
+        order = shuffling.epoch_order(len(shards), seed_t, epoch, options.shuffle)
         begin = tf.where(epoch == first_epoch, tf.constant(window_start, tf.int64), 0)
         sizes = tf.gather(counts_t, order)
         ends = tf.cumsum(sizes)
@@ -211,7 +207,7 @@ def load(
         runs = tf.data.Dataset.range(first_run, tf.int64.max)
 
         def shuffled(run, batch):
-            if not options["shuffle"]:
+            if not options.shuffle:
                 return batch
             run_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed_t, epoch]), run)
             keys = tf.random.stateless_uniform(tf.shape(batch)[:1], run_seed)
@@ -234,12 +230,12 @@ def load(
         draws = shuffling.example_draws(seed_t, n, epoch, position)
         if crop and shape is None:
             size = tf.shape(x)[:2]
-            if options["augment"]:
+            if options.augment:
                 top, left = shuffling.random_window(draws, size, crop)
             else:
                 top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
             x = x[top : top + crop, left : left + crop]
-        if options["augment"]:
+        if options.augment:
             x = shuffling.random_flips(x, draws, entry.get("vertical_flip", False))
         side = (crop, crop) if shape is None else tuple(shape)
         x = tf.ensure_shape(x, (*side, channels + int(labels)))
@@ -256,8 +252,8 @@ def load(
     dataset = shuffling.batched(
         dataset.with_options(distribute),
         n,
-        options["batch_size"],
-        options["drop_remainder"],
+        batch_size,
+        drop_remainder,
         repeat,
         start,
     )

@@ -157,7 +157,7 @@ def write_outputs(path_stem, image, labels):
     """Writes `<stem>_labels.png` and `<stem>_overlay.png`, each atomically."""
     import tensorflow as tf
 
-    from tf_autoseg import checkpoints
+    from tf_autoseg import atomic
     from tf_autoseg import visualize
 
     dtype = tf.uint8 if labels.max(initial=0) < 256 else tf.uint16
@@ -165,9 +165,7 @@ def write_outputs(path_stem, image, labels):
     rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, -1)
     overlay_png = tf.io.encode_png(visualize.overlay(rgb, labels)).numpy()
     for suffix, payload in (("_labels.png", label_png), ("_overlay.png", overlay_png)):
-        checkpoints.atomic_write(
-            f"{path_stem}{suffix}", lambda tmp, p=payload: Path(tmp).write_bytes(p)
-        )
+        atomic.write(f"{path_stem}{suffix}", lambda tmp, p=payload: Path(tmp).write_bytes(p))
 
 
 def main(argv):

@@ -1,7 +1,8 @@
 """Streaming input: image files read and decoded inside tf.data, never all held in memory.
 
-`folder`, `dubai`, `camvid` and `potsdam` (its PNG crop layout) take the arguments of their
-in-memory namesakes (`tf_autoseg.data`, `tf_autoseg.camvid`, `tf_autoseg.potsdam`) for
+`folder`, `dubai`, `camvid_frames` and `potsdam_crops` (Potsdam's PNG crop layout) take the
+arguments of their in-memory namesakes (`tf_autoseg.folder`, `tf_autoseg.dubai`,
+`tf_autoseg.camvid`, `tf_autoseg.potsdam`) for
 unlabelled training data and give the same batches for the same seed: the same examples in the
 same order (`tf_autoseg.shuffling`), decoded to the same pixels. Only the file names, each
 example's file and corner, and a few sizes are in the dataset's graph, so the graph and the
@@ -21,10 +22,12 @@ Labels are never opened: these pipelines are for training. Bad files are found b
 training starts: `tf_autoseg.headers.scan` reads each file's header and checks its end (a
 truncated copy is named); `check="decode"` decodes every file once as well, in parallel. TIFF and other formats
 TensorFlow cannot decode go through `python -m tf_autoseg.prepare` first.
+
+Long (~360 lines) because each streamed dataset sits beside the example reader it shares, so
+that the proof of equal batches (the decoding above) is read in one place.
 """
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from tf_autoseg import headers
 from tf_autoseg import images as imageio
 from tf_autoseg import potsdam
 from tf_autoseg import shuffling
+from tf_autoseg.dubai import classes as dubai_classes
 
 # A JPEG tile is decoded from a window widened by this many pixels and aligned to it: the
 # largest iMCU (4x chroma subsampling x 8 px), so every pixel of the tile has its neighbours.
@@ -67,27 +71,15 @@ class Examples:
 
 
 def examples_dataset(
-    examples,
-    *,
-    channels=3,
-    batch_size,
-    seed,
-    shuffle,
-    repeat,
-    drop_remainder,
-    augment,
-    vertical_flip=False,
-    start=0,
-    num_workers=1,
-    worker=0,
+    examples, options, *, channels=3, vertical_flip=False, start=0, num_workers=1, worker=0
 ):
     """The batched dataset of `examples`: files read, decoded, cut and flipped in parallel.
 
     Args:
         examples: an `Examples`.
+        options: a `tf_autoseg.data.PipelineOptions`.
         channels: 3 or 4.
-        batch_size, seed, shuffle, repeat, drop_remainder, augment, vertical_flip: as in
-            `tf_autoseg.data.in_memory_dataset`, with which the batches agree.
+        vertical_flip: as in `tf_autoseg.data.in_memory_dataset`, with which the batches agree.
         start: leave out the first `start` examples (a resumed run: steps done x batch size),
             without reading them.
         num_workers, worker: read only this worker's share (see
@@ -96,6 +88,7 @@ def examples_dataset(
     Returns:
         A `tf.data.Dataset` of uint8 (batch, height, width, channels).
     """
+    batch_size, repeat, drop_remainder = options.batch_size, options.repeat, options.drop_remainder
     n = len(examples)
     if drop_remainder and not repeat and n < batch_size:
         raise ValueError(
@@ -114,7 +107,7 @@ def examples_dataset(
     sizes = tf.constant([(h.height, h.width) for h in examples.headers], tf.int32)
     file = tf.constant(examples.file, tf.int32)
     corners = tf.constant(examples.corners, tf.int32)
-    seed = tf.constant(seed, tf.int64)
+    seed = tf.constant(options.seed, tf.int64)
     window = examples.window
     factor = examples.downsample
     shape = (window[0] // factor, window[1] // factor, channels)
@@ -131,13 +124,13 @@ def examples_dataset(
             ],
         )
         x = block_mean(tf.ensure_shape(x, (*window, channels)), factor)
-        if augment:
+        if options.augment:
             x = shuffling.random_flips(
                 x, shuffling.example_draws(seed, n, epoch, index), vertical_flip
             )
         return tf.ensure_shape(x, shape)
 
-    dataset = shuffling.example_stream(n, seed, shuffle, repeat, start, num_workers, worker)
+    dataset = shuffling.example_stream(n, seed, options.shuffle, repeat, start, num_workers, worker)
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # The split between workers is done above, by example, before any file is read.
@@ -169,11 +162,11 @@ def block_mean(x, factor):
 
 
 def tiled(found, tile, downsample):
-    """`Examples` cutting each file into tile x tile pieces after shrinking, as `data.folder`.
+    """`Examples` cutting each file into tile x tile pieces after shrinking, as `folder.load`.
 
     Returns:
         (examples, skipped): files smaller than one tile are skipped, with the reason
-        `data.folder` gives. With `tile=None` each file is one example, and all must then
+        `tf_autoseg.folder.load` gives. With `tile=None` each file is one example, and all must then
         have one size once shrunk.
     """
     d = downsample
@@ -225,23 +218,19 @@ def folder(
     class_names=None,
     vertical_flip=False,
     check="header",
-    batch_size=8,
-    seed=0,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
     start=0,
     num_workers=1,
     worker=0,
+    **options,
 ):
-    """`tf_autoseg.data.folder` for training (no masks), streamed: the same batches.
+    """`tf_autoseg.folder.load` for training (no masks), streamed: the same batches.
 
     Args:
-        images, tile, downsample, channels, num_classes, class_names, vertical_flip,
-            batch_size, seed, shuffle, repeat, drop_remainder, augment: see `data.folder`.
+        images, tile, downsample, channels, num_classes, class_names, vertical_flip: see
+            `tf_autoseg.folder.load`.
         check: "header" (fast) or "decode": see `tf_autoseg.headers.scan`.
         start, num_workers, worker: see `examples_dataset`.
+        **options: the keywords of `tf_autoseg.data.PipelineOptions`.
 
     Returns:
         (dataset, info).
@@ -249,17 +238,17 @@ def folder(
     if tile is not None and not (isinstance(tile, int) and tile >= 1):
         raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
     downsample = arguments.integer("downsample", downsample)
-    options = data.pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment)
+    options = data.PipelineOptions(**options)
     found = headers.scan(imageio.list_files(images), channels, check)
     examples, skipped = tiled(found, tile, downsample)
     dataset = examples_dataset(
         examples,
+        options,
         channels=channels or 3,
         vertical_flip=vertical_flip,
         start=start,
         num_workers=num_workers,
         worker=worker,
-        **options,
     )
     if class_names is None and num_classes is not None:
         class_names = tuple(str(k) for k in range(num_classes))
@@ -275,7 +264,7 @@ def folder(
 
 
 def dubai(path, tiles=(1, 2, 3, 4, 5, 6, 7, 8), *, tile=200, downsample=1, **options):
-    """`tf_autoseg.data.dubai` for training, streamed: `tile-N/images/*.jpg`, flipped both ways.
+    """`tf_autoseg.dubai.load` for training, streamed: `tile-N/images/*.jpg`, flipped both ways.
 
     `options`: those of `folder` (not `vertical_flip`, which is on).
     """
@@ -296,29 +285,13 @@ def dubai(path, tiles=(1, 2, 3, 4, 5, 6, 7, 8), *, tile=200, downsample=1, **opt
     )
 
 
-def dubai_classes(path):
-    """(class names, {colour: class id or None}) of a Dubai folder's `classes.json`.
-
-    The names leave out `data.DUBAI_IGNORED` ("Unlabeled"), whose colour maps to None.
-    """
-    path = Path(path) / "classes.json"
-    try:
-        entries = json.loads(path.read_text())["classes"]
-        titles = {e["color"]: e["title"] for e in entries}
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"Cannot read the Dubai classes from {path}: {error}") from error
-    names = tuple(t for t in titles.values() if t not in data.DUBAI_IGNORED)
-    colours = {c: None if t in data.DUBAI_IGNORED else names.index(t) for c, t in titles.items()}
-    return names, colours
-
-
 def camvid_frames(path, split="train", classes=3, *, tile=None, downsample=1, **options):
     """`tf_autoseg.camvid.load` for training, streamed: the `<split>-*` frames, flipped left-right.
 
     `options`: those of `folder`.
     """
-    data.check_choice("split", split, camvid.SPLITS)
-    data.check_choice("classes", classes, camvid.NUM_CLASSES)
+    arguments.choice("split", split, camvid.SPLITS)
+    arguments.choice("classes", classes, camvid.NUM_CLASSES)
     path = Path(path)
     if not (path / "images").is_dir():
         raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
@@ -343,15 +316,10 @@ def potsdam_crops(
     split_seed=0,
     channels=None,
     check="header",
-    batch_size=8,
-    seed=0,
-    shuffle=True,
-    repeat=False,
-    drop_remainder=True,
-    augment=False,
     start=0,
     num_workers=1,
     worker=0,
+    **options,
 ):
     """`tf_autoseg.potsdam.load` for training, streamed, from the PNG crop layout (`img_dir/`).
 
@@ -359,7 +327,7 @@ def potsdam_crops(
     TensorFlow: convert them once with `python -m tf_autoseg.prepare --dataset=potsdam`.
     Arguments: see `potsdam.load`; `check`, `start`, `num_workers`, `worker`: see `folder`.
     """
-    options = data.pipeline_options(batch_size, seed, shuffle, repeat, drop_remainder, augment)
+    options = data.PipelineOptions(**options)
     plan = potsdam.plan(path, split, classes, crop, size, test_fraction, split_seed, labels=False)
     tiffs = [str(s[0]) for s in plan.sources if s[0].suffix.lower() in (".tif", ".tiff")]
     if tiffs:
@@ -376,12 +344,12 @@ def potsdam_crops(
     examples = Examples(tuple(found), file, corners, (crop, crop), crop // size)
     dataset = examples_dataset(
         examples,
+        options,
         channels=channels or 3,
         vertical_flip=True,
         start=start,
         num_workers=num_workers,
         worker=worker,
-        **options,
     )
     info = data.DatasetInfo(
         num_classes=classes,

@@ -7,6 +7,8 @@ Run the same command again after a kill (SIGKILL included): training resumes
 from the last checkpoint, and with `--deterministic` ends with the weights an
 uninterrupted run would have. Running a finished run again changes nothing and says so;
 raising `--steps` continues it. TensorFlow is imported only once the flags are checked.
+
+Long (~300 lines) because half of it is the flag definitions, each with its help text.
 """
 
 import json
@@ -154,7 +156,13 @@ def run_config():
 
 
 def validate(config):
-    """Checks every flag before any work; raises ValueError naming the flag."""
+    """Checks the flags before any work; raises ValueError naming the flag.
+
+    What is checked here is about flags: the run directory and the outputs (writable), their
+    formats, TF_CONFIG, and flags that only make sense together. Each model and data argument
+    has one owner, its constructor or loader: `experiment.check_model` builds the model once,
+    before any data is read, and `main` words their errors with the flags' names.
+    """
     from tf_autoseg import orderings
 
     def fail(flag, message):
@@ -169,8 +177,8 @@ def validate(config):
     if config["prepared_dir"] and not (Path(config["prepared_dir"]) / "manifest.json").is_file():
         fail("prepared_dir", "no manifest.json: write one with python -m tf_autoseg.prepare.")
     validate_data(config)
-    positive = ("batch_size", "log_every", "steps", "checkpoint_every", "width", "attention_heads", "crop",
-                "downsample", "synthetic_images", "synthetic_size", "num_negatives")  # fmt: skip
+    positive = ("batch_size", "log_every", "steps", "checkpoint_every", "crop", "downsample",
+                "synthetic_images", "synthetic_size")  # fmt: skip
     for flag in positive:
         if config[flag] < 1:
             fail(flag, "must be a positive integer.")
@@ -178,12 +186,8 @@ def validate(config):
         fail("downsample", f"applies to dubai, camvid and folder, not {config['dataset']}.")
     if config["steps"] % config["checkpoint_every"]:
         fail("checkpoint_every", f"must divide --steps={config['steps']}.")
-    if config["stride"] not in (1, 2, 4):
-        fail("stride", "accepted values are 1, 2 and 4.")
     if not config["learning_rate"] > 0:
         fail("learning_rate", "must be positive.")
-    if config["overclustering"] and config["overclustering"] <= config["classes"]:
-        fail("overclustering", f"must exceed --classes={config['classes']} (or be 0).")
     if config["labels_from"] == "overclustering" and not config["overclustering"]:
         fail("labels_from", "needs an overclustering head (--overclustering).")
     if config["num_orderings"] not in (2, 4, 8, 16):
@@ -196,21 +200,8 @@ def validate(config):
     for flag in ("ar_blocks", "front_blocks"):
         if config[flag] < -1:
             fail(flag, "must be -1 (the variant's) or a number of blocks >= 0.")
-    blocks = config["ar_blocks"]
-    if blocks < 0 and config["attention_blocks"]:
-        commands.start_tensorflow()  # tf_autoseg.model, which holds the variants, loads it
-        from tf_autoseg.model import VARIANTS
-
-        blocks = VARIANTS[config["variant"]]["ar_blocks"]
-    for value in config["attention_blocks"]:
-        if not str(value).isdigit() or not 1 <= int(value) <= blocks:
-            fail("attention_blocks", f"block numbers in [1, {blocks}] (the model has {blocks}).")
-    if not 0 <= config["dropout"] < 1:
-        fail("dropout", "must be in [0, 1).")
-    if config["displacement"] < 0:
-        fail("displacement", "must be >= 0.")
-    if not config["temperature"] > 0:
-        fail("temperature", "must be positive.")
+    if not all(str(value).isdigit() for value in config["attention_blocks"]):
+        fail("attention_blocks", "a comma-separated list of block numbers (1-based).")
     for flag in ("train_tiles", "eval_tiles"):
         if not all(str(t).isdigit() for t in config[flag]):
             fail(flag, "a comma-separated list of tile numbers.")
@@ -246,15 +237,23 @@ def validate_data(config):
             fail("data_dir", "no such directory.")
     if config["dataset"] == "folder" and config["eval_mode"] == "holdout":
         fail("eval_mode", "a folder has no held-out split; use --eval_mode=same.")
+    # The dataset modules load without TensorFlow (see tf_autoseg.data).
+    from tf_autoseg import camvid
+    from tf_autoseg import cocostuff
+    from tf_autoseg import dubai
+    from tf_autoseg import potsdam
+    from tf_autoseg import synthetic
+
     accepted = {
-        "potsdam": (3, 6),
-        "cocostuff": (3, 15),
-        "dubai": (5,),
-        "camvid": (3, 11),
-        "synthetic": (2, 3, 4, 5, 6),
+        "potsdam": potsdam.NUM_CLASSES,
+        "cocostuff": cocostuff.NUM_CLASSES,
+        "dubai": dubai.NUM_CLASSES,
+        "camvid": camvid.NUM_CLASSES,
+        "synthetic": synthetic.NUM_CLASSES,
     }
-    if config["dataset"] in accepted and config["classes"] not in accepted[config["dataset"]]:
-        fail("classes", f"{config['dataset']} accepts {accepted[config['dataset']]}.")
+    counts = accepted.get(config["dataset"])
+    if counts is not None and config["classes"] not in counts:
+        fail("classes", f"{config['dataset']} accepts {tuple(sorted(counts))}.")
 
 
 # Library arguments whose flag has another name; the others share their flag's name.
@@ -286,15 +285,17 @@ def main(argv):
     validate(config)
     commands.start_tensorflow()
     from tf_autoseg import experiment
+    from tf_autoseg import runs
 
-    note = experiment.finished(config)
+    note = runs.finished(config)
     if note:
         logging.info(note)
         return
     start = time.time()
     try:
+        experiment.check_model(config)
         metrics = experiment.run(config)
-    except ValueError as error:  # bad data, a corrupt checkpoint, a different run: named
+    except ValueError as error:  # a bad model flag, bad data, a corrupt checkpoint: named
         raise ValueError(flag_names(str(error))) from error
     logging.info("Finished in %.1f s: %s", time.time() - start, json.dumps(metrics))
 

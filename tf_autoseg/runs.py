@@ -1,0 +1,100 @@
+"""Run directories: the flags a run was started with, and whether it may resume or is finished.
+
+A run directory (`--run_dir`) holds `flags.json`, written once when the run starts, and
+`metrics.json`, written last. Running the same command again resumes the run; it must be the
+same run, so every training flag but those in `RESUMABLE` must match `flags.json` (flags added
+since, `ADDED`, are read at the value that trains as before). Standard library only.
+"""
+
+import json
+from pathlib import Path
+
+from tf_autoseg import atomic
+
+# Flags added after runs were first recorded, with the value that trains as before.
+ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
+         "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
+         "pipeline": "auto", "prepared_dir": "", "data_service": ""}  # fmt: skip
+# Flags that may change when a run is resumed: the rest must match flags.json.
+RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
+             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service"}  # fmt: skip
+
+
+def check_run_dir(config):
+    """Refuses to resume a run started with other training flags (reads only)."""
+    saved = Path(config["run_dir"]) / "flags.json"
+    if saved.exists():
+        check_same_flags(saved, config, ignored=RESUMABLE, added=ADDED)
+
+
+def record_flags(config):
+    """Creates the run directory and its flags.json, once the run is known to start."""
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "flags.json").exists():
+        atomic.write_json(run_dir / "flags.json", config)
+    return run_dir
+
+
+def finished(config):
+    """A sentence saying the run is finished (its step, model and export), or None.
+
+    A run is finished once its `metrics.json` (written last) records `--steps` steps; any
+    number for `--variant=random`, which is never trained. A finished run is left as it is:
+    raising `--steps` continues it, and `python -m tf_autoseg.export` exports it again.
+
+    Raises:
+        ValueError: the run was started with other training flags, or went past `--steps`.
+    """
+    run_dir = Path(config["run_dir"])
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    check_run_dir(config)
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}); move it away to finish the run.") from None
+    done = int(metrics.get("steps", 0))
+    if config["variant"] != "random":
+        if done < config["steps"]:
+            return None
+        check_steps(config, done)
+    name = config["export_name"] or run_dir.resolve().name
+    return (
+        f"{run_dir} is already finished at step {done} of {config['steps']}: model "
+        f"{run_dir / 'model.keras'}, export {metrics.get('export') or 'none'}. Nothing was "
+        "changed. Raise --steps to train it further; export it again with: python -m "
+        f"tf_autoseg.export --model={run_dir} --name={name} --output_dir={config['export_dir']}"
+    )
+
+
+def check_steps(config, done):
+    """Raises if the run already went past `--steps`."""
+    if done > config["steps"]:
+        raise ValueError(
+            f"--steps={config['steps']}: the run in {config['run_dir']} already reached step "
+            f"{done}. Give --steps={done} or more, or choose a new --run_dir."
+        )
+
+
+def check_same_flags(path, flags, ignored=(), added=None):
+    """Raises if the run at `path` (flags.json) was started with other training flags.
+
+    A resumed run must be the same run; flags listed in `ignored` (e.g. the
+    number of steps, output folders) may change. `added` maps flags introduced
+    after a run may have been recorded to the value that behaves as before: a
+    flags.json without one of them is read as holding that value.
+    """
+    saved = {**(added or {}), **json.loads(Path(path).read_text())}
+    changed = {
+        name: (saved.get(name), value)
+        for name, value in flags.items()
+        if name not in ignored and saved.get(name) != value
+    }
+    if changed:
+        details = ", ".join(f"--{n} was {a!r}, now {b!r}" for n, (a, b) in sorted(changed.items()))
+        raise ValueError(
+            f"{path.parent} holds a run started with other flags ({details}). "
+            "Resume it with the same flags, or choose a new --run_dir."
+        )
