@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tf_autoseg import AutoSegModel
 from tf_autoseg import checkpoints
+from tf_autoseg import loading
 from tf_autoseg import segment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,16 +296,12 @@ def test_segment_rejects_bad_inputs(tmp_path):
         segment.list_inputs(str(tmp_path))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="Cannot decode the image file .*broken.png"):
-        segment.read_image(tmp_path / "broken.png", 3)
-    with pytest.raises(ValueError, match="expected a SavedModel folder"):
-        segment.load_predictor(tmp_path)
-    Image.new("RGBA", (4, 4)).save(tmp_path / "a.png")
-    Image.new("L", (4, 4)).save(tmp_path / "g.png")
+        segment.check_inputs([tmp_path / "broken.png"], 3)
+    with pytest.raises(FileNotFoundError, match="holds no model.keras, no saved_model.pb"):
+        loading.resolve(tmp_path)
     Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
-    assert segment.read_image(tmp_path / "a.png", 3).shape == (4, 4, 3)
-    assert segment.read_image(tmp_path / "g.png", 3).shape == (4, 4, 3)
     with pytest.raises(ValueError, match="Expected a 4-band image .*b.png has 3 band"):
-        segment.read_image(tmp_path / "b.png", 4)
+        segment.check_inputs([tmp_path / "b.png"], 4)
     with pytest.raises(ValueError, match="`tile` must be a multiple of 16"):
         segment.segment_probabilities(lambda x: x, np.zeros((8, 8, 3)), tile=50, overlap=8)
 
