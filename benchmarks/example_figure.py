@@ -1,59 +1,116 @@
-"""Draws input | segmentation | ground truth for one held-out Dubai crop (the README's picture).
+"""Draws input | segmentation | ground truth for one held-out Dubai crop or CamVid street frame.
 
-Clusters are coloured by the class the run's holdout mapping gives them (metrics.json), so
-colours compare with the ground truth; unlabelled pixels are black.
+The README's picture. The model is loaded by `tf_autoseg.loading` (a run directory, a `.keras`
+file or a SavedModel) and sees the frame at full resolution: a model trained on shrunk images
+shrinks its input itself (`input_downsample`). Clusters are coloured by the class the run's
+mapping gives them (`metrics.json` beside the model), so colours compare with the ground truth;
+without one, by the Hungarian mapping fitted on the drawn frame itself. Unlabelled pixels and
+unmatched clusters are black.
 
     python -m benchmarks.example_figure --run=runs/dubai --output=docs/dubai_example.png
+    python -m benchmarks.example_figure --dataset=camvid --run=runs/camvid \\
+        --output=docs/camvid_example.png
+
+Prints one JSON object: the output path, the figure's shape and where the mapping came from.
 """
 
 import json
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-DUBAI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dubai-aerial"
-flags.DEFINE_string("run", "runs/dubai", "A Dubai training run (model.keras, metrics.json).")
-flags.DEFINE_string("data_dir", str(DUBAI), "The Dubai aerial folder.")
-flags.DEFINE_integer("tile", 7, "Held-out tile to draw from.")
-flags.DEFINE_integer("index", 3, "Which 512 px crop of that tile (in file order).")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_DIRS = {"dubai": SHARED / "dubai-aerial", "camvid": SHARED / "camvid-trainval"}
+GAP = 6  # white pixels between panels
+flags.DEFINE_enum("dataset", "dubai", sorted(DATA_DIRS), "Where the drawn frame comes from.")
+flags.DEFINE_string("run", "runs/dubai", "A run directory (model.keras, metrics.json), a .keras "
+                    "file or a SavedModel.")  # fmt: skip
+flags.DEFINE_string("data_dir", None, "The dataset folder (default: ../shared/data/<dataset>).")
+flags.DEFINE_integer("tile", 7, "Dubai: the held-out tile-N folder to draw from.")
+flags.DEFINE_integer("crop", 512, "Dubai: side of the crops the tile's images are cut into.")
+flags.DEFINE_integer("classes", None, "CamVid: 3 or 11 classes (default: the model's K).")
+flags.DEFINE_integer("index", 3, "Which crop (Dubai) or val-* frame (CamVid), in file order.")
 flags.DEFINE_integer("scale", 2, "Downscaling of the drawn panels.")
 flags.DEFINE_string("output", "docs/dubai_example.png", "The PNG to write.")
 
 
-def main(argv):
-    del argv
-    import keras
+def read_frame(dataset, data_dir, index, classes, tile=7, crop=512):
+    """(image uint8 (H, W, C), truth uint8 (H, W), classes) of one held-out frame, full size.
 
-    import tf_autoseg  # noqa: F401 - registers the model for loading
-    from tf_autoseg import checkpoints
-    from tf_autoseg import data
-    from tf_autoseg import segment
+    Dubai: crop `index` of `tile-<tile>` cut into `crop` px pieces; CamVid: the `index`-th
+    `val-*` frame whole, with `classes` (3 or 11) classes.
+    """
+    from tf_autoseg import camvid
+    from tf_autoseg import dubai
+
+    if dataset == "dubai":
+        frames, info = dubai.load(data_dir, tiles=[tile], tile=crop, batch_size=1, labels=True,
+                                  shuffle=False)  # fmt: skip
+    else:
+        frames, info = camvid.load(data_dir, "val", classes, batch_size=1, labels=True,
+                                shuffle=False)  # fmt: skip
+    for image, truth in frames.skip(index).take(1):
+        return image[0].numpy(), truth[0].numpy(), info.num_classes
+    raise ValueError(f"--index={index}: {data_dir} has no frame of that number")
+
+
+def class_mapping(run, clusters, truth, num_classes, num_clusters):
+    """(cluster -> class array, source): the run's recorded mapping, else one fitted here.
+
+    The run's is `evaluation.main.mapping` of `metrics.json` beside the model; without it the
+    Hungarian mapping of `clusters` to `truth` on this frame. Unmatched clusters map to 255.
+    """
+    from tf_autoseg import evaluation
+
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        recorded = json.loads(metrics.read_text())["evaluation"]["main"]
+        mapping, source = np.array(recorded["mapping"]), f"{metrics} ({recorded['mode']})"
+    else:
+        confusion = evaluation.confusion_matrix(truth, clusters, num_classes, num_clusters)
+        mapping, source = evaluation.hungarian_match(confusion), "hungarian on the drawn frame"
+    return np.where(mapping < 0, 255, mapping), source
+
+
+def figure(image, predicted, truth, scale):
+    """input | predicted classes | ground truth, side by side, each shrunk `scale` times."""
     from tf_autoseg import visualize
 
-    crops, _ = data.dubai(FLAGS.data_dir, tiles=[FLAGS.tile], tile=512, batch_size=1,
-                          labels=True, shuffle=False)  # fmt: skip
-    image, truth = (t[0].numpy() for t in next(iter(crops.skip(FLAGS.index))))
-    model = keras.saving.load_model(Path(FLAGS.run) / "model.keras")
-    metrics = json.loads((Path(FLAGS.run) / "metrics.json").read_text())
-    mapping = np.array(metrics["evaluation"]["main"]["mapping"])
-    probs = segment.segment_probabilities(lambda b: model(tf.constant(b)).numpy(), image, 512, 64)
-    predicted = mapping[probs.argmax(-1)]
-    panels = [
-        image[..., :3],
-        visualize.colorize(predicted).numpy(),
-        visualize.colorize(truth).numpy(),
-    ]
-    panels = [p[:: FLAGS.scale, :: FLAGS.scale] for p in panels]
-    gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
-    figure = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    panels = [image[..., :3], visualize.colorize(predicted).numpy(),
+              visualize.colorize(truth).numpy()]  # fmt: skip
+    panels = [p[::scale, ::scale] for p in panels]
+    gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
+    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf
+
+    from tf_autoseg import atomic
+    from tf_autoseg import loading
+    from tf_autoseg import segment
+    from tf_autoseg.model import cluster_ids
+
+    model = loading.load(FLAGS.run)
+    data_dir = FLAGS.data_dir or str(DATA_DIRS[FLAGS.dataset])
+    image, truth, classes = read_frame(FLAGS.dataset, data_dir, FLAGS.index,
+                                       FLAGS.classes or model.num_classes, FLAGS.tile,
+                                       FLAGS.crop)  # fmt: skip
+    probabilities = segment.segment_probabilities(
+        lambda batch: model(tf.constant(batch)), image, tile=512, overlap=64
+    )
+    clusters = cluster_ids(probabilities).numpy()
+    mapping, source = class_mapping(FLAGS.run, clusters, truth, classes, model.num_classes)
+    drawn = figure(image, mapping[clusters], truth, FLAGS.scale)
     Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
-    png = tf.io.encode_png(figure).numpy()
-    checkpoints.atomic_write(FLAGS.output, lambda tmp: Path(tmp).write_bytes(png))
-    print(json.dumps({"output": FLAGS.output, "shape": list(figure.shape)}))
+    png = tf.io.encode_png(drawn).numpy()
+    atomic.write(FLAGS.output, lambda tmp: Path(tmp).write_bytes(png))
+    print(json.dumps({"output": FLAGS.output, "shape": list(drawn.shape), "mapping": source}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -79,6 +80,43 @@ def test_small_benchmarks_print_their_figures():
         "benchmarks.serving_latency", "--size=32", "--crop=32", "--repeats=2", "--warmup=1"
     )
     assert latency["latency_s_median"] > 0 and latency["saved_model_bytes"] > 0
+
+
+def test_example_figure_draws_a_camvid_frame_with_a_tiny_model(tmp_path):
+    from PIL import Image
+
+    from tf_autoseg import AutoSegModel
+    from tf_autoseg import evaluation
+    from tf_autoseg import images
+    from tf_autoseg import visualize
+
+    rng = np.random.default_rng(0)
+    for folder in ("images", "labels"):
+        (tmp_path / "camvid" / folder).mkdir(parents=True)
+    frame = tmp_path / "camvid" / "images" / "val-a.jpg"
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(frame)
+    ids = rng.integers(0, 11, (40, 48)).astype(np.uint8)
+    Image.fromarray(ids).save(tmp_path / "camvid" / "labels" / "val-a.png")
+    keras.utils.set_random_seed(0)
+    model = AutoSegModel(3, (16, 16, 3), width=8, stride=2, ar_blocks=1, input_downsample=2)
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    report = _json_of(
+        "benchmarks.example_figure", "--dataset=camvid", f"--data_dir={tmp_path / 'camvid'}",
+        f"--run={tmp_path / 'run'}", "--index=0", "--scale=2", f"--output={tmp_path / 'f.png'}",
+    )  # fmt: skip
+    drawn = np.asarray(Image.open(tmp_path / "f.png"))
+    assert drawn.shape == (20, 3 * 24 + 2 * 6, 3) and report["shape"] == list(drawn.shape)
+    assert report["mapping"] == "hungarian on the drawn frame"
+    image = images.read_image(frame)[0]
+    truth = np.array([0, 255, 255, 1, 1, 2, 255, 255, 255, 255, 255], np.uint8)[ids]  # 3 classes
+    clusters = model.predict_labels(image[None]).numpy()[0]
+    mapping = evaluation.hungarian_match(evaluation.confusion_matrix(truth, clusters, 3, 3))
+    panels = [image, visualize.colorize(mapping[clusters]).numpy(), visualize.colorize(truth)]
+    np.testing.assert_array_equal(drawn[:, :24], panels[0][::2, ::2])
+    np.testing.assert_array_equal(drawn[:, 30:54], panels[1][::2, ::2])
+    np.testing.assert_array_equal(drawn[:, 60:], np.asarray(panels[2])[::2, ::2])
+    assert (drawn[:, 24:30] == 255).all()
 
 
 if __name__ == "__main__":

@@ -247,29 +247,15 @@ def test_a_running_exports_folder_is_never_taken_for_a_leftover(tmp_path):
     assert results == [seg / "1"] and not running.exists()
 
 
-def test_models_are_loaded_from_a_run_directory_or_a_keras_file(tmp_path):
-    model = _tiny_model()
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    model.save(run_dir / "model.keras")
-    for source in (run_dir, run_dir / "model.keras", str(run_dir)):
-        loaded = export.load_model(source)
-        assert isinstance(loaded, AutoSegModel)
-        for a, b in zip(loaded.get_weights(), model.get_weights()):
-            np.testing.assert_array_equal(a, b)
-
-
-def test_bad_model_sources_and_names_are_named(tmp_path):
-    (tmp_path / "empty_run").mkdir()
-    (tmp_path / "weights.h5").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="empty_run.*holds no model.keras"):
-        export.load_model(tmp_path / "empty_run")
-    with pytest.raises(FileNotFoundError, match="missing.keras' does not exist"):
-        export.load_model(tmp_path / "missing.keras")
-    with pytest.raises(ValueError, match="weights.h5' is not a .keras file"):
-        export.load_model(tmp_path / "weights.h5")
+def test_export_model_takes_a_run_directory_or_a_keras_file_but_not_a_saved_model(exported):
+    model, target = exported
+    with pytest.raises(ValueError, match="is a SavedModel, already an export"):
+        export.export_model(target, "again", target.parent.parent)
     with pytest.raises(ValueError, match="must be an AutoSegModel"):
-        export.load_model(keras.Sequential([keras.layers.Dense(1)]))
+        export.export_model(keras.Sequential([keras.layers.Dense(1)]), "seq", target.parent)
+
+
+def test_bad_names_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"`name` must match .*name='1/x'"):
         export.export_model(_tiny_model(), "1/x", tmp_path)
 

@@ -10,10 +10,10 @@ import tensorflow as tf
 from tf_autoseg import AutoSegModel
 from tf_autoseg import losses
 from tf_autoseg import transforms
-from tf_autoseg.data import synthetic_scenes
 from tf_autoseg.evaluation import confusion_matrix
 from tf_autoseg.evaluation import hungarian_accuracy
 from tf_autoseg.model import VARIANTS
+from tf_autoseg.synthetic import scenes as synthetic_scenes
 
 TINY = dict(width=8, attention_heads=2)
 
@@ -36,7 +36,7 @@ def test_overclustering_head_and_attention_blocks_are_built():
     )
     names = [layer.name for layer in model.ar_layers]
     assert names == ["ar_block1", "ar_attention1", "ar_block2", "ar_block3", "ar_attention3"]
-    _, probs, over = model._forward(tf.zeros((1, 16, 16, 3)), 5, training=False)
+    _, probs, over = model.forward(tf.zeros((1, 16, 16, 3)), ordering=5)
     assert probs.shape[-1] == 4 and over.shape[-1] == 9
 
 
@@ -108,7 +108,7 @@ def test_hard_sampling_picks_the_pair_of_least_agreement():
     model = _compiled(orderings=(0, 3, 8, 13), sampling="hard", ar_blocks=3)
     images = tf.constant(synthetic_scenes(4, 16, seed=3)[0])
     chosen = tuple(model.sample_pair(images).numpy())
-    views = {o: model._forward(images, o, training=False)[1] for o in model.orderings}
+    views = {o: model.forward(images, ordering=o)[1] for o in model.orderings}
     scores = {
         pair: float(losses.mutual_information(views[pair[0]], views[pair[1]]))
         for pair in itertools.combinations(model.orderings, 2)
@@ -144,7 +144,18 @@ def test_views_correspond_pixel_for_pixel_after_the_inverse():
 
 def test_flip_only_transforms_work_on_non_square_crops():
     model = _compiled(input_shape=(16, 24, 3), geometric="flip", photometric=True)
-    model.fit(tf.random.uniform((4, 16, 24, 3)), batch_size=2, epochs=1, verbose=0)
+    drawn = set()
+    for step in range(12):
+        model.optimizer.iterations.assign(step)
+        drawn.add(int(transforms.sample_dihedral("flip", model._step_seed(13))))
+    # Flips only (no transpose), and more than the identity: non-square maps keep their shape.
+    assert len(drawn) > 1 and all(transforms.dihedral(tf.zeros((1, 16, 24, 1)), k).shape ==
+                                  (1, 16, 24, 1) for k in drawn)  # fmt: skip
+    model.optimizer.iterations.assign(0)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(tf.random.uniform((4, 16, 24, 3)), batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_training_never_reads_labels():
@@ -183,10 +194,39 @@ def test_keras_save_mid_training_resumes_with_same_state_and_next_loss(tmp_path)
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_arl_objective_trains_and_reports_mutual_information():
-    model = _compiled(objective="arl", num_negatives=31, temperature=0.2)
+def _info_nce(z1, z2, temperature):
+    """InfoNCE over every location, by hand in NumPy: each location's positive is itself."""
+    z1, z2 = (z.reshape(-1, z.shape[-1]) for z in (z1, z2))
+    z1, z2 = (z / np.linalg.norm(z, axis=-1, keepdims=True) for z in (z1, z2))
+    logits = z1 @ z2.T / temperature
+
+    def cross_entropy(x):
+        x = x - x.max(-1, keepdims=True)
+        return -(np.diag(x) - np.log(np.exp(x).sum(-1)))
+
+    return (cross_entropy(logits) + cross_entropy(logits.T)).mean() / 2
+
+
+def test_arl_objective_is_info_nce_of_the_two_views_features_and_leaves_the_heads_alone():
+    # 2 images of 16x16 at stride 2: 128 locations, all drawn with 255 negatives, so the loss
+    # is InfoNCE over every location whatever the draw (the mean does not depend on the order).
+    model = _compiled(objective="arl", num_negatives=255, temperature=0.2)
+    view1, view2 = _views(model)
+    loss, mi = model._objective(view1, view2)
+    expected = _info_nce(view1[0].numpy(), view2[0].numpy(), 0.2)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    # Positives that agree (the same view twice) cost less than the two orderings' views.
+    assert float(model._objective(view1, view1)[0]) < float(loss)
+    assert float(mi) >= 0
+    head = [w.numpy().copy() for w in model.head.weights]
+    ar = [w.numpy().copy() for w in model.ar_layers[0].trainable_weights]
     history = model.fit(tf.random.uniform((8, 16, 16, 3)), batch_size=4, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all() and "mi" in history.history
+    for before, weight in zip(head, model.head.weights):  # ARL trains the representation only
+        np.testing.assert_array_equal(weight.numpy(), before)
+    assert any(
+        not np.array_equal(w.numpy(), b) for w, b in zip(model.ar_layers[0].trainable_weights, ar)
+    )
 
 
 def _views(model, seed=0):
@@ -329,6 +369,7 @@ def test_new_options_round_trip_through_the_config():
         sobel=True, per_offset=True, displacement=2, input_downsample=3, labels_from="features",
     )  # fmt: skip
     clone = AutoSegModel.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
     for name in ("over_entropy_weight", "entropy_weight", "marginal_momentum", "sobel",
                  "per_offset", "displacement", "input_downsample", "labels_from"):  # fmt: skip
         assert getattr(clone, name) == getattr(model, name)

@@ -83,6 +83,18 @@ def test_segment_feeds_all_four_bands_to_a_four_channel_model(tmp_path, models):
     assert (model.predict_labels(no_ir[None]).numpy()[0] != labels).any()
 
 
+def test_segment_loads_an_export_through_the_one_loader(tmp_path, models):
+    from tf_autoseg import export
+
+    export.export_model(models[3], "rgb", tmp_path / "saved")
+    path = tmp_path / "frame.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (20, 28, 3), np.uint8)).save(path)
+    result = _segment(tmp_path / "saved" / "rgb", path, tmp_path / "out")  # the base folder
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = _written(tmp_path / "out" / "frame_labels.png")
+    np.testing.assert_array_equal(labels, _expected(models[3], path, 3))
+
+
 def test_one_bad_file_stops_segment_before_anything_is_written(tmp_path, models):
     source = tmp_path / "in"
     source.mkdir()

@@ -6,9 +6,9 @@
 
 The data flags are the training program's. A run directory (or a `.keras` file
 inside one) brings its own: every flag its `flags.json` records is used unless
-given on the command line (or in a flagfile). Prints one JSON object: pixel
-accuracy, mIoU and per-class IoU after Hungarian matching (and many-to-one for
-an overclustering head).
+given on the command line (or in a flagfile). `tf_autoseg.loading` loads the model. Prints
+one JSON object: pixel accuracy, mIoU and per-class IoU after Hungarian matching (and
+many-to-one for an overclustering head).
 """
 
 import json
@@ -18,6 +18,7 @@ import numpy as np
 from absl import flags
 
 from tf_autoseg import commands
+from tf_autoseg import loading
 from tf_autoseg import train  # defines the data and evaluation flags
 
 FLAGS = flags.FLAGS
@@ -32,43 +33,6 @@ DATA_FLAGS = ("dataset", "data_dir", "classes", "crop", "downsample", "min_side"
               "train_tiles", "eval_tiles", "batch_size", "seed", "eval_mode", "eval_batches")  # fmt: skip
 for _name in DATA_FLAGS:
     flags.declare_key_flag(_name)
-
-
-class SavedModelClusters:
-    """A SavedModel's `serving_default` seen through `cluster_labels` (main head), for evaluation."""
-
-    overclustering = None
-    over_head = None
-
-    def __init__(self, path):
-        import tensorflow as tf
-
-        self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        self.num_classes = int(self._signature.structured_outputs["probabilities"].shape[-1])
-
-    def cluster_labels(self, images, heads=("main",)):
-        import tensorflow as tf
-
-        images = tf.convert_to_tensor(images)
-        if images.dtype != tf.uint8:
-            images = tf.cast(tf.clip_by_value(images, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
-        return {"main": self._signature(images=images)["labels"]}
-
-
-def load(path):
-    """The model at `path`: a run directory, a `.keras` file or a SavedModel folder."""
-    path = Path(path)
-    if (path / "saved_model.pb").exists():
-        return SavedModelClusters(path)
-    keras_file = path / "model.keras" if path.is_dir() else path
-    if keras_file.suffix != ".keras" or not keras_file.exists():
-        raise ValueError(
-            f"--model={str(path)!r}: expected a run directory holding model.keras, a .keras "
-            "file, or a SavedModel folder."
-        )
-    from tf_autoseg import checkpoints
-
-    return checkpoints.load_checkpoint(keras_file)
 
 
 def recorded_flags(model):
@@ -97,8 +61,7 @@ def main(argv):
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.model:
         raise ValueError("--model is required.")
-    if not Path(FLAGS.model).exists():
-        raise ValueError(f"--model={FLAGS.model!r}: no such file or folder.")
+    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     config = evaluation_config(FLAGS.model)
     train.validate_data(config)
     recorded = recorded_flags(FLAGS.model).get("classes", config["classes"])
@@ -110,7 +73,7 @@ def main(argv):
     commands.start_tensorflow()
     from tf_autoseg import experiment
 
-    model = load(FLAGS.model)
+    model = loading.load(FLAGS.model)
     if model.num_classes != config["classes"]:
         raise ValueError(
             f"--classes={config['classes']} but the model has {model.num_classes} clusters."

@@ -12,13 +12,16 @@ take images of any height and width and compute, inside the graph, what
 - `serving_float`: the same with `images` float32 in [0, 1].
 
 Command line (`--model` is a training run directory holding `model.keras`, or
-a `.keras` file):
+a `.keras` file; `tf_autoseg.loading` loads it):
 
     python -m tf_autoseg.export --model runs/f2 --name autoseg --output_dir saved_models
 
 TensorFlow is imported when a function needs it, so the command answers `--help` and
 checks its flags first. An export killed midway leaves a hidden `.export-<hex>/` folder
 (never a version folder); the next export of the same name removes it.
+
+Long (about 380 lines) because it is the one owner of the export's layout: the serving
+signatures, atomic versioned publishing under a lock, models.config and the command.
 """
 
 import contextlib
@@ -35,77 +38,13 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_autoseg import commands
+from tf_autoseg import loading
 
-MODEL_FILE = "model.keras"
 CONFIG_FILE = "models.config"
 # TensorFlow Serving puts the name in REST paths (/v1/models/<name>:predict).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Temporary export folders: TensorFlow Serving loads only all-digit folder names.
 TEMP_PREFIX = ".export-"
-
-
-def load_model(source):
-    """Returns the `AutoSegModel` of a run directory, a `.keras` file or a live model.
-
-    Args:
-        source: an `AutoSegModel`; a training run directory holding
-            `model.keras`; or the path of a `.keras` file.
-
-    Returns:
-        The `AutoSegModel`.
-
-    Raises:
-        FileNotFoundError: the path, or the run directory's `model.keras`, is missing.
-        ValueError: the file is not a `.keras` file, or does not hold an `AutoSegModel`.
-    """
-    import keras
-
-    from tf_autoseg.model import AutoSegModel
-
-    if isinstance(source, keras.Model):
-        model = source
-    else:
-        path = model_path(source)
-        model = keras.saving.load_model(path, compile=False)
-    if not isinstance(model, AutoSegModel):
-        raise ValueError(
-            f"`model` must be an AutoSegModel. Received: {type(model).__name__} from {source!r}"
-        )
-    return model
-
-
-def model_path(source):
-    """The `.keras` file that `source` (a run directory or a `.keras` file) names.
-
-    Args:
-        source: a training run directory holding `model.keras`, or a `.keras` file.
-
-    Returns:
-        The `Path` of the `.keras` file.
-
-    Raises:
-        FileNotFoundError: the path, or the run directory's `model.keras`, is missing.
-        ValueError: a file that does not end in `.keras`.
-    """
-    path = Path(source)
-    if path.is_dir():
-        if not (path / MODEL_FILE).is_file():
-            raise FileNotFoundError(
-                f"`model`: run directory {str(path)!r} holds no {MODEL_FILE} "
-                "(expected a training run directory or a .keras file)"
-            )
-        return path / MODEL_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"`model`: {str(path)!r} does not exist "
-            "(expected a training run directory or a .keras file)"
-        )
-    if path.suffix != ".keras":
-        raise ValueError(
-            f"`model`: {str(path)!r} is not a .keras file "
-            "(expected a training run directory or a .keras file)"
-        )
-    return path
 
 
 def _check_images(images, channels):
@@ -145,11 +84,13 @@ def serving_functions(model):
     """
     import tensorflow as tf
 
+    from tf_autoseg.model import cluster_ids
+
     channels = model.image_shape[-1]
 
     def outputs(images):
         probabilities = model(images, training=False)
-        labels = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        labels = cluster_ids(probabilities)
         return {"labels": labels, "probabilities": probabilities}
 
     def serve_uint8(images):
@@ -178,22 +119,6 @@ def serving_functions(model):
     }
 
 
-def versions(model_dir):
-    """The version numbers already exported under `model_dir`, sorted.
-
-    Args:
-        model_dir: `<output_dir>/<name>`.
-
-    Returns:
-        A sorted list of ints: the all-digit folder names (others are ignored,
-        as TensorFlow Serving ignores them).
-    """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def _write_archive(model, directory):
     import keras
 
@@ -216,7 +141,7 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
 
     Args:
         model: an `AutoSegModel`, a training run directory holding
-            `model.keras`, or a `.keras` file.
+            `model.keras`, or a `.keras` file (loaded by `tf_autoseg.loading.load`).
         name: the model name TensorFlow Serving serves it under (letters,
             digits, `_`, `.`, `-`; not starting with `.`, `_` or `-`).
         output_dir: the base directory (`saved_models` by default).
@@ -229,7 +154,7 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
 
     Raises:
         ValueError: a bad `name` or `output_dir`, `model` is not an
-            `AutoSegModel`, or `models.config` cannot be parsed.
+            `AutoSegModel` (a SavedModel included), or `models.config` cannot be parsed.
         FileNotFoundError: `model` names a missing file or run directory.
     """
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -243,7 +168,7 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
             f"`output_dir` must be a directory (or a new path). Received: {str(output_dir)!r}, "
             "an existing file"
         )
-    model = load_model(model)
+    model = loading.load(model, saved_model=False)
     read_models_config(output_dir)  # a broken models.config fails before the export
     model_dir = output_dir / name
     created = not model_dir.exists()
@@ -313,7 +238,7 @@ def _publish(temp, model_dir):
     # rename() fails on a non-empty target, so a version another export took
     # meanwhile is never overwritten: take the next number instead.
     for _ in range(100):
-        target = model_dir / str(max(versions(model_dir), default=0) + 1)
+        target = model_dir / str(max(loading.versions(model_dir), default=0) + 1)
         try:
             os.rename(temp, target)
             return target
@@ -427,7 +352,7 @@ def _validate_model_flag(value):
     if value is None:
         return True
     try:
-        model_path(value)
+        loading.resolve(value, saved_model=False)
     except (FileNotFoundError, ValueError) as error:
         raise flags.ValidationError(str(error)) from error
     return True

@@ -17,6 +17,9 @@ starts. The rules, the same for every pipeline in `tf_autoseg.data`:
 TIFF goes through `tifffile`, not Pillow: Pillow silently drops the fourth band of an RGB TIFF
 whose extra sample is "unspecified" (how RGB+IR orthophotos are often written) and cannot open
 4-band "minisblack" or planar TIFFs at all; `tifffile` reads all of these band for band.
+
+Long (about 390 lines) because it is the one owner of reading files: every pipeline, segment
+and the figures decode, convert and validate images and masks here, by the same rules.
 """
 
 import glob

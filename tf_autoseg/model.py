@@ -4,6 +4,10 @@ Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV
 2020: section 3 and the talk's "Model", "Variations of the model F" and
 "Training procedure". Training sees images only: labels in the data are never
 read by `train_step`.
+
+Long (about 650 lines) because it is the one owner of the model: construction and validation,
+plain inference (heads or fitted centres) and the AC / ARL training step share its layers and
+forward pass.
 """
 
 import itertools
@@ -39,6 +43,17 @@ VARIANTS = {
     "F5": dict(front="resnet18", ar_blocks=0),
     "random": dict(front="stem", ar_blocks=5),
 }
+
+
+def cluster_ids(probabilities):
+    """(..., K) cluster probabilities -> (...) int32 cluster ids, their argmax.
+
+    The one place probabilities become labels: `AutoSegModel.cluster_labels`, the export's
+    signatures, `tf_autoseg.loading`'s SavedModel segmenter and segment's tiles call it. What
+    the K clusters are (`labels_from`: the main head or fitted centres) is decided before it,
+    in `AutoSegModel.inference`.
+    """
+    return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
 
 
 @keras.saving.register_keras_serializable(package="tf_autoseg")
@@ -459,7 +474,7 @@ class AutoSegModel(keras.Model):
         for i in range(0, int(images.shape[0]), batch_size):
             probs = self.inference(images[i : i + batch_size], heads)
             for head in heads:
-                outputs[head].append(tf.argmax(probs[head], axis=-1, output_type=tf.int32))
+                outputs[head].append(cluster_ids(probs[head]))
         return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
     # --------------------------------------------------------------- training

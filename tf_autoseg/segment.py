@@ -7,7 +7,8 @@ Per image `<stem>_labels.png` (cluster ids as grey levels, 8-bit, or 16-bit
 past 255 clusters) and `<stem>_overlay.png`. Images larger than `--tile` are
 processed in overlapping tiles whose borders (`--overlap` pixels) are
 discarded, so every kept pixel was computed with its whole neighbourhood:
-no seams where tiles meet.
+no seams where tiles meet. The model is loaded by `tf_autoseg.loading`, images are read by
+`tf_autoseg.images.read_image` (training's reader) and labels are `tf_autoseg.model.cluster_ids`.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from absl import flags
 
 from tf_autoseg import commands
 from tf_autoseg import images
+from tf_autoseg import loading
 
 FLAGS = flags.FLAGS
 
@@ -30,7 +32,6 @@ def define_flags():
     flags.DEFINE_integer("overlap", 64, "Pixels discarded at inner tile borders (a multiple of 8).")
 
 
-IMAGE_SUFFIXES = images.IMAGE_SUFFIXES
 ALIGN = 16  # tile origins on multiples of every grid stride the models use
 
 
@@ -80,38 +81,6 @@ def segment_probabilities(predict, image, tile=512, overlap=64):
     return out[:height, :width]
 
 
-def load_predictor(path):
-    """(predict, channels) from a model on disk.
-
-    `predict` maps (1, h, w, C) uint8 to (1, h, w, K) probabilities; `channels`
-    is the C the model expects.
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").exists():
-        import tensorflow as tf
-
-        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        channels = signature.structured_input_signature[1]["images"].shape[-1]
-
-        def predict(images):
-            return signature(images=tf.constant(images, tf.uint8))["probabilities"].numpy()
-
-        return predict, channels
-    keras_file = path / "model.keras" if path.is_dir() else path
-    if keras_file.suffix != ".keras" or not keras_file.exists():
-        raise ValueError(
-            f"--model={str(path)!r}: expected a SavedModel folder (with saved_model.pb), a run "
-            "directory holding model.keras, or a .keras file."
-        )
-    import keras
-    import tensorflow as tf
-
-    import tf_autoseg.model  # noqa: F401 - registers the layers for loading
-
-    model = keras.saving.load_model(keras_file, compile=False)
-    return (lambda images: model(tf.constant(images, tf.uint8)).numpy()), model.image_shape[-1]
-
-
 def list_inputs(pattern):
     """Image files named by a file, a folder (not recursive) or a glob pattern, sorted.
 
@@ -121,16 +90,6 @@ def list_inputs(pattern):
         return images.list_files(pattern)
     except ValueError as error:
         raise ValueError(f"--input={pattern!r}: {error}.") from None
-
-
-def read_image(path, channels):
-    """The (H, W, channels) uint8 image, read and converted as training reads it.
-
-    Through `tf_autoseg.images.read_image`: TIFF (4-band RGB+IR included) with tifffile, other
-    formats with Pillow; grayscale replicated, alpha dropped, 16-bit reduced to 8-bit; a
-    4-channel model needs 4-band images. A file that cannot be read is a ValueError naming it.
-    """
-    return images.read_image(path, channels)[0]
 
 
 def output_stems(files, output):
@@ -148,9 +107,14 @@ def output_stems(files, output):
 
 
 def check_inputs(files, channels):
-    """Reads every input once, as segmenting will, so a bad file stops before any output."""
+    """Reads every input once, as segmenting will, so a bad file stops before any output.
+
+    Through `tf_autoseg.images.read_image`, as training reads: TIFF (4-band RGB+IR included)
+    with tifffile, other formats with Pillow; grayscale replicated, alpha dropped, 16-bit
+    reduced to 8-bit; a 4-channel model needs 4-band images. A bad file is a ValueError naming it.
+    """
     for path in files:
-        read_image(path, channels)
+        images.read_image(path, channels)
 
 
 def write_outputs(path_stem, image, labels):
@@ -179,8 +143,7 @@ def main(argv):
     files = list_inputs(FLAGS.input)
     output = Path(FLAGS.output)
     stems = output_stems(files, output)
-    if not Path(FLAGS.model).exists():
-        raise ValueError(f"--model={FLAGS.model!r}: no such file or folder.")
+    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     try:
         check_tiling(FLAGS.tile, FLAGS.overlap)
     except ValueError:
@@ -190,19 +153,20 @@ def main(argv):
         ) from None
     commands.check_writable("output", output)
     commands.start_tensorflow()
-    try:
-        predict, channels = load_predictor(FLAGS.model)
-    except ValueError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any failure to load is reported the same way
-        reason = f"{type(error).__name__}: {error}"
-        raise ValueError(f"--model={FLAGS.model!r}: cannot be loaded ({reason}).") from None
+    import tensorflow as tf
+
+    from tf_autoseg.model import cluster_ids
+
+    model = loading.load(FLAGS.model)
+    channels = model.image_shape[-1]
     check_inputs(files, channels)
     output.mkdir(parents=True, exist_ok=True)
     for path, stem in zip(files, stems):
-        image = read_image(path, channels)
-        probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
-        write_outputs(stem, image, probs.argmax(-1).astype(np.int32))
+        image = images.read_image(path, channels)[0]
+        probs = segment_probabilities(
+            lambda batch: model(tf.constant(batch)), image, FLAGS.tile, FLAGS.overlap
+        )
+        write_outputs(stem, image, cluster_ids(probs).numpy())
         print(f"{path} -> {stem}_labels.png")
 
 

@@ -14,6 +14,9 @@ Example (a server started as in README.md's "Deployment"):
     client = GrpcClient("localhost:8500", "autoseg", channels=3)
     labels = client.predict(images)  # uint8 (B, H, W, 3) -> int32 (B, H, W)
     labels, probabilities = client.predict(images, probabilities=True)
+
+Long (about 400 lines) because it is the one owner of talking to TensorFlow Serving: the REST
+and gRPC clients share the input checks, batching and error mapping kept here.
 """
 
 import json
