@@ -22,6 +22,9 @@ seeds of each figure) and writes it to `--out` (default benchmarks/results/<task
         --minutes=20 --eval_every=500
     python -m benchmarks.quality --flagfile=experiments/quickstart.cfg --task=cocostuff3 \\
         --steps=4 --eval_every=2 --width=8 --quick           # seconds: checks that it all works
+
+Long (~340 lines) because the tasks, the baselines and the per-seed curve must be scored by
+one piece of code, or AC and the baselines would not be compared alike.
 """
 
 import json
