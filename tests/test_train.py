@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from tf_autoseg import AutoSegModel
 from tf_autoseg import checkpoints
@@ -231,6 +232,7 @@ FIXTURES = {
     "potsdam": SHARED_DATA / "isprs-crops" / "potsdam",
     "cocostuff": SHARED_DATA / "cocostuff-mini",
     "dubai": SHARED_DATA / "dubai-aerial",
+    "camvid": SHARED_DATA / "camvid-trainval",
 }
 
 
@@ -258,6 +260,12 @@ def test_experiment_flagfile_parses_and_builds(tmp_path, path):
             config["data_dir"] = str(FIXTURES[config["dataset"]])
             # 13 COCO images cannot pass IIC's curation: keep them all here.
             config.update(min_side=0, min_target_share=0.0)
+        if config["dataset"] == "folder":  # the user's own images: a few generated ones
+            config["data_dir"] = str(tmp_path / "images")
+            os.mkdir(config["data_dir"])
+            for i in range(config["batch_size"] // 4):
+                pixels = np.random.default_rng(i).integers(0, 256, (2 * config["crop"],) * 2 + (3,))
+                Image.fromarray(pixels.astype(np.uint8)).save(f"{config['data_dir']}/{i}.png")
         config["export_dir"] = str(tmp_path / "saved")
         train.validate(config)
         # The training pipeline: the fixtures are too small for every held-out split.
