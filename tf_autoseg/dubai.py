@@ -45,14 +45,9 @@ def load(
     Returns:
         (dataset, info).
     """
-    path = Path(path)
     names, colours = classes(path)
-    folders = [path / f"tile-{t}" / "images" for t in tiles]
-    for images in folders:
-        if not images.is_dir():
-            raise ValueError(f"No such folder: {images}")
     return folder.load(
-        folders,
+        tile_folders(path, tiles),
         lambda image_path: image_path.parent.parent / "masks" / f"{image_path.stem}.png",
         mask_format="colour",
         colours=colours,
@@ -65,6 +60,15 @@ def load(
         labels=labels,
         **options,
     )
+
+
+def tile_folders(path, tiles):
+    """The `tile-N/images` folders of `tiles` under `path`; ValueError naming a missing one."""
+    folders = [Path(path) / f"tile-{t}" / "images" for t in tiles]
+    for images in folders:
+        if not images.is_dir():
+            raise ValueError(f"No such folder: {images}")
+    return folders
 
 
 def classes(path):

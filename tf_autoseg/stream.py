@@ -42,6 +42,7 @@ from tf_autoseg import images as imageio
 from tf_autoseg import potsdam
 from tf_autoseg import shuffling
 from tf_autoseg.dubai import classes as dubai_classes
+from tf_autoseg.dubai import tile_folders as dubai_tile_folders
 
 # A JPEG tile is decoded from a window widened by this many pixels and aligned to it: the
 # largest iMCU (4x chroma subsampling x 8 px), so every pixel of the tile has its neighbours.
@@ -268,14 +269,9 @@ def dubai(path, tiles=(1, 2, 3, 4, 5, 6, 7, 8), *, tile=200, downsample=1, **opt
 
     `options`: those of `folder` (not `vertical_flip`, which is on).
     """
-    path = Path(path)
     names, _ = dubai_classes(path)
-    folders = [path / f"tile-{t}" / "images" for t in tiles]
-    for images in folders:
-        if not images.is_dir():
-            raise ValueError(f"No such folder: {images}")
     return folder(
-        folders,
+        dubai_tile_folders(path, tiles),
         tile=tile,
         downsample=downsample,
         num_classes=len(names),
