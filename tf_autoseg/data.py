@@ -28,6 +28,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import images as imageio
 
 IGNORE = imageio.IGNORE
@@ -79,10 +80,7 @@ class PipelineOptions:
     augment: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(
-                f"`batch_size` must be a positive int. Received: batch_size={self.batch_size!r}"
-            )
+        arguments.integer("batch_size", self.batch_size)
         if not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"`seed` must be an int. Received: seed={self.seed!r}")
         for field in dataclasses.fields(self):
