@@ -22,7 +22,6 @@ from tf_autoseg import kmeans
 from tf_autoseg import losses
 from tf_autoseg import orderings as orderings_lib
 from tf_autoseg import transforms
-from tf_autoseg.arguments import choice as _choice
 from tf_autoseg.backbones import ConvStem
 from tf_autoseg.backbones import ResNet18
 from tf_autoseg.layers import MaskedAttentionBlock
@@ -170,11 +169,11 @@ class AutoSegModel(keras.Model):
                 f"Received: input_shape={input_shape!r}"
             )
         self.image_shape = tuple(arguments.integer("input_shape", v, 1) for v in input_shape)
-        self.front = _choice("front", front, FRONTS)
+        self.front = arguments.choice("front", front, FRONTS)
         self.front_blocks = arguments.integer("front_blocks", front_blocks, 0)
         self.ar_blocks = arguments.integer("ar_blocks", ar_blocks, 0)
         self.width = arguments.integer("width", width, 1)
-        self.stride = _choice("stride", stride, (1, 2, 4))
+        self.stride = arguments.choice("stride", stride, (1, 2, 4))
         if self.front == "identity":
             self.stride = 1
         self.attention_blocks = tuple(
@@ -192,7 +191,7 @@ class AutoSegModel(keras.Model):
                 f"overclustering={overclustering}, num_classes={num_classes}"
             )
         self.overclustering = overclustering
-        self.objective = _choice("objective", objective, OBJECTIVES)
+        self.objective = arguments.choice("objective", objective, OBJECTIVES)
         self.entropy_weight = float(entropy_weight)
         self.over_entropy_weight = (
             None if over_entropy_weight is None else float(over_entropy_weight)
@@ -205,7 +204,7 @@ class AutoSegModel(keras.Model):
         self.marginal_momentum = float(marginal_momentum)
         self.sobel = bool(sobel)
         self.input_downsample = arguments.integer("input_downsample", input_downsample, 1)
-        self.labels_from = _choice("labels_from", labels_from, LABEL_SOURCES)
+        self.labels_from = arguments.choice("labels_from", labels_from, LABEL_SOURCES)
         if labels_from == "overclustering" and not overclustering:
             raise ValueError(
                 "`labels_from='overclustering'` needs an `overclustering` head. "
@@ -220,9 +219,9 @@ class AutoSegModel(keras.Model):
                 f"Received: orderings={orderings!r}"
             )
         self.orderings = ids
-        self.sampling = _choice("sampling", sampling, SAMPLINGS)
+        self.sampling = arguments.choice("sampling", sampling, SAMPLINGS)
         self.photometric = bool(photometric)
-        self.geometric = _choice("geometric", geometric, transforms.GEOMETRIC)
+        self.geometric = arguments.choice("geometric", geometric, transforms.GEOMETRIC)
         if not temperature > 0:
             raise ValueError(
                 f"`temperature` must be positive. Received: temperature={temperature!r}"
