@@ -8,6 +8,8 @@ command line); `--task` chooses the data and the split, overriding the recipe's 
 | dubai | tiles 1-4 | tiles 5-6 (validation) | tiles 1-4's labels (holdout) |
 | dubai_report | tiles 1-6 | tiles 7-8 (report) | tiles 1-6's labels (holdout) |
 | camvid3, camvid11 | `train-*` frames | `val-*` frames | the scored frames (IIC's "same") |
+| camvid_0006R0 | sequences 0016E5 + 0001TP (train and val) | sequence 0006R0 (choosing) | the scored frames |
+| camvid_0001TP | sequences 0016E5 + 0006R0 | sequence 0001TP (reporting) | the scored frames |
 | cocostuff3 | cocostuff-mini train | its val images | the scored images (smoke check) |
 
 For every seed it trains the recipe for `--minutes` (checked at each evaluation point) or
@@ -44,7 +46,8 @@ from tf_autoseg import train  # noqa: E402 - the training flags describe the rec
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
-    "task", "dubai", ["dubai", "dubai_report", "camvid3", "camvid11", "cocostuff3"],
+    "task", "dubai",
+    ["dubai", "dubai_report", "camvid3", "camvid11", "camvid_0006R0", "camvid_0001TP", "cocostuff3"],
     "Data and split (see the module's table).",
 )  # fmt: skip
 flags.DEFINE_string("data_root", "../shared/data", "Folder holding the datasets.")
@@ -66,6 +69,11 @@ TASKS = {
                          eval_mode="holdout"),
     "camvid3": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same"),
     "camvid11": dict(dataset="camvid", sub="camvid-trainval", classes=11, eval_mode="same"),
+    # By video sequence: the scored sequence is never trained on (val-* is 0016E5's frames).
+    "camvid_0006R0": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same",
+                          train_sequences=["0016E5", "0001TP"], eval_sequences=["0006R0"]),
+    "camvid_0001TP": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same",
+                          train_sequences=["0016E5", "0006R0"], eval_sequences=["0001TP"]),
     "cocostuff3": dict(dataset="cocostuff", sub="cocostuff-mini", classes=3, eval_mode="same",
                        min_target_share=0.0, min_side=300),
 }  # fmt: skip

@@ -30,7 +30,7 @@ flags.DEFINE_string(
 # The training flags this command reads: listed by --help.
 DATA_FLAGS = ("dataset", "data_dir", "classes", "crop", "downsample", "min_side",
               "min_target_share", "masks_dir", "colours", "synthetic_images", "synthetic_size",
-              "train_tiles", "eval_tiles", "batch_size", "seed", "eval_mode", "eval_batches")  # fmt: skip
+              "train_tiles", "eval_tiles", "train_sequences", "eval_sequences", "batch_size", "seed", "eval_mode", "eval_batches")  # fmt: skip
 for _name in DATA_FLAGS:
     flags.declare_key_flag(_name)
 

@@ -115,7 +115,9 @@ def _in_memory_pipeline(config, part, labels):
         # Training cuts the train frames into crops; evaluation reads whole frames.
         return camvid.load(
             root, split="train" if part == "train" else "val", classes=k,
-            tile=config["crop"] if training else None, downsample=downsample, **common,
+            tile=config["crop"] if training else None, downsample=downsample,
+            sequences=config["train_sequences" if part == "train" else "eval_sequences"],
+            **common,
         )  # fmt: skip
     if name == "dubai":
         tiles = config["train_tiles" if part == "train" else "eval_tiles"]

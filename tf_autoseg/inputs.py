@@ -24,6 +24,7 @@ import json
 import os
 
 from tf_autoseg import arguments
+from tf_autoseg import camvid
 from tf_autoseg import data_service
 from tf_autoseg import images as imageio
 from tf_autoseg import records
@@ -149,7 +150,7 @@ def _streamed(config, common, split, force):
     if name == "dubai":
         sources = [os.path.join(root, f"tile-{t}", "images") for t in config["train_tiles"]]
     elif name == "camvid":
-        sources = os.path.join(root, "images", "train-*")
+        sources = camvid.frames(root, "train", config["train_sequences"])
     else:
         sources = root
     if not force and _decoded_bytes(sources, downsample) <= MEMORY_LIMIT:
@@ -159,7 +160,9 @@ def _streamed(config, common, split, force):
         tiles = [int(t) for t in config["train_tiles"]]
         return stream.dubai(root, tiles=tiles, **options)
     if name == "camvid":
-        return stream.camvid_frames(root, "train", config["classes"], **options)
+        return stream.camvid_frames(
+            root, "train", config["classes"], sequences=config["train_sequences"], **options
+        )
     return stream.folder(root, num_classes=config["classes"], **options)
 
 

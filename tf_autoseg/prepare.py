@@ -233,7 +233,8 @@ def plan(config):
         reader = Reader(mask_format="index", label_map=label_map)
         parts = {}
         for part, split in (("train", "train"), ("eval", "val")):
-            frames = imageio.list_files(str(root / "images" / f"{split}-*"))
+            sequences = config.get("train_sequences" if part == "train" else "eval_sequences")
+            frames = imageio.list_files(camvid.frames(root, split, sequences))
             pairs = [(f, root / "labels" / f"{f.stem}.png") for f in frames]
             parts[part] = tiled_part(pairs, reader, crop, d, False, whole=part == "eval")
         names = camvid.CLASSES3 if k == 3 else camvid.CLASSES11
@@ -436,6 +437,8 @@ def _define_flags():
     flags.DEFINE_float("min_target_share", 0.75, "cocostuff: curation, share of target pixels.")
     flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
     flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles.")
+    flags.DEFINE_list("train_sequences", [], "camvid: the training part's video sequences.")
+    flags.DEFINE_list("eval_sequences", [], "camvid: the evaluation part's video sequences.")
     flags.DEFINE_string("masks_dir", None, "folder: masks with the images' stems (optional).")
     flags.DEFINE_string("colours", None, "folder: JSON mapping mask colours to class ids.")
     flags.DEFINE_integer("shard_size", 512, "Examples per shard file (MultiWorker: >= 1 shard "
@@ -451,8 +454,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     names = ("dataset", "data_dir", "output_dir", "classes", "crop", "downsample", "scale",
-             "min_side", "min_target_share", "train_tiles", "eval_tiles", "masks_dir", "colours",
-             "shard_size", "jobs")  # fmt: skip
+             "min_side", "min_target_share", "train_tiles", "eval_tiles", "train_sequences", "eval_sequences",
+             "masks_dir", "colours", "shard_size", "jobs")  # fmt: skip
     config = {name: flags.FLAGS[name].value for name in names}
     config["train_tiles"] = [int(t) for t in config["train_tiles"]]
     config["eval_tiles"] = [int(t) for t in config["eval_tiles"]]

@@ -14,7 +14,8 @@ from tf_autoseg import atomic
 # Flags added after runs were first recorded, with the value that trains as before.
 ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
          "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
-         "pipeline": "auto", "prepared_dir": "", "data_service": ""}  # fmt: skip
+         "pipeline": "auto", "prepared_dir": "", "data_service": "",
+         "train_sequences": [], "eval_sequences": []}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
              "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service"}  # fmt: skip

@@ -281,18 +281,20 @@ def dubai(path, tiles=(1, 2, 3, 4, 5, 6, 7, 8), *, tile=200, downsample=1, **opt
     )
 
 
-def camvid_frames(path, split="train", classes=3, *, tile=None, downsample=1, **options):
-    """`tf_autoseg.camvid.load` for training, streamed: the `<split>-*` frames, flipped left-right.
+def camvid_frames(
+    path, split="train", classes=3, *, tile=None, downsample=1, sequences=None, **options
+):
+    """`tf_autoseg.camvid.load` for training, streamed: the `<split>-*` frames (or those of
+    `sequences`), flipped left-right.
 
     `options`: those of `folder`.
     """
-    arguments.choice("split", split, camvid.SPLITS)
     arguments.choice("classes", classes, camvid.NUM_CLASSES)
     path = Path(path)
     if not (path / "images").is_dir():
         raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
     return folder(
-        str(path / "images" / f"{split}-*"),
+        camvid.frames(path, split, sequences),
         tile=tile,
         downsample=downsample,
         num_classes=classes,

@@ -52,6 +52,9 @@ flags.DEFINE_integer("synthetic_images", 64, "synthetic: number of training imag
 flags.DEFINE_integer("synthetic_size", 64, "synthetic: image height and width.")
 flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
 flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles (holdout mode).")
+flags.DEFINE_list("train_sequences", [], "camvid: train on these video sequences' frames "
+                  "(0001TP, 0006R0, 0016E5; empty: the train-* frames).")  # fmt: skip
+flags.DEFINE_list("eval_sequences", [], "camvid: score on these sequences' frames (empty: val-*).")
 flags.DEFINE_enum(
     "pipeline", "auto", ["auto", "memory", "stream"],
     "Training input: decoded into memory; streamed from the files inside tf.data (the same "
@@ -254,6 +257,9 @@ def validate_data(config):
     counts = accepted.get(config["dataset"])
     if counts is not None and config["classes"] not in counts:
         fail("classes", f"{config['dataset']} accepts {tuple(sorted(counts))}.")
+    for flag in ("train_sequences", "eval_sequences"):
+        if not set(config[flag]) <= set(camvid.SEQUENCES):
+            fail(flag, f"CamVid's video sequences are {', '.join(camvid.SEQUENCES)}.")
 
 
 # Library arguments whose flag has another name; the others share their flag's name.
