@@ -2,7 +2,7 @@
 
 Labels (with 10% ignored) and cluster ids are generated once as uint8 batches
 of `--batch_pixels`; the timed part is `ConfusionMatrix.update` over all
-batches and `evaluation.protocol`. Prints one JSON object (median of
+batches and `metrics.protocol`. Prints one JSON object (median of
 `--repeats`).
 
     python -m benchmarks.evaluation_speed                    # 10^8 pixels, K=6
@@ -16,7 +16,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from tf_autoseg import evaluation
+from tf_autoseg.evaluation import metrics
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("pixels", 1e8, "Pixels to evaluate.")
@@ -35,10 +35,10 @@ def main(argv):
     times = []
     for _ in range(FLAGS.repeats):
         start = time.perf_counter()
-        confusion = evaluation.ConfusionMatrix(FLAGS.classes)
+        confusion = metrics.ConfusionMatrix(FLAGS.classes)
         for _ in range(batches):
             confusion.update(labels, clusters)
-        result = evaluation.protocol(confusion)
+        result = metrics.protocol(confusion)
         times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
     print(

@@ -1,6 +1,6 @@
 """Draws input | segmentation | ground truth for one held-out Dubai crop or CamVid street frame.
 
-The README's picture. The model is loaded by `tf_autoseg.loading` (a run directory, a `.keras`
+The README's picture. The model is loaded by `tf_autoseg.serving.loading` (a run directory, a `.keras`
 file or a SavedModel) and sees the frame at full resolution: a model trained on shrunk images
 shrinks its input itself (`input_downsample`). Clusters are coloured by the class the run's
 mapping gives them (`metrics.json` beside the model), so colours compare with the ground truth;
@@ -43,8 +43,8 @@ def read_frame(dataset, data_dir, index, classes, tile=7, crop=512):
     Dubai: crop `index` of `tile-<tile>` cut into `crop` px pieces; CamVid: the `index`-th
     `val-*` frame whole, with `classes` (3 or 11) classes.
     """
-    from tf_autoseg import camvid
-    from tf_autoseg import dubai
+    from tf_autoseg.datasets import camvid
+    from tf_autoseg.datasets import dubai
 
     if dataset == "dubai":
         frames, info = dubai.load(data_dir, tiles=[tile], tile=crop, batch_size=1, labels=True,
@@ -60,19 +60,19 @@ def read_frame(dataset, data_dir, index, classes, tile=7, crop=512):
 def class_mapping(run, clusters, truth, num_classes, num_clusters):
     """(cluster -> class array, source): the run's recorded mapping, else one fitted here.
 
-    The run's is `evaluation.main.mapping` of `metrics.json` beside the model; without it the
+    The run's is `metrics.main.mapping` of `metrics.json` beside the model; without it the
     Hungarian mapping of `clusters` to `truth` on this frame. Unmatched clusters map to 255.
     """
-    from tf_autoseg import evaluation
+    from tf_autoseg.evaluation import metrics
 
     folder = Path(run) if Path(run).is_dir() else Path(run).parent
-    metrics = folder / "metrics.json"
-    if metrics.is_file():
-        recorded = json.loads(metrics.read_text())["evaluation"]["main"]
-        mapping, source = np.array(recorded["mapping"]), f"{metrics} ({recorded['mode']})"
+    recorded_file = folder / "metrics.json"
+    if recorded_file.is_file():
+        recorded = json.loads(recorded_file.read_text())["evaluation"]["main"]
+        mapping, source = np.array(recorded["mapping"]), f"{recorded_file} ({recorded['mode']})"
     else:
-        confusion = evaluation.confusion_matrix(truth, clusters, num_classes, num_clusters)
-        mapping, source = evaluation.hungarian_match(confusion), "hungarian on the drawn frame"
+        confusion = metrics.confusion_matrix(truth, clusters, num_classes, num_clusters)
+        mapping, source = metrics.hungarian_match(confusion), "hungarian on the drawn frame"
     return np.where(mapping < 0, 255, mapping), source
 
 
@@ -92,9 +92,9 @@ def main(argv):
     import tensorflow as tf
 
     from tf_autoseg import atomic
-    from tf_autoseg import loading
-    from tf_autoseg import segment
-    from tf_autoseg.model import cluster_ids
+    from tf_autoseg.modeling.model import cluster_ids
+    from tf_autoseg.serving import loading
+    from tf_autoseg.serving import segment
 
     model = loading.load(FLAGS.run)
     data_dir = FLAGS.data_dir or str(DATA_DIRS[FLAGS.dataset])

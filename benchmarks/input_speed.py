@@ -2,7 +2,7 @@
 
 Prints one JSON object. For each set (the Dubai aerial images, cut into 200 px tiles, and a
 generated set of `--generated` 128x128 JPEG files) and each path (`memory`:
-`tf_autoseg.data`; `stream`: `tf_autoseg.stream`), a fresh child process builds the training
+`tf_autoseg.data.core`; `stream`: `tf_autoseg.data.stream`), a fresh child process builds the training
 pipeline (shuffled, repeated, flipped), times its first batch (which includes reading or
 checking every file), then `--batches` batches after `--warmup`, and reports images/s, the
 size of the serialized dataset graph and its own peak RSS. A last child per image shape
@@ -71,14 +71,14 @@ def generate(folder, count, size):
 
 def pipeline(config):
     """The training pipeline of a measurement: (dataset, examples)."""
-    from tf_autoseg import dubai
-    from tf_autoseg import folder
-    from tf_autoseg import stream
+    from tf_autoseg.data import stream
+    from tf_autoseg.datasets import dubai
+    from tf_autoseg.datasets import folder
 
     options = dict(batch_size=config["batch_size"], seed=0, repeat=True, augment=True)
     memory = config["path"] == "memory"
     if config["set"] == "dubai":
-        build = dubai.load if memory else stream.dubai
+        build = dubai.load if memory else dubai.streamed
         dataset, info = build(config["root"], tile=200, **options)
     else:
         build = folder.load if memory else stream.folder
@@ -88,7 +88,7 @@ def pipeline(config):
 
 def time_pipeline(config):
     """Images/s of one pipeline after its first batch, its graph and the process's peak RSS."""
-    from tf_autoseg import stream  # noqa: F401 - TensorFlow's import is not timed
+    from tf_autoseg.data import stream  # noqa: F401 - TensorFlow's import is not timed
 
     start = time.perf_counter()
     dataset, examples = pipeline(config)

@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_autoseg import losses  # noqa: E402
+from tf_autoseg.modeling import losses  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 8, "Batch size.")

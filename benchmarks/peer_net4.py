@@ -12,7 +12,7 @@ import keras
 
 from tf_autoseg import AutoSegModel
 from tf_autoseg import ShiftedMaskedConv2D
-from tf_autoseg.backbones import ConvStem
+from tf_autoseg.layers.backbones import ConvStem
 
 
 class PeerBlock(keras.layers.Layer):

@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_autoseg import train  # noqa: E402 - the training flags describe the recipe
+from tf_autoseg.cli import train  # noqa: E402 - the training flags describe the recipe
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -101,26 +101,26 @@ def _mean_spread(values):
 
 
 def _scores(pair, mode):
-    from tf_autoseg import evaluation
+    from tf_autoseg.evaluation import metrics
 
     fit, score = pair
-    result = evaluation.protocol(fit, score if mode == "holdout" else None)
+    result = metrics.protocol(fit, score if mode == "holdout" else None)
     return {key: result[key] for key in ("pixel_accuracy", "mean_iou", "per_class_iou")}
 
 
 def baselines(cfg, seed, fit, held_out, input_shape):
     """Majority, RGB k-means and untrained network + k-means, scored like the recipe."""
-    from tf_autoseg import baselines as lib
-    from tf_autoseg import evaluation
-    from tf_autoseg import experiment
+    from tf_autoseg.evaluation import baselines as lib
+    from tf_autoseg.evaluation import metrics
+    from tf_autoseg.training import experiment
 
     k, mode = cfg["classes"], cfg["eval_mode"]
     fit = held_out if mode == "same" else fit
     sample = 20_000 if FLAGS.quick else SAMPLE
-    majority = evaluation.ConfusionMatrix(k)
+    majority = metrics.ConfusionMatrix(k)
     for _, labels in held_out:
         majority.update(labels.numpy(), np.zeros_like(labels.numpy()))
-    result = {"majority_class": evaluation.majority_baseline(majority)}
+    result = {"majority_class": metrics.majority_baseline(majority)}
     result["majority_class"].pop("per_class_iou")
     rgb = lib.kmeans_baseline(fit, held_out, k, sample=sample, seed=seed)
     result["kmeans_rgb"] = _scores(rgb, mode)
@@ -138,15 +138,15 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
     end. "head" is the main head's argmax, "feature_kmeans" k-means on its features fitted on
     the fit set, both for comparison.
     """
-    from tf_autoseg import evaluation
-    from tf_autoseg import experiment
+    from tf_autoseg.evaluation import metrics
+    from tf_autoseg.training import experiment
 
     k, mode = cfg["classes"], cfg["eval_mode"]
     heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
 
     def confusions():
-        score = evaluation.model_confusions(model, held_out, k, heads)
-        fitted = score if mode == "same" else evaluation.model_confusions(model, fit, k, heads)
+        score = metrics.model_confusions(model, held_out, k, heads)
+        fitted = score if mode == "same" else metrics.model_confusions(model, fit, k, heads)
         return fitted, score
 
     if model.centres is not None:
@@ -154,7 +154,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
     fitted, score = confusions()
     point = {"head": _scores((fitted["main"], score["main"]), mode)}
     if "overclustering" in heads:
-        over = evaluation.protocol(fitted["overclustering"], score["overclustering"],
+        over = metrics.protocol(fitted["overclustering"], score["overclustering"],
                                    many_to_one=True)  # fmt: skip
         point["overclustering_many_to_one"] = over["pixel_accuracy"]
     sizes = score["main"].counts.sum(axis=0)
@@ -189,8 +189,8 @@ def feature_kmeans(model, fit, held_out, k, seed, source="features"):
     image bilinearly, as the head's probabilities are. `source`: "features" (g_ar's output)
     or "overclustering" (that head's probabilities).
     """
-    from tf_autoseg import baselines as lib
-    from tf_autoseg import evaluation
+    from tf_autoseg.evaluation import baselines as lib
+    from tf_autoseg.evaluation import metrics
 
     rng = np.random.default_rng(seed)
     fit = fit if fit is not None else held_out
@@ -204,7 +204,7 @@ def feature_kmeans(model, fit, held_out, k, seed, source="features"):
     centres = lib.kmeans(pool, k, seed=seed).astype(np.float32)
 
     def confusion(batches):
-        matrix = evaluation.ConfusionMatrix(k)
+        matrix = metrics.ConfusionMatrix(k)
         for images, labels in batches:
             f = _grid_features(model, images, source)
             distance = (f**2).sum(-1, keepdims=True) - 2 * f @ centres.T + (centres**2).sum(1)
@@ -217,7 +217,7 @@ def feature_kmeans(model, fit, held_out, k, seed, source="features"):
 
 def run_seed(cfg, seed, data):
     """Trains one seed, scoring along the way; returns its record."""
-    from tf_autoseg import experiment
+    from tf_autoseg.training import experiment
 
     cfg = {**cfg, "seed": seed}
     train_set, held_out, fit = data
@@ -291,7 +291,7 @@ def summary(records):
 
 def main(argv):
     del argv
-    from tf_autoseg import experiment
+    from tf_autoseg.training import experiment
 
     cfg = config()
     seeds = [int(s) for s in FLAGS.seeds]

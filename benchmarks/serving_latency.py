@@ -2,7 +2,7 @@
 
 Builds `AutoSegModel.variant(--variant, --classes, (--crop, --crop, 3))` (width
 64, stride 4: the defaults; untrained weights time the same as trained ones),
-exports it with `tf_autoseg.export.export_model` into a temporary directory,
+exports it with `tf_autoseg.serving.export.export_model` into a temporary directory,
 loads the export with `tf.saved_model.load` and times its `serving_default`
 signature on one uint8 --size x --size image: --warmup untimed calls, then the
 median of --repeats. Prints one JSON object.
@@ -29,7 +29,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_autoseg import AutoSegModel  # noqa: E402
-from tf_autoseg import export  # noqa: E402
+from tf_autoseg.serving import export  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("variant", "F2", "AutoSegModel variant (F1..F5 or random).")

@@ -116,8 +116,8 @@ def run_one(config):
     import keras
     import tensorflow as tf
 
-    from tf_autoseg import export
-    from tf_autoseg import losses
+    from tf_autoseg.modeling import losses
+    from tf_autoseg.serving import export
 
     keras.mixed_precision.set_global_policy(config["precision"])
     shape = config["shape"]

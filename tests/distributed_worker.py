@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_autoseg import AutoSegModel  # noqa: E402
-from tf_autoseg import synthetic  # noqa: E402
+from tf_autoseg.datasets import synthetic  # noqa: E402
 
 GLOBAL_BATCH = 8
 

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_autoseg import AutoSegModel  # noqa: E402
-from tf_autoseg import inputs  # noqa: E402
+from tf_autoseg.training import inputs  # noqa: E402
 
 
 class LossHistory(keras.callbacks.Callback):

@@ -86,9 +86,9 @@ def test_example_figure_draws_a_camvid_frame_with_a_tiny_model(tmp_path):
     from PIL import Image
 
     from tf_autoseg import AutoSegModel
-    from tf_autoseg import evaluation
-    from tf_autoseg import images
     from tf_autoseg import visualize
+    from tf_autoseg.data import images
+    from tf_autoseg.evaluation import metrics
 
     rng = np.random.default_rng(0)
     for folder in ("images", "labels"):
@@ -111,7 +111,7 @@ def test_example_figure_draws_a_camvid_frame_with_a_tiny_model(tmp_path):
     image = images.read_image(frame)[0]
     truth = np.array([0, 255, 255, 1, 1, 2, 255, 255, 255, 255, 255], np.uint8)[ids]  # 3 classes
     clusters = model.predict_labels(image[None]).numpy()[0]
-    mapping = evaluation.hungarian_match(evaluation.confusion_matrix(truth, clusters, 3, 3))
+    mapping = metrics.hungarian_match(metrics.confusion_matrix(truth, clusters, 3, 3))
     panels = [image, visualize.colorize(mapping[clusters]).numpy(), visualize.colorize(truth)]
     np.testing.assert_array_equal(drawn[:, :24], panels[0][::2, ::2])
     np.testing.assert_array_equal(drawn[:, 30:54], panels[1][::2, ::2])

@@ -74,7 +74,7 @@ def _labels(node, root):
         return [
             (Path(p).relative_to(root).as_posix(), False)
             for pattern in ast.literal_eval(node.args[0])
-            for p in sorted(globlib.glob(str(root / pattern)))
+            for p in sorted(globlib.glob(str(root / pattern), recursive=True))
         ]
     raise ValueError(
         "BUILD: only lists, glob([...]) and their sums are understood here. "
@@ -221,7 +221,7 @@ def test_every_target_depends_on_exactly_what_its_sources_import(build):
 
 def test_every_module_has_a_library_and_every_test_a_py_test(build):
     targets, _, owner = build
-    modules = sorted(p.as_posix() for d in LIBRARY_DIRS for p in Path(ROOT, d).glob("*.py"))
+    modules = sorted(p.as_posix() for d in LIBRARY_DIRS for p in Path(ROOT, d).rglob("*.py"))
     modules = [Path(p).relative_to(ROOT).as_posix() for p in modules]
     assert [m for m in modules if targets.get(owner.get(m), {}).get("rule") != "py_library"] == []
     tests = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("test_*.py"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tf_autoseg import commands
+from tf_autoseg.cli import commands
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ("train", "evaluate", "segment", "export")
@@ -89,7 +89,7 @@ def test_noise_is_told_apart_from_other_lines():
 def test_tensorflow_start_up_is_quiet_by_default_and_verbose_on_request():
     probe = (
         "import sys\n"
-        "from tf_autoseg import commands\n"
+        "from tf_autoseg.cli import commands\n"
         "print('before', file=sys.stderr, flush=True)\n"
         "commands.start_tensorflow()\n"
         "print('after', file=sys.stderr)\n"

@@ -18,13 +18,13 @@ import tensorflow as tf
 import tifffile
 from PIL import Image
 
-from tf_autoseg import cocostuff
-from tf_autoseg import data
-from tf_autoseg import dubai
-from tf_autoseg import folder
-from tf_autoseg import images as imageio
-from tf_autoseg import potsdam
-from tf_autoseg import synthetic
+from tf_autoseg.data import core
+from tf_autoseg.data import images as imageio
+from tf_autoseg.datasets import cocostuff
+from tf_autoseg.datasets import dubai
+from tf_autoseg.datasets import folder
+from tf_autoseg.datasets import potsdam
+from tf_autoseg.datasets import synthetic
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -334,7 +334,7 @@ def test_synthetic_is_identical_for_a_seed_and_differs_across_seeds():
 
 
 def test_pipeline_options_are_one_checked_object_for_every_dataset():
-    options = data.PipelineOptions(batch_size=np.int64(4), seed=np.int32(2), shuffle=0)
+    options = core.PipelineOptions(batch_size=np.int64(4), seed=np.int32(2), shuffle=0)
     assert (options.batch_size, options.seed, options.shuffle) == (4, 2, False)
     assert type(options.batch_size) is int and type(options.seed) is int
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -351,7 +351,7 @@ def test_dataset_modules_and_their_class_counts_load_without_tensorflow():
     # train.validate reads NUM_CLASSES before TensorFlow starts (quietly, in commands).
     script = (
         "import sys\n"
-        "from tf_autoseg import camvid, cocostuff, dubai, folder, potsdam, synthetic\n"
+        "from tf_autoseg.datasets import camvid, cocostuff, dubai, folder, potsdam, synthetic\n"
         "counts = [m.NUM_CLASSES for m in (camvid, cocostuff, dubai, potsdam, synthetic)]\n"
         "print('tensorflow' in sys.modules, counts)\n"
     )

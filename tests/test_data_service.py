@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import data_service
-from tf_autoseg import prepare
-from tf_autoseg import records
+from tf_autoseg.data import records
+from tf_autoseg.data import service
+from tf_autoseg.training import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_two_service_workers_serve_each_example_of_an_epoch_once_and_training_ru
                    classes=3, crop=16, downsample=1, shard_size=8, jobs=1)  # fmt: skip
     prepare.prepare(options, log=lambda line: None)
     dataset, info = records.load(tmp_path / "out", batch_size=8, seed=0, repeat=True, augment=True)
-    served = data_service.distribute(dataset, launcher, job_name="test")
+    served = service.distribute(dataset, launcher, job_name="test")
     batches = [np.asarray(b)[:, 0, 0, 0] for b in served.take(12)]  # two epochs' worth
     # Each worker runs whole epochs of its own (DYNAMIC sharding): no batch is served twice.
     # Two workers replaying the same epochs would serve every batch of the seed twice.
@@ -77,8 +77,8 @@ def test_two_service_workers_serve_each_example_of_an_epoch_once_and_training_ru
 def test_service_address_must_be_grpc_host_port():
     for bad in ("localhost:5050", "grpc://localhost", "http://h:1"):
         with pytest.raises(ValueError, match=r"--data_service must be grpc://host:port"):
-            data_service.check_address(bad)
-    data_service.check_address("grpc://localhost:5050")
+            service.check_address(bad)
+    service.check_address("grpc://localhost:5050")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import baselines
-from tf_autoseg import evaluation
-from tf_autoseg import probes
-from tf_autoseg import synthetic
+from tf_autoseg.datasets import synthetic
+from tf_autoseg.evaluation import baselines
+from tf_autoseg.evaluation import metrics
+from tf_autoseg.evaluation import probes
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 5])
@@ -23,8 +23,8 @@ def test_hungarian_equals_best_permutation_by_brute_force(k):
             sum(confusion[c, perm[c]] for c in range(k))
             for perm in itertools.permutations(range(k))
         )
-        assert evaluation.hungarian_accuracy(confusion) == pytest.approx(best / confusion.sum())
-        mapping = evaluation.hungarian_match(confusion)
+        assert metrics.hungarian_accuracy(confusion) == pytest.approx(best / confusion.sum())
+        mapping = metrics.hungarian_match(confusion)
         assert sorted(mapping.tolist()) == list(range(k))
 
 
@@ -33,10 +33,10 @@ def test_streaming_matrix_equals_one_shot_and_ignores_255():
     labels = rng.integers(0, 4, size=(6, 9, 11))
     labels[rng.uniform(size=labels.shape) < 0.2] = 255
     clusters = rng.integers(0, 5, size=labels.shape)
-    streaming = evaluation.ConfusionMatrix(4, 5)
+    streaming = metrics.ConfusionMatrix(4, 5)
     for i in range(0, 6, 2):
         streaming.update(labels[i : i + 2], clusters[i : i + 2])
-    one_shot = evaluation.confusion_matrix(labels, clusters, 4, 5)
+    one_shot = metrics.confusion_matrix(labels, clusters, 4, 5)
     np.testing.assert_array_equal(streaming.counts, one_shot)
     assert one_shot.sum() == (labels != 255).sum()
     expected = np.zeros((4, 5), np.int64)
@@ -48,15 +48,15 @@ def test_streaming_matrix_equals_one_shot_and_ignores_255():
 
 def test_out_of_range_labels_are_an_error():
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) or 255"):
-        evaluation.confusion_matrix([0, 3], [0, 1], 3, 3)
+        metrics.confusion_matrix([0, 3], [0, 1], 3, 3)
     with pytest.raises(ValueError, match=r"clusters must be in \[0, 3\)"):
-        evaluation.confusion_matrix([0, 1], [0, 7], 3, 3)
+        metrics.confusion_matrix([0, 1], [0, 7], 3, 3)
 
 
 def test_scores_by_hand():
     # Classes (rows) x clusters (cols). Hungarian: cluster 1 -> class 0, cluster 0 -> class 1.
     confusion = np.array([[1, 8], [6, 2]])
-    result = evaluation.protocol(confusion)
+    result = metrics.protocol(confusion)
     assert result["mapping"] == [1, 0]
     assert result["pixel_accuracy"] == pytest.approx(14 / 17)
     # class 0: correct 8, labelled 9, predicted 10 -> 8 / 11; class 1: 6 / (8 + 7 - 6) = 6 / 9.
@@ -67,17 +67,17 @@ def test_scores_by_hand():
 def test_holdout_mode_uses_the_mapping_fitted_elsewhere():
     fit = np.array([[9, 1], [1, 9]])
     score = np.array([[1, 9], [9, 1]])
-    assert evaluation.protocol(fit, score)["pixel_accuracy"] == pytest.approx(0.1)
-    assert evaluation.protocol(score)["pixel_accuracy"] == pytest.approx(0.9)
-    assert evaluation.protocol(fit, score)["mode"] == "holdout"
+    assert metrics.protocol(fit, score)["pixel_accuracy"] == pytest.approx(0.1)
+    assert metrics.protocol(score)["pixel_accuracy"] == pytest.approx(0.9)
+    assert metrics.protocol(fit, score)["mode"] == "holdout"
 
 
 def test_many_to_one_for_overclustering_and_majority_baseline():
     confusion = np.array([[5, 4, 0, 1], [0, 1, 7, 6]])
-    result = evaluation.protocol(confusion, many_to_one=True)
+    result = metrics.protocol(confusion, many_to_one=True)
     assert result["mapping"] == [0, 0, 1, 1]
     assert result["pixel_accuracy"] == pytest.approx(22 / 24)
-    assert evaluation.majority_baseline(confusion)["pixel_accuracy"] == pytest.approx(14 / 24)
+    assert metrics.majority_baseline(confusion)["pixel_accuracy"] == pytest.approx(14 / 24)
 
 
 def test_kmeans_recovers_well_separated_clusters():
@@ -86,8 +86,8 @@ def test_kmeans_recovers_well_separated_clusters():
     labels = rng.integers(0, 3, 3000)
     points = centres[labels] + rng.normal(0, 0.3, (3000, 2))
     found = baselines.kmeans(points, 3, seed=1)
-    confusion = evaluation.confusion_matrix(labels, baselines.assign(points, found), 3, 3)
-    assert evaluation.hungarian_accuracy(confusion) > 0.99
+    confusion = metrics.confusion_matrix(labels, baselines.assign(points, found), 3, 3)
+    assert metrics.hungarian_accuracy(confusion) > 0.99
 
 
 def _synthetic_batches(seed, count=8, size=32):
@@ -105,19 +105,19 @@ def test_pixel_and_random_network_baselines_run_through_the_same_code():
         batches, held_out, 3, features=baselines.network_features(model), sample=5000
     )
     for fit, score in (pixel, network):
-        accuracy = evaluation.protocol(fit, score)["pixel_accuracy"]
+        accuracy = metrics.protocol(fit, score)["pixel_accuracy"]
         assert 1 / 3 < accuracy <= 1.0
 
 
 def test_model_confusion_scores_both_heads():
     model = AutoSegModel(3, (16, 16, 3), width=8, stride=2, ar_blocks=1, overclustering=6)
     batches = _synthetic_batches(1, size=16)
-    main = evaluation.model_confusion(model, batches, 3)
-    over = evaluation.model_confusion(model, batches, 3, overclustering=True)
+    main = metrics.model_confusion(model, batches, 3)
+    over = metrics.model_confusion(model, batches, 3, overclustering=True)
     assert main.counts.shape == (3, 3) and over.counts.shape == (3, 6)
     assert main.counts.sum() == over.counts.sum() == 8 * 16 * 16
     with pytest.raises(ValueError, match="overclustering"):
-        evaluation.model_confusion(
+        metrics.model_confusion(
             AutoSegModel(3, (16, 16, 3), width=8, ar_blocks=1), batches, 3, overclustering=True
         )
 

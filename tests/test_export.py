@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import export
+from tf_autoseg.serving import export
 
 ISOLATED = Path(__file__).with_name("isolated_saved_model.py")
 ROOT = ISOLATED.parent.parent

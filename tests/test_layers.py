@@ -14,10 +14,10 @@ from tf_autoseg import MaskedAttentionBlock
 from tf_autoseg import MaskedMultiHeadAttention
 from tf_autoseg import MaskedResidualBlock
 from tf_autoseg import ShiftedMaskedConv2D
-from tf_autoseg import backbones
-from tf_autoseg import masked_attention
-from tf_autoseg import masked_conv
-from tf_autoseg import orderings
+from tf_autoseg.layers import backbones
+from tf_autoseg.layers import masked_attention
+from tf_autoseg.layers import masked_conv
+from tf_autoseg.layers import orderings
 
 SIZES = [(4, 6), (5, 5), (7, 3)]
 ALL = range(orderings.NUM_ORDERINGS)
@@ -311,8 +311,9 @@ def test_archive_names_layers_by_registered_name_not_module(tmp_path):
             if item.filename == "config.json":
                 config = json.loads(data)
                 for layer in config["config"]["layers"][1:]:
-                    assert layer["module"].startswith("tf_autoseg.masked_")
-                    layer["module"] = "tf_autoseg.layers"
+                    assert layer["module"].startswith("tf_autoseg.layers.masked_")
+                    # Where the layers lived before tf_autoseg.layers was a package.
+                    layer["module"] = layer["module"].replace(".layers.", ".")
                 data = json.dumps(config).encode()
             target.writestr(item, data)
     loaded = keras.saving.load_model(old)

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import export
-from tf_autoseg import loading
-from tf_autoseg.model import cluster_ids
+from tf_autoseg.modeling.model import cluster_ids
+from tf_autoseg.serving import export
+from tf_autoseg.serving import loading
 
 ROOT = Path(__file__).resolve().parents[1]
 # Labels are compared where the top two probabilities differ by more than this (elsewhere
@@ -104,7 +104,7 @@ def test_bad_model_paths_are_named(saved, tmp_path):
 
 
 # The modules that load a model, and the loaders they must not call themselves.
-LOADERS = ("tf_autoseg/evaluate.py", "tf_autoseg/segment.py", "tf_autoseg/export.py",
+LOADERS = ("tf_autoseg/cli/evaluate.py", "tf_autoseg/cli/segment.py", "tf_autoseg/cli/export.py",
            "benchmarks/example_figure.py")  # fmt: skip
 OWN_LOADERS = ("load_model", "load_checkpoint", "saved_model.load", "argmax", "decode_")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_autoseg import losses
+from tf_autoseg.modeling import losses
 
 
 def one_hot_map(labels, k):

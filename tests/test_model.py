@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import losses
-from tf_autoseg import transforms
-from tf_autoseg.evaluation import confusion_matrix
-from tf_autoseg.evaluation import hungarian_accuracy
-from tf_autoseg.model import VARIANTS
-from tf_autoseg.synthetic import scenes as synthetic_scenes
+from tf_autoseg.datasets.synthetic import scenes as synthetic_scenes
+from tf_autoseg.evaluation.metrics import confusion_matrix
+from tf_autoseg.evaluation.metrics import hungarian_accuracy
+from tf_autoseg.modeling import losses
+from tf_autoseg.modeling import transforms
+from tf_autoseg.modeling.model import VARIANTS
 
 TINY = dict(width=8, attention_heads=2)
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tf_autoseg import orderings
+from tf_autoseg.layers import orderings
 
 SIZES = [(1, 1), (1, 5), (4, 4), (5, 7), (6, 3)]
 CORNERS = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import precision
+from tf_autoseg.training import precision
 
 
 class _PolicyTimedModel:

@@ -1,4 +1,4 @@
-"""python -m tf_autoseg.prepare and tf_autoseg.records: the in-memory examples in shards, a
+"""python -m tf_autoseg.prepare and tf_autoseg.data.records: the in-memory examples in shards, a
 manifest, resumable preparation, resumable reading, and MultiWorker training by shard file.
 
 Files are written into tmp_path; the COCO-Stuff check reads ../shared/data in place and skips
@@ -19,12 +19,12 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tf_autoseg import cocostuff
-from tf_autoseg import folder
-from tf_autoseg import inputs
-from tf_autoseg import potsdam
-from tf_autoseg import prepare
-from tf_autoseg import records
+from tf_autoseg.data import records
+from tf_autoseg.datasets import cocostuff
+from tf_autoseg.datasets import folder
+from tf_autoseg.datasets import potsdam
+from tf_autoseg.training import inputs
+from tf_autoseg.training import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -12,9 +12,9 @@ import tifffile
 from PIL import Image
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import commands
-from tf_autoseg import images
-from tf_autoseg import segment
+from tf_autoseg.cli import commands
+from tf_autoseg.data import images
+from tf_autoseg.serving import segment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_segment_feeds_all_four_bands_to_a_four_channel_model(tmp_path, models):
 
 
 def test_segment_loads_an_export_through_the_one_loader(tmp_path, models):
-    from tf_autoseg import export
+    from tf_autoseg.serving import export
 
     export.export_model(models[3], "rgb", tmp_path / "saved")
     path = tmp_path / "frame.png"

@@ -11,12 +11,12 @@ import pytest
 import serving_standins
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import export
-from tf_autoseg.serving import GrpcClient
-from tf_autoseg.serving import RestClient
-from tf_autoseg.serving import ServingError
-from tf_autoseg.serving import ServingTimeout
-from tf_autoseg.serving import check_images
+from tf_autoseg.serving import export
+from tf_autoseg.serving.model_server import GrpcClient
+from tf_autoseg.serving.model_server import RestClient
+from tf_autoseg.serving.model_server import ServingError
+from tf_autoseg.serving.model_server import ServingTimeout
+from tf_autoseg.serving.model_server import check_images
 
 NAME = "tiny"
 # Labels are compared where the top two probabilities differ by more than this

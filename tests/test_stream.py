@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tf_autoseg import dubai
-from tf_autoseg import folder as folder_in_memory
-from tf_autoseg import inputs
-from tf_autoseg import stream
+from tf_autoseg.data import stream
+from tf_autoseg.datasets import dubai
+from tf_autoseg.datasets import folder as folder_in_memory
+from tf_autoseg.training import inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -86,7 +86,7 @@ def test_dubai_jpeg_tiles_stream_to_the_in_memory_pixels():
     root = DATA / "dubai-aerial"
     options = dict(tiles=(8,), tile=200, batch_size=8, seed=3, repeat=True, augment=True)
     memory, memory_info = dubai.load(root, **options)
-    streamed, streamed_info = stream.dubai(root, **options)
+    streamed, streamed_info = dubai.streamed(root, **options)
     assert streamed_info == memory_info
     for a, b in zip(batches(memory, 8), batches(streamed, 8)):
         np.testing.assert_array_equal(a, b)
@@ -150,7 +150,8 @@ def test_graph_grows_by_file_names_only_not_pixels(tmp_path):
 # hide what the pipeline itself costs.
 _RSS_SCRIPT = """
 import sys
-from tf_autoseg import folder, stream
+from tf_autoseg.datasets import folder
+from tf_autoseg.data import stream
 
 def status(field):
     with open("/proc/self/status") as lines:

@@ -17,10 +17,10 @@ import tensorflow as tf
 from PIL import Image
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg import checkpoints
-from tf_autoseg import loading
-from tf_autoseg import runs
-from tf_autoseg import segment
+from tf_autoseg.serving import loading
+from tf_autoseg.serving import segment
+from tf_autoseg.training import checkpoints
+from tf_autoseg.training import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -163,7 +163,7 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
 
 
 def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_path):
-    from tf_autoseg.runs import ADDED
+    from tf_autoseg.training.runs import ADDED
 
     saved = tmp_path / "flags.json"
     saved.write_text(json.dumps({"dataset": "dubai", "steps": 10}))  # recorded before --downsample
@@ -245,8 +245,8 @@ def test_the_experiments_folder_holds_the_flagfiles():
 def test_experiment_flagfile_parses_and_builds(tmp_path, path):
     from absl import flags
 
-    from tf_autoseg import experiment
-    from tf_autoseg import train
+    from tf_autoseg.cli import train
+    from tf_autoseg.training import experiment
 
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -335,7 +335,7 @@ def _main(args):
     (errors are raised rather than printed)."""
     from absl import flags
 
-    from tf_autoseg import train
+    from tf_autoseg.cli import train
 
     cwd = os.getcwd()
     os.chdir(ROOT)  # flagfiles name each other relative to the repository
@@ -412,7 +412,9 @@ def test_raising_steps_continues_a_run_and_removes_what_a_kill_left(tmp_path, ab
 _KILLER = """
 import os, signal, sys
 from absl import flags
-from tf_autoseg import atomic, export, train
+from tf_autoseg import atomic
+from tf_autoseg.serving import export
+from tf_autoseg.cli import train
 where = sys.argv.pop(1)
 
 def die(*args, **kwargs):
@@ -478,7 +480,7 @@ def test_skipped_and_converted_files_are_named_in_metrics_and_the_log(tmp_path, 
 def test_library_errors_name_flags_not_python_arguments(tmp_path):
     from PIL import Image
 
-    from tf_autoseg import train
+    from tf_autoseg.cli import train
 
     data = tmp_path / "images"
     data.mkdir()
@@ -521,7 +523,7 @@ def test_labels_from_features_fits_centres_that_the_export_serves(tmp_path, absl
 
 
 def test_precision_auto_trains_in_the_policy_its_probe_timed_faster(tmp_path, absl_info):
-    from tf_autoseg import precision
+    from tf_autoseg.training import precision
 
     timed = {}
     original = precision.probe

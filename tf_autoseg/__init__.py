@@ -5,7 +5,7 @@ ECCV 2020 (arXiv 2007.08247).
 
 The names below are imported on first use, not with the package: the command-line programs
 (`python -m tf_autoseg.train`, ...) parse their flags, and answer `--help`, before TensorFlow
-loads. `import tf_autoseg.model` registers the layers and the model for `.keras` loading.
+loads. `import tf_autoseg.modeling.model` registers the layers and the model for `.keras` loading.
 """
 
 import importlib
@@ -14,13 +14,13 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it (a module itself for `losses` and `orderings`).
 _EXPORTS = {
-    "AutoSegModel": "tf_autoseg.model",
-    "MaskedAttentionBlock": "tf_autoseg.masked_attention",
-    "MaskedMultiHeadAttention": "tf_autoseg.masked_attention",
-    "MaskedResidualBlock": "tf_autoseg.masked_conv",
-    "ShiftedMaskedConv2D": "tf_autoseg.masked_conv",
-    "losses": "tf_autoseg.losses",
-    "orderings": "tf_autoseg.orderings",
+    "AutoSegModel": "tf_autoseg.modeling.model",
+    "MaskedAttentionBlock": "tf_autoseg.layers.masked_attention",
+    "MaskedMultiHeadAttention": "tf_autoseg.layers.masked_attention",
+    "MaskedResidualBlock": "tf_autoseg.layers.masked_conv",
+    "ShiftedMaskedConv2D": "tf_autoseg.layers.masked_conv",
+    "losses": "tf_autoseg.modeling.losses",
+    "orderings": "tf_autoseg.layers.orderings",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -30,7 +30,7 @@ def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'tf_autoseg' has no attribute {name!r}")
     module = importlib.import_module(_EXPORTS[name])
-    value = module if module.__name__ == f"tf_autoseg.{name}" else getattr(module, name)
+    value = module if module.__name__.rpartition(".")[2] == name else getattr(module, name)
     globals()[name] = value
     return value
 

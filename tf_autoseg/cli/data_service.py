@@ -1,0 +1,44 @@
+"""`python -m tf_autoseg.data_service`: a tf.data service dispatcher and workers.
+
+The library is `tf_autoseg.data.service`; this module holds the flags and `main`.
+"""
+
+import signal
+import sys
+
+from tf_autoseg.cli import commands
+
+
+def main(argv):
+    from absl import flags
+
+    from tf_autoseg.data.service import start  # loads TensorFlow: after the flags
+
+    values = flags.FLAGS
+    service = start(values.port, values.workers, values.dispatcher, values.worker_host)
+    where = service.address or f"grpc://{values.dispatcher}"
+    print(f"tf.data service: {len(service.workers)} worker(s) for {where}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        (service.dispatcher or service.workers[0]).join()
+    finally:
+        service.stop()
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_integer("port", 5050, "The dispatcher's port.")
+    flags.DEFINE_integer("workers", 2, "Worker servers started in this process.")
+    flags.DEFINE_string("dispatcher", None, "host:port of a dispatcher elsewhere: workers only.")
+    flags.DEFINE_string("worker_host", "localhost", "The name other machines reach this one by.")
+
+
+def run():
+    """Defines the flags and runs `main` as the program."""
+    _define_flags()
+    commands.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

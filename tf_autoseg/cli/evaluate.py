@@ -1,0 +1,98 @@
+"""Evaluates a trained model on a dataset, in either protocol mode.
+
+    python -m tf_autoseg.evaluate --model=runs/<name> [--eval_mode=holdout]
+    python -m tf_autoseg.evaluate --flagfile=experiments/<name>.cfg \\
+        --model=<run dir, .keras file or SavedModel> [--eval_mode=holdout]
+
+The data flags are the training program's. A run directory (or a `.keras` file
+inside one) brings its own: every flag its `flags.json` records is used unless
+given on the command line (or in a flagfile). `tf_autoseg.serving.loading` loads the model. Prints
+one JSON object: pixel accuracy, mIoU and per-class IoU after Hungarian matching (and
+many-to-one for an overclustering head).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from absl import flags
+
+from tf_autoseg.cli import commands
+from tf_autoseg.cli import train  # defines the data and evaluation flags
+from tf_autoseg.serving import loading
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "model", None,
+    "A run directory (its flags.json gives the data flags not given here), a .keras file or a "
+    "SavedModel folder.",
+)  # fmt: skip
+# The training flags this command reads: listed by --help.
+DATA_FLAGS = ("dataset", "data_dir", "classes", "crop", "downsample", "min_side",
+              "min_target_share", "masks_dir", "colours", "synthetic_images", "synthetic_size",
+              "train_tiles", "eval_tiles", "train_sequences", "eval_sequences", "batch_size", "seed", "eval_mode", "eval_batches")  # fmt: skip
+for _name in DATA_FLAGS:
+    flags.declare_key_flag(_name)
+
+
+def recorded_flags(model):
+    """The flags.json of the run that `model` (a run directory or a file in one) belongs to."""
+    path = Path(model)
+    saved = (path if path.is_dir() else path.parent) / "flags.json"
+    if not saved.is_file():
+        return {}
+    try:
+        return json.loads(saved.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{saved} is not JSON ({error}).") from None
+
+
+def evaluation_config(model):
+    """The flags to evaluate with: the command line's, else the run's, else the defaults."""
+    config = train.run_config()
+    for name, value in recorded_flags(model).items():
+        if name in config and not FLAGS[name].present:
+            config[name] = value
+    return config
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.model:
+        raise ValueError("--model is required.")
+    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
+    config = evaluation_config(FLAGS.model)
+    train.validate_data(config)
+    recorded = recorded_flags(FLAGS.model).get("classes", config["classes"])
+    if recorded != config["classes"]:
+        raise ValueError(
+            f"--classes={config['classes']} but the model's run was trained with --classes="
+            f"{recorded}."
+        )
+    commands.start_tensorflow()
+    from tf_autoseg.training import experiment
+
+    model = loading.load(FLAGS.model)
+    if model.num_classes != config["classes"]:
+        raise ValueError(
+            f"--classes={config['classes']} but the model has {model.num_classes} clusters."
+        )
+    try:
+        _, held_out, fit = experiment.build_data(config)
+    except ValueError as error:
+        raise ValueError(train.flag_names(str(error))) from error
+    if held_out is None:
+        raise ValueError("--dataset=folder needs --masks_dir to evaluate.")
+    results = experiment.evaluate(model, config, held_out[0], fit and fit[0])
+    print(json.dumps(results, default=lambda v: np.asarray(v).tolist()))
+
+
+def run():
+    """Runs `main` as the program (the flags are defined with this module)."""
+    commands.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

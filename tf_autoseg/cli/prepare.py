@@ -1,0 +1,72 @@
+"""`python -m tf_autoseg.prepare`: decodes a dataset once into TFRecord shards.
+
+The library is `tf_autoseg.training.prepare`; this module holds the flags and `main`.
+"""
+
+import json
+import sys
+
+from tf_autoseg import datasets
+from tf_autoseg.cli import commands
+
+
+# ------------------------------------------------------------------ command line
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_enum("dataset", None, list(datasets.PREPARED), "The dataset to prepare.")
+    flags.DEFINE_string("data_dir", None, "Its root folder, as for tf_autoseg.train.")
+    flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
+    flags.DEFINE_integer("classes", 6, "potsdam: 6 (3 is chosen when training); cocostuff 15 or "
+                         "3; camvid 3 or 11; dubai 5; folder: classes of its masks.")  # fmt: skip
+    flags.DEFINE_integer(
+        "crop", 128, "Tile side (dubai, camvid, folder) or training crop (cocostuff)."
+    )
+    flags.DEFINE_integer("downsample", 1, "dubai, camvid, folder: shrink this many times first.")
+    flags.DEFINE_float("scale", 1 / 3, "cocostuff: image scale (IIC: 1/3).")
+    flags.DEFINE_integer("min_side", 360, "cocostuff: curation, shortest side.")
+    flags.DEFINE_float("min_target_share", 0.75, "cocostuff: curation, share of target pixels.")
+    flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
+    flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles.")
+    flags.DEFINE_list("train_sequences", [], "camvid: the training part's video sequences.")
+    flags.DEFINE_list("eval_sequences", [], "camvid: the evaluation part's video sequences.")
+    flags.DEFINE_string("masks_dir", None, "folder: masks with the images' stems (optional).")
+    flags.DEFINE_string("colours", None, "folder: JSON mapping mask colours to class ids.")
+    flags.DEFINE_integer("shard_size", 512, "Examples per shard file (MultiWorker: >= 1 shard "
+                         "per worker; about 100-200 MB a shard reads well).")  # fmt: skip
+    flags.DEFINE_integer("jobs", 1, "Shards written at once, in separate processes.")
+    flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"])
+
+
+def main(argv):
+    from absl import app
+    from absl import flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    names = ("dataset", "data_dir", "output_dir", "classes", "crop", "downsample", "scale",
+             "min_side", "min_target_share", "train_tiles", "eval_tiles", "train_sequences", "eval_sequences",
+             "masks_dir", "colours", "shard_size", "jobs")  # fmt: skip
+    config = {name: flags.FLAGS[name].value for name in names}
+    config["train_tiles"] = [int(t) for t in config["train_tiles"]]
+    config["eval_tiles"] = [int(t) for t in config["eval_tiles"]]
+    commands.start_tensorflow()
+    from tf_autoseg.training.prepare import prepare
+
+    try:
+        manifest = prepare(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    counts = {name: part["examples"] for name, part in manifest["parts"].items()}
+    print(json.dumps({"output_dir": config["output_dir"], "examples": counts}))
+
+
+def run():
+    """Defines the flags and runs `main` as the program."""
+    _define_flags()
+    commands.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

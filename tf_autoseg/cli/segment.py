@@ -1,0 +1,85 @@
+"""`python -m tf_autoseg.segment`: label maps and colour overlays for images of any size.
+
+    python -m tf_autoseg.segment --model <SavedModel, run dir or .keras> \\
+        --input <image, folder or glob> --output <dir>
+
+The library is `tf_autoseg.serving.segment`; this module holds the flags and `main`.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from tf_autoseg.cli import commands
+from tf_autoseg.data import images
+from tf_autoseg.serving import loading
+from tf_autoseg.serving.segment import ALIGN
+from tf_autoseg.serving.segment import check_inputs
+from tf_autoseg.serving.segment import check_tiling
+from tf_autoseg.serving.segment import list_inputs
+from tf_autoseg.serving.segment import output_stems
+from tf_autoseg.serving.segment import segment_probabilities
+from tf_autoseg.serving.segment import write_outputs
+
+FLAGS = flags.FLAGS
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program (importing stays free)."""
+    flags.DEFINE_string("model", None, "A SavedModel folder, a run directory or a .keras file.")
+    flags.DEFINE_string("input", None, "An image, a folder of images, or a glob pattern.")
+    flags.DEFINE_string("output", None, "Folder for <stem>_labels.png and <stem>_overlay.png.")
+    flags.DEFINE_integer("tile", 512, "Largest tile side processed at once (a multiple of 16).")
+    flags.DEFINE_integer("overlap", 64, "Pixels discarded at inner tile borders (a multiple of 8).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for flag in ("model", "input", "output"):
+        if not FLAGS[flag].value:
+            raise ValueError(f"--{flag} is required.")
+    # Everything is checked before the first file is written: inputs, output names, the
+    # output folder, the model, then every image as the model will read it.
+    files = list_inputs(FLAGS.input)
+    output = Path(FLAGS.output)
+    stems = output_stems(files, output)
+    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
+    try:
+        check_tiling(FLAGS.tile, FLAGS.overlap)
+    except ValueError:
+        raise ValueError(
+            f"--tile={FLAGS.tile}, --overlap={FLAGS.overlap}: --tile must be a multiple of "
+            f"{ALIGN} larger than 2 * --overlap, and --overlap a multiple of 8."
+        ) from None
+    commands.check_writable("output", output)
+    commands.start_tensorflow()
+    import tensorflow as tf
+
+    from tf_autoseg.modeling.model import cluster_ids
+
+    model = loading.load(FLAGS.model)
+    channels = model.image_shape[-1]
+    check_inputs(files, channels)
+    output.mkdir(parents=True, exist_ok=True)
+    for path, stem in zip(files, stems):
+        image = images.read_image(path, channels)[0]
+        probs = segment_probabilities(
+            lambda batch: model(tf.constant(batch)), image, FLAGS.tile, FLAGS.overlap
+        )
+        write_outputs(stem, image, cluster_ids(probs).numpy())
+        print(f"{path} -> {stem}_labels.png")
+
+
+def run():
+    """Defines the flags and runs `main` as the program."""
+    define_flags()
+    commands.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,96 @@
+"""tf.data service: a dispatcher and workers that run the input pipeline for input-bound runs.
+
+Start the service (one dispatcher and N workers in one process; more workers on other
+machines with `--dispatcher`):
+
+    python -m tf_autoseg.data_service --port=5050 --workers=2
+    python -m tf_autoseg.data_service --dispatcher=host-a:5050 --workers=4 --worker_host=host-b
+
+then train with `--data_service=grpc://host-a:5050`: the trainer builds its pipeline as usual
+(streamed or prepared: the graph it ships to the dispatcher holds file names, not pixels), and
+`distribute` hands it to the service. The workers read the files themselves, so they must see
+them at the same paths as the trainer. The service splits the pipeline's epochs between its
+workers (`ShardingPolicy.DYNAMIC`: an epoch to a worker, every example once), which serve
+batches to whichever trainer asks: the batches are those of the seed, but their order depends
+on which worker answers first, so a run through the service is not bit-reproducible.
+"""
+
+import dataclasses
+import re
+
+import tensorflow as tf
+
+_ADDRESS = re.compile(r"^grpc://[^\s:/]+:\d+$")
+
+
+def check_address(address):
+    """Raises a ValueError naming `--data_service` unless it reads grpc://host:port."""
+    if not _ADDRESS.match(str(address)):
+        raise ValueError(
+            f"--data_service must be grpc://host:port (the dispatcher). Received: {address!r}"
+        )
+
+
+def distribute(dataset, address, job_name=None):
+    """`dataset` read through the tf.data service whose dispatcher is at `address`.
+
+    Args:
+        dataset: a pipeline whose first source is the range of its epochs (every pipeline of
+            tf_autoseg), which the service splits between its workers.
+        address: "grpc://host:port".
+        job_name: trainers giving the same name share one job, each batch going to one of
+            them (the workers of a MultiWorkerMirroredStrategy run); None: a job of its own.
+    """
+    check_address(address)
+    service = tf.data.experimental.service
+    return dataset.apply(
+        service.distribute(
+            processing_mode=service.ShardingPolicy.DYNAMIC, service=address, job_name=job_name
+        )
+    )
+
+
+@dataclasses.dataclass
+class Service:
+    """Servers started in this process; `address` is what trainers pass as --data_service."""
+
+    dispatcher: object
+    workers: list
+
+    @property
+    def address(self):
+        return self.dispatcher.target if self.dispatcher is not None else None
+
+    def stop(self):
+        for server in [*self.workers, self.dispatcher]:
+            if server is not None:
+                server.stop()
+
+
+def start(port=0, workers=2, dispatcher=None, worker_host="localhost"):
+    """Starts a dispatcher (unless `dispatcher`, host:port of a running one, is given) and
+    `workers` workers in this process.
+
+    Args:
+        port: the dispatcher's port (0: any free one).
+        workers: worker servers to start.
+        dispatcher: "host:port" of a dispatcher elsewhere; then only workers start here.
+        worker_host: the name other machines reach this one by (the workers' address).
+
+    Returns:
+        A `Service`.
+    """
+    service = tf.data.experimental.service
+    server = None
+    if dispatcher is None:
+        server = service.DispatchServer(service.DispatcherConfig(port=port))
+        dispatcher = server.target.removeprefix("grpc://")
+    started = [
+        service.WorkerServer(
+            service.WorkerConfig(
+                dispatcher_address=dispatcher, worker_address=f"{worker_host}:%port%"
+            )
+        )
+        for _ in range(workers)
+    ]
+    return Service(server, started)

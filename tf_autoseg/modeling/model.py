@@ -1,0 +1,649 @@
+"""`AutoSegModel`: the model `F = h o g_ar o d` and its AC / ARL training step.
+
+Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV
+2020: section 3 and the talk's "Model", "Variations of the model F" and
+"Training procedure". Training sees images only: labels in the data are never
+read by `train_step`.
+
+Long (about 650 lines) because it is the one owner of the model: construction and validation,
+plain inference (heads or fitted centres) and the AC / ARL training step share its layers and
+forward pass.
+"""
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_autoseg import arguments
+from tf_autoseg.layers import orderings as orderings_lib
+from tf_autoseg.layers.backbones import ConvStem
+from tf_autoseg.layers.backbones import ResNet18
+from tf_autoseg.layers.masked_attention import MaskedAttentionBlock
+from tf_autoseg.layers.masked_conv import MaskedResidualBlock
+from tf_autoseg.modeling import kmeans
+from tf_autoseg.modeling import losses
+from tf_autoseg.modeling import transforms
+
+FRONTS = ("identity", "stem", "residual", "resnet18")
+LABEL_SOURCES = ("head", "features", "overclustering")
+OBJECTIVES = ("ac", "arl")
+SAMPLINGS = ("random", "no_repeat", "hard")
+
+# The slides' table "Variations of the model F" (h, g_ar), plus the untrained
+# baseline, which is F2's architecture never trained.
+VARIANTS = {
+    "F1": dict(front="identity", ar_blocks=5),
+    "F2": dict(front="stem", ar_blocks=5),
+    "F3": dict(front="residual", front_blocks=1, ar_blocks=4),
+    "F4": dict(front="residual", front_blocks=5, ar_blocks=0),
+    "F5": dict(front="resnet18", ar_blocks=0),
+    "random": dict(front="stem", ar_blocks=5),
+}
+
+
+def cluster_ids(probabilities):
+    """(..., K) cluster probabilities -> (...) int32 cluster ids, their argmax.
+
+    The one place probabilities become labels: `AutoSegModel.cluster_labels`, the export's
+    signatures, `tf_autoseg.serving.loading`'s SavedModel segmenter and segment's tiles call it. What
+    the K clusters are (`labels_from`: the main head or fitted centres) is decided before it,
+    in `AutoSegModel.inference`.
+    """
+    return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="tf_autoseg")
+class AutoSegModel(keras.Model):
+    """Autoregressive unsupervised segmentation model, trainable with `fit`.
+
+    `model(images)` (no ordering: plain convolutions, full attention) returns
+    (B, H, W, K) cluster probabilities at the input size; `predict_labels`
+    returns the (B, H, W) cluster ids. `fit` runs the paper's procedure: two
+    orderings sampled per step, two forward passes, the AC (mutual
+    information) or ARL (InfoNCE) objective, one update. Images are floats in
+    [0, 1] or uint8; anything after the images in a batch (labels) is ignored.
+
+    Args:
+        num_classes: K, clusters of the main head (>= 2).
+        input_shape: (height, width, channels) of training crops. Inference
+            takes any height and width.
+        front: `h`: "identity", "stem", "residual" (stem + `front_blocks`
+            basic blocks) or "resnet18" (output stride 8).
+        front_blocks: basic blocks after the stem for `front="residual"`.
+        ar_blocks: `g_ar`: number of `MaskedResidualBlock`s (0 = identity).
+        width: channels of the stem and of `g_ar`.
+        stride: output stride of the stem (1, 2 or 4); `g_ar` and its
+            attention run on the grid downsampled by it, and orderings are
+            defined on that grid.
+        attention_blocks: indices i in [1, ar_blocks] after whose i-th masked
+            block a `MaskedAttentionBlock` is inserted.
+        attention_heads: heads of each attention block.
+        dropout: the paper's p, inside each masked residual block.
+        overclustering: K_over > K for an auxiliary overclustering head, or None.
+        objective: "ac" or "arl". ARL trains the representation only (the
+            heads get no gradient): cluster its features to segment.
+        entropy_weight: lambda of the AC loss (1 = mutual information).
+        over_entropy_weight: lambda of the overclustering head's term (None: `entropy_weight`);
+            IIC uses 1.5 on the main head and 1.0 on the overclustering one.
+        marginal_momentum: in [0, 1). 0: the entropy terms use each step's own cluster
+            marginal (IIC), which asks every batch to use all clusters equally. Above 0: a
+            moving average of the marginal across steps (`losses.moving_marginal`), so only
+            the data as a whole is asked to balance, not each batch.
+        input_downsample: inference (`model(images)`, `predict_labels`, the export) shrinks
+            images this many times before the network: set it to the `--downsample` the
+            training images were shrunk by, so that full-size images are segmented at the
+            training scale. Training steps take the crops as they come.
+        labels_from: what plain inference's K clusters are: "head" (the main head's argmax,
+            the paper's), or the nearest of K centres that `fit_centres` finds by k-means,
+            without labels, in the space of `g_ar`'s "features" or of the "overclustering"
+            head's probabilities. The head's clusters are pushed toward equal sizes by the
+            mutual information; k-means centres are not, which suits classes of very unequal
+            shares. Until `fit_centres` runs, inference answers with the head.
+        sobel: feed Sobel gradients of the grey level beside the channels (IIC's COCO-Stuff
+            input), which takes weight off raw colour.
+        displacement: half side of IIC's displacement window for AC.
+        per_offset: one joint per offset of the window and the mean of their mutual
+            information (IIC's "uncollapsed" segmentation loss), instead of one joint pooled
+            over the window.
+        orderings: the set O of ordering ids views are drawn from (>= 2 ids).
+        sampling: "random", "no_repeat" (every pair once before any repeats)
+            or "hard" (the pair of O the current model agrees on least).
+        photometric: colour jitter, drawn independently per view.
+        geometric: "none", "flip", "rotate" or "flip_rotate": a random
+            dihedral transform applied to the second view's input and
+            inverted on its output.
+        temperature, num_negatives: of the ARL objective.
+        max_attention_positions: refuse attention grids with more positions
+            (memory grows with their square).
+        seed: seeds ordering sampling and augmentations.
+        **kwargs: `keras.Model` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> model = AutoSegModel.variant("F2", num_classes=3, input_shape=(32, 32, 3), width=8)
+    >>> model.compile(optimizer="adam")
+    >>> model(np.zeros((1, 40, 24, 3), "float32")).shape
+    TensorShape([1, 40, 24, 3])
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        input_shape,
+        front="stem",
+        front_blocks=0,
+        ar_blocks=5,
+        width=64,
+        stride=4,
+        attention_blocks=(),
+        attention_heads=4,
+        dropout=0.0,
+        overclustering=None,
+        objective="ac",
+        entropy_weight=1.0,
+        over_entropy_weight=None,
+        marginal_momentum=0.0,
+        sobel=False,
+        input_downsample=1,
+        labels_from="head",
+        displacement=0,
+        per_offset=False,
+        orderings=tuple(orderings_lib.RASTER),
+        sampling="random",
+        photometric=False,
+        geometric="none",
+        temperature=0.1,
+        num_negatives=255,
+        max_attention_positions=4096,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = arguments.integer("num_classes", num_classes, 2)
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+            raise ValueError(
+                "`input_shape` must be (height, width, channels). "
+                f"Received: input_shape={input_shape!r}"
+            )
+        self.image_shape = tuple(arguments.integer("input_shape", v, 1) for v in input_shape)
+        self.front = arguments.choice("front", front, FRONTS)
+        self.front_blocks = arguments.integer("front_blocks", front_blocks, 0)
+        self.ar_blocks = arguments.integer("ar_blocks", ar_blocks, 0)
+        self.width = arguments.integer("width", width, 1)
+        self.stride = arguments.choice("stride", stride, (1, 2, 4))
+        if self.front == "identity":
+            self.stride = 1
+        self.attention_blocks = tuple(
+            arguments.integer("attention_blocks", i, 1, self.ar_blocks) for i in attention_blocks
+        )
+        self.attention_heads = arguments.integer("attention_heads", attention_heads, 1)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        self.dropout = float(dropout)
+        if overclustering is not None and (
+            arguments.integer("overclustering", overclustering, 1) <= self.num_classes
+        ):
+            raise ValueError(
+                "`overclustering` must exceed `num_classes` (or be None). Received: "
+                f"overclustering={overclustering}, num_classes={num_classes}"
+            )
+        self.overclustering = overclustering
+        self.objective = arguments.choice("objective", objective, OBJECTIVES)
+        self.entropy_weight = float(entropy_weight)
+        self.over_entropy_weight = (
+            None if over_entropy_weight is None else float(over_entropy_weight)
+        )
+        if not 0.0 <= marginal_momentum < 1.0:
+            raise ValueError(
+                "`marginal_momentum` must be in [0, 1). "
+                f"Received: marginal_momentum={marginal_momentum!r}"
+            )
+        self.marginal_momentum = float(marginal_momentum)
+        self.sobel = bool(sobel)
+        self.input_downsample = arguments.integer("input_downsample", input_downsample, 1)
+        self.labels_from = arguments.choice("labels_from", labels_from, LABEL_SOURCES)
+        if labels_from == "overclustering" and not overclustering:
+            raise ValueError(
+                "`labels_from='overclustering'` needs an `overclustering` head. "
+                f"Received: overclustering={overclustering!r}"
+            )
+        self.displacement = arguments.integer("displacement", displacement, 0)
+        self.per_offset = bool(per_offset)
+        ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
+        if len(set(ids)) != len(ids) or len(ids) < 2:
+            raise ValueError(
+                "`orderings` must hold at least 2 distinct ordering ids. "
+                f"Received: orderings={orderings!r}"
+            )
+        self.orderings = ids
+        self.sampling = arguments.choice("sampling", sampling, SAMPLINGS)
+        self.photometric = bool(photometric)
+        self.geometric = arguments.choice("geometric", geometric, transforms.GEOMETRIC)
+        if not temperature > 0:
+            raise ValueError(
+                f"`temperature` must be positive. Received: temperature={temperature!r}"
+            )
+        self.temperature = float(temperature)
+        self.num_negatives = arguments.integer("num_negatives", num_negatives, 1)
+        self.max_attention_positions = arguments.integer(
+            "max_attention_positions", max_attention_positions, 1
+        )
+        self.seed = arguments.integer("seed", seed, 0)
+        self._check_grid()
+        self._build_layers()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.mi_tracker = keras.metrics.Mean(name="mi")
+        self.build((None, *self.image_shape))
+
+    @classmethod
+    def variant(cls, name, num_classes, input_shape, **overrides):
+        """One of the slides' variants: "F1".."F5", or "random" (F2, untrained)."""
+        if name not in VARIANTS:
+            raise ValueError(
+                f"`variant` must be one of {tuple(VARIANTS)}. Received: variant={name!r}"
+            )
+        return cls(num_classes, input_shape, **{**VARIANTS[name], **overrides})
+
+    # ----------------------------------------------------------------- layers
+    @property
+    def grid_stride(self):
+        """Input pixels per cell of the grid that `g_ar` and the heads run on."""
+        return {"identity": 1, "resnet18": ResNet18.stride}.get(self.front, self.stride)
+
+    def _check_grid(self):
+        height, width, _ = self.image_shape
+        s = self.grid_stride
+        if self.geometric != "none" and (height % s or width % s):
+            raise ValueError(
+                f"`geometric` transforms need `input_shape` divisible by the grid stride {s} "
+                f"so that pixels still correspond. Received: input_shape={self.image_shape}"
+            )
+        if "rotate" in self.geometric and height != width:
+            raise ValueError(
+                "`geometric` rotations need square crops. "
+                f"Received: input_shape={self.image_shape}, geometric={self.geometric!r}"
+            )
+        positions = math.ceil(height / s) * math.ceil(width / s)
+        if self.attention_blocks and positions > self.max_attention_positions:
+            raise ValueError(
+                f"`attention_blocks` at input_shape={self.image_shape} would attend over "
+                f"{positions} positions (a {positions}x{positions} matrix per head and image), "
+                f"more than max_attention_positions={self.max_attention_positions}. Use a "
+                "larger `stride`, smaller crops, or raise `max_attention_positions`."
+            )
+
+    def _build_layers(self):
+        policy = self.dtype_policy
+        if self.front == "identity":
+            self.front_layer = None
+        elif self.front == "resnet18":
+            self.front_layer = ResNet18(dtype=policy, name="front")
+        else:
+            blocks = self.front_blocks if self.front == "residual" else 0
+            self.front_layer = ConvStem(
+                self.width, stride=self.stride, blocks=blocks, dtype=policy, name="front"
+            )
+        self.ar_layers = []
+        for i in range(1, self.ar_blocks + 1):
+            self.ar_layers.append(
+                MaskedResidualBlock(
+                    self.width, dropout=self.dropout, dtype=policy, name=f"ar_block{i}"
+                )
+            )
+            if i in self.attention_blocks:
+                self.ar_layers.append(
+                    MaskedAttentionBlock(
+                        self.attention_heads, dtype=policy, name=f"ar_attention{i}"
+                    )
+                )
+        self.head = keras.layers.Conv2D(self.num_classes, 1, dtype=policy, name="head")
+        self.over_head = None
+        if self.overclustering:
+            self.over_head = keras.layers.Conv2D(
+                self.overclustering, 1, dtype=policy, name="over_head"
+            )
+        # The moving cluster marginals (zeros until the first step records one). Every
+        # replica computes the same value from the all-reduced joint; the first one's counts.
+        self.marginals = {}
+        if self.marginal_momentum > 0:
+            sizes = {"main": self.num_classes, "overclustering": self.overclustering}
+            for head, size in sizes.items():
+                if size:
+                    self.marginals[head] = self.add_weight(
+                        shape=(size,), initializer="zeros", dtype="float32", trainable=False,
+                        aggregation="only_first_replica", name=f"{head}_marginal",
+                    )  # fmt: skip
+
+    def _build_centres(self):
+        """The K label-free centres of `labels_from` (and their distance scale), unfitted."""
+        self.centres = self.centre_scale = None
+        if self.labels_from == "head":
+            return
+        depth = self.overclustering if self.labels_from == "overclustering" else self.feature_depth
+        self.centres = self.add_weight(
+            shape=(self.num_classes, depth), initializer="zeros", dtype="float32",
+            trainable=False, name="centres",
+        )  # fmt: skip
+        # 0 until fitted: the mean squared distance to the nearest centre, their softmax scale.
+        self.centre_scale = self.add_weight(
+            shape=(), initializer="zeros", dtype="float32", trainable=False, name="centre_scale"
+        )
+
+    @property
+    def feature_depth(self):
+        """Channels of `g_ar`'s output (the features that `forward` returns first)."""
+        return self._feature_depth
+
+    def _centre_space(self, features, over):
+        space = features if self.labels_from == "features" else over
+        return tf.cast(space, tf.float32)
+
+    def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0):
+        """Fits the K centres of `labels_from` by k-means on a sample of plain-inference outputs.
+
+        Labels are never read. Run it after training (the training program does); inference
+        uses the centres from then on.
+
+        Args:
+            batches: an iterable of image batches, or of (images, labels) with labels ignored.
+            samples: grid positions the k-means sees (a seeded sample).
+            per_batch: at most this many positions kept from each batch before sampling.
+            seed: seeds the sample and the k-means.
+
+        Returns:
+            The (K, D) centres.
+        """
+        if self.centres is None:
+            raise ValueError("fit_centres needs a model built with labels_from='features' or "
+                             "'overclustering'. Received: labels_from='head'")  # fmt: skip
+        rng = np.random.default_rng(seed)
+        pool = []
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if self.input_downsample > 1:
+                images = self._shrink(transforms.to_float_images(images))
+            features, _, over = self._forward(images, None, training=False)
+            space = self._centre_space(features, over).numpy()
+            space = space.reshape(-1, space.shape[-1])
+            pool.append(space[rng.choice(len(space), min(per_batch, len(space)), replace=False)])
+        if not pool:
+            raise ValueError("fit_centres got no batch of images")
+        pool = np.concatenate(pool)
+        pool = pool[rng.choice(len(pool), min(samples, len(pool)), replace=False)]
+        centres = kmeans.kmeans(pool, self.num_classes, seed=seed)
+        distances = kmeans.nearest(pool, centres)[1]
+        self.centres.assign(centres.astype(np.float32))
+        self.centre_scale.assign(max(float(distances.mean()), 1e-6))
+        return centres
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        height, width, channels = self.image_shape
+        features = self._forward(tf.zeros((1, height, width, channels)), None, training=False)[0]
+        self._feature_depth = int(features.shape[-1])
+        self._build_centres()
+        self.built = True
+
+    # ---------------------------------------------------------------- forward
+    def _forward(self, images, ordering, training):
+        """Returns (features, probabilities, overclustering probabilities) on the grid."""
+        images = transforms.to_float_images(images)
+        x = images * 2.0 - 1.0
+        if self.sobel:
+            x = tf.concat([x, transforms.sobel(images)], axis=-1)
+        if self.front_layer is not None:
+            x = self.front_layer(x, training=training)
+        for layer in self.ar_layers:
+            x = layer(x, ordering=ordering, training=training)
+        hidden = keras.ops.relu(x)
+        probs = tf.nn.softmax(tf.cast(self.head(hidden), tf.float32))
+        over = None
+        if self.over_head is not None:
+            over = tf.nn.softmax(tf.cast(self.over_head(hidden), tf.float32))
+        return x, probs, over
+
+    def forward(self, images, ordering=None, training=False):
+        """(features, probabilities, overclustering probabilities or None) on the head's grid.
+
+        `ordering` None is plain inference; an ordering id runs the causal pass of that
+        ordering. Features are `g_ar`'s output (before the heads' ReLU), probabilities float32.
+        """
+        return self._forward(images, ordering, training)
+
+    def call(self, images, ordering=None, training=False):
+        if ordering is None and not training:
+            return self.inference(images)["main"]
+        probs = self._forward(images, ordering, training)[1]
+        size = tf.shape(images)[1:3]
+        return tf.image.resize(probs, size, method="bilinear")
+
+    def inference(self, images, heads=("main",)):
+        """{head: (B, H, W, K) probabilities} of plain inference at the images' own size.
+
+        Images are first shrunk `input_downsample` times (area averaging, the block mean of
+        `--downsample`), so a model trained on shrunk images sees new ones at its scale; the
+        probabilities are upsampled bilinearly from the head's grid to the input size.
+        """
+        images = transforms.to_float_images(images)
+        size = tf.shape(images)[1:3]
+        features, main, over = self._forward(self._shrink(images), None, training=False)
+        if self.centres is not None:
+            # Softmax of the negative squared distances to the centres, in units of the mean
+            # distance at fitting time; the head's answer while the centres are unfitted.
+            space = self._centre_space(features, over)
+            distances = (
+                tf.reduce_sum(space**2, -1, keepdims=True)
+                - 2.0 * tf.einsum("bhwd,kd->bhwk", space, self.centres)
+                + tf.reduce_sum(self.centres**2, -1)
+            )
+            fitted = self.centre_scale > 0
+            scale = tf.where(fitted, self.centre_scale, 1.0)
+            main = tf.where(fitted, tf.nn.softmax(-distances / scale), main)
+        probs = {"main": main, "overclustering": over}
+        return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
+
+    def _shrink(self, images):
+        """Float images shrunk `input_downsample` times by area averaging (as-is at 1)."""
+        if self.input_downsample == 1:
+            return images
+        shrunk = tf.maximum(tf.shape(images)[1:3] // self.input_downsample, 1)
+        return tf.image.resize(images, shrunk, method="area")
+
+    def predict_labels(self, images, batch_size=8, overclustering=False):
+        """(B, H, W) int32 cluster ids of plain inference (no ordering).
+
+        With `overclustering=True`, the ids of the overclustering head.
+        """
+        head = "overclustering" if overclustering else "main"
+        return self.cluster_labels(images, batch_size, heads=(head,))[head]
+
+    def cluster_labels(self, images, batch_size=8, heads=("main", "overclustering")):
+        """{head: (B, H, W) int32 cluster ids} of plain inference, one forward pass for all.
+
+        `heads` names "main" and/or "overclustering" (which needs that head).
+        """
+        if "overclustering" in heads and self.over_head is None:
+            raise ValueError("`overclustering=True` needs a model built with `overclustering`.")
+        images = tf.convert_to_tensor(images)
+        outputs = {head: [] for head in heads}
+        for i in range(0, int(images.shape[0]), batch_size):
+            probs = self.inference(images[i : i + batch_size], heads)
+            for head in heads:
+                outputs[head].append(cluster_ids(probs[head]))
+        return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
+
+    # --------------------------------------------------------------- training
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.mi_tracker]
+
+    def _step_seed(self, salt):
+        iterations = self.optimizer.iterations if self.optimizer is not None else 0
+        return tf.stack(
+            [tf.constant(self.seed * 7919 + salt, tf.int64), tf.cast(iterations, tf.int64)]
+        )
+
+    def candidate_pairs(self):
+        """The unordered pairs of `orderings`, in a fixed order."""
+        return list(itertools.combinations(self.orderings, 2))
+
+    def sample_pair(self, images=None):
+        """The two ordering ids of this step, as a (2,) int32 tensor.
+
+        The draw depends only on the seed and the optimizer's step count, so
+        every replica and every worker draws the same pair, and a resumed run
+        draws what the uninterrupted run would have.
+        """
+        seed = self._step_seed(1)
+        if self.sampling == "random":
+            pick = tf.random.experimental.stateless_shuffle(tf.range(len(self.orderings)), seed)
+            return tf.gather(tf.constant(self.orderings, tf.int32), pick[:2])
+        pairs = tf.constant(self.candidate_pairs(), tf.int32)
+        count = len(self.candidate_pairs())
+        if self.sampling == "no_repeat":
+            step = tf.cast(self.optimizer.iterations, tf.int64)
+            cycle_seed = tf.stack([seed[0], step // count])
+            order = tf.random.experimental.stateless_shuffle(tf.range(count), cycle_seed)
+            return pairs[order[step % count]]
+        return pairs[tf.argmin(self.pair_agreement(images))]
+
+    def pair_agreement(self, images):
+        """Mutual information of every candidate pair under the current weights."""
+        views = {
+            o: tf.stop_gradient(self._forward(images, o, training=False)[1]) for o in self.orderings
+        }
+        scores = []
+        for a, b in self.candidate_pairs():
+            counts = self._all_reduce(losses.joint_counts(views[a], views[b], self.displacement))
+            scores.append(losses.mutual_information_from_counts(counts))
+        return tf.stack(scores)
+
+    @staticmethod
+    def _all_reduce(value):
+        """Sum over replicas: the joint is global, so the loss equals one device's."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return value
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    def _objective(self, view1, view2, update=False):
+        """(loss, mutual information of the main head) for two forward passes.
+
+        With `update` (training steps), the moving marginals take this step's value.
+        """
+        (f1, p1, q1), (f2, p2, q2) = view1, view2
+        counts = self._all_reduce(self._joint_counts(p1, p2))
+        mi = losses.mutual_information_from_counts(counts)
+        if self.objective == "arl":
+            loss = losses.arl_loss(
+                f1, f2, self.temperature, self.num_negatives, seed=self._step_seed(3)
+            )
+            return loss, mi
+        loss = -self._head_term("main", counts, self.entropy_weight, update)
+        if self.over_head is not None:
+            over = self._all_reduce(self._joint_counts(q1, q2))
+            weight = self.entropy_weight
+            if self.over_entropy_weight is not None:
+                weight = self.over_entropy_weight
+            loss -= self._head_term("overclustering", over, weight, update)
+        return loss, mi
+
+    def _joint_counts(self, p1, p2):
+        if self.per_offset:
+            return losses.joint_counts_per_offset(p1, p2, self.displacement)
+        return losses.joint_counts(p1, p2, self.displacement)
+
+    def _head_term(self, head, counts, entropy_weight, update):
+        """One head's lambda-weighted mutual information, with its moving marginal if any."""
+        if head not in self.marginals:
+            return losses.mutual_information_from_counts(counts, entropy_weight)
+        estimate = self.marginals[head]
+        marginal = losses.moving_marginal(
+            losses.marginal_from_counts(counts), estimate, self.marginal_momentum
+        )
+        if update:
+            estimate.assign(tf.stop_gradient(marginal))
+        return losses.mutual_information_from_counts(counts, entropy_weight, marginal)
+
+    def _two_views(self, images, pair, training, augment):
+        images = transforms.to_float_images(images)
+        view1, view2, transform = images, images, tf.constant(0, tf.int32)
+        if augment and self.photometric:
+            view1 = transforms.color_jitter(view1, self._step_seed(11))
+            view2 = transforms.color_jitter(view2, self._step_seed(12))
+        if augment and self.geometric != "none":
+            transform = transforms.sample_dihedral(self.geometric, self._step_seed(13))
+            view2 = transforms.dihedral(view2, transform)
+        out1 = self._forward(view1, pair[0], training)
+        out2 = self._forward(view2, pair[1], training)
+        out2 = tuple(
+            None if t is None else transforms.dihedral(t, transform, inverse=True) for t in out2
+        )
+        return out1, out2
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        pair = self.sample_pair(images)
+        with tf.GradientTape() as tape:
+            view1, view2 = self._two_views(images, pair, training=True, augment=True)
+            loss, mi = self._objective(view1, view2, update=True)
+            # Gradients are summed over replicas; the loss is the same global
+            # value on each, so 1/replicas gives one device's gradient.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        # Under ARL the cluster heads get no gradient: they are not trained
+        # (segment an ARL model by clustering its features).
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self._record(loss, mi)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        pair = tf.constant(self.orderings[:2], tf.int32)
+        view1, view2 = self._two_views(images, pair, training=False, augment=False)
+        return self._record(*self._objective(view1, view2))
+
+    def _record(self, loss, mi):
+        self.loss_tracker.update_state(loss)
+        self.mi_tracker.update_state(mi)
+        # Rank-1 results: Keras 3 fit under MultiWorkerMirroredStrategy fails
+        # to concatenate scalar step outputs across workers.
+        return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "input_shape": self.image_shape,
+            "front": self.front,
+            "front_blocks": self.front_blocks,
+            "ar_blocks": self.ar_blocks,
+            "width": self.width,
+            "stride": self.stride,
+            "attention_blocks": self.attention_blocks,
+            "attention_heads": self.attention_heads,
+            "dropout": self.dropout,
+            "overclustering": self.overclustering,
+            "objective": self.objective,
+            "entropy_weight": self.entropy_weight,
+            "over_entropy_weight": self.over_entropy_weight,
+            "marginal_momentum": self.marginal_momentum,
+            "sobel": self.sobel,
+            "input_downsample": self.input_downsample,
+            "labels_from": self.labels_from,
+            "displacement": self.displacement,
+            "per_offset": self.per_offset,
+            "orderings": self.orderings,
+            "sampling": self.sampling,
+            "photometric": self.photometric,
+            "geometric": self.geometric,
+            "temperature": self.temperature,
+            "num_negatives": self.num_negatives,
+            "max_attention_positions": self.max_attention_positions,
+            "seed": self.seed,
+        }

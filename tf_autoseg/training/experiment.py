@@ -1,0 +1,462 @@
+"""One training run, from a validated flag dict: data, model, strategy, fit, evaluate, export.
+
+`tf_autoseg.train` parses and validates the flags; this module does the work,
+so it can be called (and tested) without a command line.
+
+Long (~450 lines) because a run is one sequence: which dataset each flag chooses, the model
+from the flags, the strategy, the resume, the summaries and the evaluation are read in order.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tf_autoseg import atomic
+from tf_autoseg import visualize
+from tf_autoseg.datasets import camvid
+from tf_autoseg.datasets import cocostuff
+from tf_autoseg.datasets import dubai
+from tf_autoseg.datasets import folder
+from tf_autoseg.datasets import potsdam
+from tf_autoseg.datasets import synthetic
+from tf_autoseg.evaluation import metrics
+from tf_autoseg.layers import orderings
+from tf_autoseg.modeling import transforms
+from tf_autoseg.modeling.model import VARIANTS
+from tf_autoseg.modeling.model import AutoSegModel
+from tf_autoseg.training import checkpoints
+from tf_autoseg.training import inputs
+from tf_autoseg.training import runs
+
+
+def make_strategy(kind):
+    """The tf.distribute strategy: none, MirroredStrategy or MultiWorkerMirroredStrategy."""
+    if kind == "auto":
+        gpus = tf.config.list_physical_devices("GPU")
+        kind = (
+            "multiworker" if "TF_CONFIG" in os.environ else "mirrored" if len(gpus) > 1 else "none"
+        )
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (worker 0, or the only process)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def pipeline(config, part, labels, start_batch=0):
+    """The (dataset, DatasetInfo) of one part ("train" or "eval") of the flags' dataset.
+
+    Unlabelled training data repeats, shuffles and flips, and starts after `start_batch`
+    batches (a resumed run); labelled data is read once, in order. Streamed or prepared
+    (`tf_autoseg.training.inputs`), else in memory. A folder without `--masks_dir` has no labelled
+    part (None).
+    """
+    chosen = inputs.pipeline_for(config, part, labels, start_batch)
+    if chosen is not None:
+        return chosen
+    in_memory = _in_memory_pipeline(config, part, labels)
+    if in_memory is None:
+        return None
+    dataset, info = in_memory
+    if start_batch:
+        dataset = dataset.skip(start_batch)
+    if part == "train" and not labels and inputs.worker_split(config)[0] > 1:
+        # Keras 3's fit all-reduces a first batch under MultiWorkerMirroredStrategy, and
+        # collective ops refuse uint8: float32 in [0, 1] is what the model makes of uint8.
+        dataset = dataset.map(transforms.to_float_images, deterministic=True)
+    return dataset, info
+
+
+def _in_memory_pipeline(config, part, labels):
+    name, root, k = config["dataset"], config["data_dir"], config["classes"]
+    training = part == "train" and not labels
+    # Only training images are shrunk: the model shrinks what it segments itself
+    # (`input_downsample`), so labelled data is scored at its own resolution.
+    downsample = config["downsample"] if training else 1
+    # Evaluation sets keep their last, partial batch: every labelled pixel counts.
+    common = dict(batch_size=config["batch_size"], seed=config["seed"], labels=labels,
+                  shuffle=training, repeat=training, augment=training,
+                  drop_remainder=training)  # fmt: skip
+    if name == "synthetic":
+        common["seed"] += 0 if part == "train" else 1000
+        return synthetic.load(config["synthetic_images"], config["synthetic_size"], k, **common)
+    if name == "potsdam":
+        return potsdam.load(root, split="train" if part == "train" else "test", classes=k, **common)
+    if name == "cocostuff":
+        split = "train" if part == "train" else "val"
+        curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
+        # IIC's curation reads the label files once, as a preparation step; the
+        # training pipeline then opens images only.
+        curated = cocostuff.curate(root, split, k, **curation)[0]
+        return cocostuff.load(
+            root, split=split, classes=k, crop=config["crop"], curated=curated, **curation, **common
+        )
+    if name == "camvid":
+        # Training cuts the train frames into crops; evaluation reads whole frames.
+        return camvid.load(
+            root, split="train" if part == "train" else "val", classes=k,
+            tile=config["crop"] if training else None, downsample=downsample,
+            sequences=config["train_sequences" if part == "train" else "eval_sequences"],
+            **common,
+        )  # fmt: skip
+    if name == "dubai":
+        tiles = config["train_tiles" if part == "train" else "eval_tiles"]
+        return dubai.load(
+            root, tiles=[int(t) for t in tiles], tile=config["crop"],
+            downsample=downsample, **common,
+        )  # fmt: skip
+    if labels and not config["masks_dir"]:
+        return None
+    return folder.load(
+        root, masks=config["masks_dir"] if labels else None, num_classes=k,
+        mask_format="colour" if config["colours"] else "index", colours=config["colours"],
+        tile=config["crop"], downsample=downsample, **common,
+    )  # fmt: skip
+
+
+def build_data(config, start_batch=0):
+    """(train, evaluation, fit) pipelines, each a (dataset, DatasetInfo) pair or None.
+
+    `train` never carries labels. `evaluation` is the held-out part with
+    labels (a folder's own images). `fit` is where the holdout mode fits its
+    cluster -> class mapping, the labelled training part; None in "same" mode.
+    """
+    held_out = pipeline(config, "train" if config["dataset"] == "folder" else "eval", True)
+    fit = pipeline(config, "train", True) if config["eval_mode"] == "holdout" else None
+    return pipeline(config, "train", False, start_batch), held_out, fit
+
+
+def build_model(config, input_shape):
+    """The AutoSegModel the flags describe, compiled with Adam."""
+    overrides = {flag: config[flag] for flag in ("ar_blocks", "front_blocks") if config[flag] >= 0}
+    model = AutoSegModel(
+        num_classes=config["classes"],
+        input_shape=tuple(input_shape),
+        **{**VARIANTS[config["variant"]], **overrides},
+        width=config["width"],
+        stride=config["stride"],
+        attention_blocks=tuple(int(b) for b in config["attention_blocks"]),
+        attention_heads=config["attention_heads"],
+        dropout=config["dropout"],
+        overclustering=config["overclustering"] or None,
+        objective=config["objective"],
+        entropy_weight=config["entropy_weight"],
+        over_entropy_weight=(
+            None if config["over_entropy_weight"] < 0 else config["over_entropy_weight"]
+        ),
+        marginal_momentum=config["marginal_momentum"],
+        sobel=config["sobel"],
+        input_downsample=config["downsample"],
+        labels_from=config["labels_from"],
+        displacement=config["displacement"],
+        per_offset=config["per_offset"],
+        orderings=orderings.default_set(config["ordering_types"], config["num_orderings"]),
+        sampling=config["sampling"],
+        photometric=config["photometric"],
+        geometric=config["geometric"],
+        temperature=config["temperature"],
+        num_negatives=config["num_negatives"],
+        seed=config["seed"],
+    )
+    model.compile(optimizer=optimizer(config))
+    return model
+
+
+def check_model(config):
+    """Builds the flags' model once on 32 x 32 images and drops it: the model's own argument
+    checks (stride, dropout, attention blocks, ...) refuse a bad flag before any data is read.
+
+    32 x 32 passes the checks that depend on the input (a multiple of every grid stride, square,
+    few attention positions); those are made again on the training crops by `run`.
+    """
+    build_model(config, (32, 32, 3))
+    keras.backend.clear_session()  # the run's layer names start afresh
+
+
+def optimizer(config):
+    """Adam with the flags' learning-rate schedule and optional weight averaging."""
+    rate = config["learning_rate"]
+    if config["lr_schedule"] == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config["steps"])
+    ema = config["weight_ema"]
+    return keras.optimizers.Adam(rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block, the model holds its optimizer's weight average (`--weight_ema`).
+
+    Without an average it is a no-op; the trained weights are restored on exit.
+    """
+    optimizer = model.optimizer
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        yield model
+        return
+    variables = model.trainable_variables
+    saved = [v.numpy() for v in variables]
+    for variable, average in zip(variables, averages):
+        if average is not None:
+            variable.assign(average)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+def held_out_mutual_information(model, batches, limit=0):
+    """Mutual information of the main head under the model's first two orderings, on unlabelled
+    images: the objective itself, measured where training never looked (a label-free criterion).
+    """
+    import numpy as np
+
+    from tf_autoseg.modeling import losses
+
+    counts = 0.0
+    pair = model.orderings[:2]
+    for batch in _batches(batches, limit):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        p1 = model.forward(images, pair[0])[1]
+        p2 = model.forward(images, pair[1])[1]
+        counts += losses.joint_counts(p1, p2, model.displacement).numpy()
+    return float(losses.mutual_information_from_counts(np.asarray(counts, np.float32)))
+
+
+def _batches(dataset, limit):
+    return dataset.take(limit) if limit else dataset
+
+
+def evaluate(model, config, evaluation_set, fit_set):
+    """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one)."""
+    k, limit = config["classes"], config["eval_batches"]
+    heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
+    score = metrics.model_confusions(model, _batches(evaluation_set, limit), k, heads)
+    fit = (
+        None
+        if fit_set is None
+        else metrics.model_confusions(model, _batches(fit_set, limit), k, heads)
+    )
+    results = {}
+    for head in heads:
+        over = head == "overclustering"
+        if fit is None:
+            results[head] = metrics.protocol(score[head], many_to_one=over)
+        else:
+            results[head] = metrics.protocol(fit[head], score[head], many_to_one=over)
+    return results
+
+
+class SummaryCallback(keras.callbacks.Callback):
+    """TensorBoard: loss and MI every `--log_every` steps; at each checkpoint, images
+    (input, prediction, ground truth) and evaluation accuracy and mIoU.
+
+    The images come from the evaluation set when there is one (with their
+    ground truth), else from the training set.
+    """
+
+    def __init__(self, log_dir, train, evaluation_set, config):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        count = config["summary_images"]
+        source = evaluation_set if evaluation_set is not None else train
+        sample = next(iter(source.unbatch().batch(count).take(1)))
+        self.images, self.labels = sample if evaluation_set is not None else (sample, None)
+        self.evaluation_set = evaluation_set
+        self.num_classes = config["classes"]
+        self.eval_batches = config["eval_batches"] or 4
+        self.log_every = config["log_every"]
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The trackers, not `logs`: step outputs are rank-1 under some strategies.
+        step = int(self.model.optimizer.iterations)
+        if step % self.log_every == 0:
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("train/loss", self.model.loss_tracker.result())
+                tf.summary.scalar("train/mutual_information", self.model.mi_tracker.result())
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations)
+        rgb = self.images[..., :3]
+        with self.writer.as_default(step=step):
+            tf.summary.image("input", rgb, max_outputs=len(rgb))
+            predicted = self.model.predict_labels(self.images)
+            tf.summary.image("prediction", visualize.overlay(rgb, predicted), max_outputs=len(rgb))
+            if self.labels is not None:
+                truth = visualize.colorize(self.labels)
+                tf.summary.image("ground_truth", truth, max_outputs=len(rgb))
+                confusion = metrics.model_confusion(
+                    self.model, self.evaluation_set.take(self.eval_batches), self.num_classes
+                )
+                result = metrics.protocol(confusion)
+                tf.summary.scalar("eval/pixel_accuracy", result["pixel_accuracy"])
+                tf.summary.scalar("eval/mean_iou", result["mean_iou"])
+        self.writer.flush()
+
+
+def _log_files(part, info):
+    """One log line for the files a pipeline skipped, one for those it converted, by name."""
+    for kind, files in (("skipped", info.skipped), ("converted", info.adjusted)):
+        if files:
+            listed = "; ".join(f"{path} ({why})" for path, why in sorted(files.items()))
+            logging.info("%s data: %s %d file(s): %s", part, kind, len(files), listed)
+
+
+def run(config):
+    """Trains (resuming if the run directory has checkpoints), evaluates, exports.
+
+    Returns the metrics written to `<run_dir>/metrics.json`. A finished run (see
+    `tf_autoseg.training.runs.finished`) is left as it is: its recorded metrics are returned.
+    """
+    start = time.time()
+    note = runs.finished(config)
+    if note is not None:
+        logging.info(note)
+        return json.loads((Path(config["run_dir"]) / "metrics.json").read_text())
+    keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(config["distribution"])
+    chief = is_chief(strategy)
+    run_dir = Path(config["run_dir"])
+    runs.check_run_dir(config)
+    # Data and model come first: a bad file or configuration stops the run before
+    # anything is written. (Workers of a multi-worker run must share run_dir.)
+    found = checkpoints.checkpoints(run_dir)
+    start_batch = found[-1][0] if found else 0  # the training data starts after it
+    (train, train_info), held_out, fit = build_data(config, start_batch)
+    _log_files("training", train_info)
+    policy = choose_precision(config, train.element_spec.shape[1:])
+    keras.mixed_precision.set_global_policy(policy)
+    held_out_info = held_out[1] if held_out else None
+    if held_out_info and (held_out_info.skipped, held_out_info.adjusted) != (
+        train_info.skipped,
+        train_info.adjusted,
+    ):
+        _log_files("evaluation", held_out_info)
+    evaluation_set = held_out[0] if held_out else None
+    with strategy.scope():
+        if found:
+            model = checkpoints.load_checkpoint(found[-1][1])
+        else:
+            model = build_model(config, train.element_spec.shape[1:])
+    if chief:
+        runs.record_flags(config)
+        for path in checkpoints.remove_leftovers(run_dir):
+            logging.info("Removed %s, left by an interrupted run.", path)
+    done = int(model.optimizer.iterations)
+    if done != start_batch:
+        raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
+    runs.check_steps(config, done)
+    if found and done < config["steps"]:
+        logging.info(
+            "%s: resuming at step %d of %d from %s", run_dir, done, config["steps"], found[-1][1]
+        )
+    elif found:  # stopped after training, before metrics.json
+        logging.info("%s: trained to step %d; evaluating and exporting", run_dir, done)
+    interval = config["checkpoint_every"]
+    # The "random" variant is the untrained baseline: it is evaluated, never fitted.
+    if done < config["steps"] and config["variant"] != "random":
+        callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief)]
+        if chief:
+            callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
+        model.fit(
+            train,  # starts at step `done` (build_data)
+            epochs=config["steps"] // interval,
+            initial_epoch=done // interval,
+            steps_per_epoch=interval,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself (Keras warns that it would ignore True)
+            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch in logs
+        )
+    finish_training(model, train)
+    results = {
+        "precision": policy,
+        "labels_from": _labels_source(model),
+        "steps": int(model.optimizer.iterations),
+        "loss": float(model.loss_tracker.result()),
+        "mutual_information": float(model.mi_tracker.result()),
+        "eval_mode": config["eval_mode"],
+        "dataset": {
+            "train": _describe(train_info),
+            "evaluation": _describe(held_out and held_out[1]),
+        },
+    }
+    if evaluation_set is not None:
+        results["evaluation"] = evaluate(model, config, evaluation_set, fit and fit[0])
+    results["wall_seconds"] = round(time.time() - start, 1)
+    if chief:
+        checkpoints.save_model(model, run_dir / "model.keras")
+        if config["export"]:
+            from tf_autoseg.serving import export
+
+            name = config["export_name"] or run_dir.resolve().name
+            results["export"] = str(
+                export.export_model(model, name, output_dir=config["export_dir"])
+            )
+        atomic.write_json(run_dir / "metrics.json", results)
+    return results
+
+
+def choose_precision(config, input_shape):
+    """The dtype policy of `--precision`; for "auto" the faster one here, timed on this model."""
+    if config["precision"] != "auto":
+        return config["precision"]
+    from tf_autoseg.training import precision
+
+    keras.utils.set_random_seed(config["seed"])
+    timings = precision.probe(lambda: build_model(config, input_shape), input_shape)
+    choice = precision.choose(timings)
+    logging.info(
+        "--precision=auto: %s (seconds per step of 2 images: %s)",
+        choice, ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
+    )  # fmt: skip
+    keras.utils.set_random_seed(config["seed"])  # the run starts as it would without a probe
+    return choice
+
+
+CENTRE_BATCHES = 50  # training batches whose outputs the label-free centres are fitted on
+
+
+def finish_training(model, train):
+    """After the last step: the weight average takes its place, and the centres are fitted.
+
+    Idempotent, so a run stopped after its last checkpoint ends the same way when resumed.
+    """
+    if getattr(model.optimizer, "use_ema", False):
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    if model.labels_from != "head":
+        model.fit_centres(train.take(CENTRE_BATCHES), seed=model.seed)
+
+
+def _labels_source(model):
+    if model.labels_from == "head" or float(model.centre_scale) == 0:
+        return "head"
+    return model.labels_from
+
+
+def _describe(info):
+    """A JSON-ready summary of a DatasetInfo, with the files skipped or converted (and why)."""
+    if info is None:
+        return None
+    return dataclasses.asdict(info)
