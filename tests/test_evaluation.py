@@ -138,3 +138,47 @@ def test_probes_learn_from_labels_on_frozen_features(kind):
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_keras_metric_equals_the_protocol_and_evaluate_reports_it():
+    from tf_autoseg.evaluation.keras_metric import MatchedSegmentationScore
+
+    train, _ = synthetic.load(8, 32, 3, batch_size=4, repeat=True, shuffle=True, seed=0)
+    labelled, _ = synthetic.load(8, 32, 3, batch_size=4, labels=True, seed=1)
+    keras.utils.set_random_seed(0)
+    model = AutoSegModel.variant("F2", num_classes=3, input_shape=(32, 32, 3), width=8)
+    scores = [MatchedSegmentationScore(3, score="pixel_accuracy"), MatchedSegmentationScore(3)]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=scores)
+    model.fit(train, steps_per_epoch=2, epochs=1, verbose=0)
+    reported = model.evaluate(labelled, return_dict=True, verbose=0)
+    expected = metrics.protocol(metrics.model_confusion(model, labelled, 3))
+    assert reported["matched_pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], 1e-6)
+    assert reported["matched_mean_iou"] == pytest.approx(expected["mean_iou"], 1e-6)
+    assert {"loss", "mi"} <= set(reported)
+    # A second evaluate starts from zero counts (Keras resets the metrics).
+    again = model.evaluate(labelled, return_dict=True, verbose=0)
+    assert again["matched_pixel_accuracy"] == pytest.approx(reported["matched_pixel_accuracy"])
+
+
+def test_keras_metric_matches_clusters_and_ignores_unlabelled_pixels():
+    from tf_autoseg.evaluation.keras_metric import MatchedSegmentationScore
+
+    labels = np.array([[[0, 0, 1, 1, 255, 2]]])
+    swapped = np.array([[[2, 2, 0, 0, 1, 1]]])  # a relabelling of the truth (+1 ignored pixel)
+    metric = MatchedSegmentationScore(3, score="pixel_accuracy")
+    metric.update_state(labels, swapped)
+    assert float(metric.result()) == 1.0
+    probabilities = tf.one_hot([[[1, 1, 1, 1, 1, 0]]], 3)  # everything but one pixel in one cluster
+    metric.reset_state()
+    metric.update_state(labels, probabilities)
+    assert float(metric.result()) == pytest.approx(3 / 5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes"):
+        metric.update_state([[[3]]], [[[0]]])
+    config = MatchedSegmentationScore.from_config(metric.get_config()).get_config()
+    assert config == metric.get_config()
+
+
+def test_compile_refuses_a_loss():
+    model = AutoSegModel.variant("F2", num_classes=3, input_shape=(32, 32, 3), width=8)
+    with pytest.raises(ValueError, match="takes no `loss`. Received: loss='mse'"):
+        model.compile(optimizer="adam", loss="mse")

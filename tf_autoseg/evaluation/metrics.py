@@ -26,8 +26,7 @@ class ConfusionMatrix:
     Example:
 
     >>> cm = ConfusionMatrix(2, 2)
-    >>> cm.update([[0, 1, 255]], [[1, 0, 0]])
-    >>> cm.counts.tolist()
+    >>> cm.update([[0, 1, 255]], [[1, 0, 0]]).counts.tolist()  # update returns the matrix
     [[0, 1], [1, 0]]
     """
 

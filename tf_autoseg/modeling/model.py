@@ -477,9 +477,31 @@ class AutoSegModel(keras.Model):
         return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
     # --------------------------------------------------------------- training
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """Keras `compile`, less the loss: the model trains on its own objective.
+
+        Args:
+            optimizer: as in Keras.
+            loss: must stay None: AC or ARL (`objective`) is the loss, and a loss given here
+                would be silently unused.
+            metrics: metrics of labelled evaluation, updated by `evaluate` on
+                (images, labels) batches with the labels and plain inference's probabilities
+                (e.g. `tf_autoseg.evaluation.keras_metric.MatchedSegmentationScore`).
+            **kwargs: the other keywords of `keras.Model.compile`.
+        """
+        if loss is not None:
+            raise ValueError(
+                "AutoSegModel trains on its own objective (`objective`: AC or ARL): `compile` "
+                f"takes no `loss`. Received: loss={loss!r}"
+            )
+        # Not tracked as state (compile may come after the model is built): the metrics' own
+        # variables hold the counts, and `metrics` lists them for Keras to reset and report.
+        object.__setattr__(self, "label_metrics", tuple(metrics or ()))
+        super().compile(optimizer=optimizer, **kwargs)
+
     @property
     def metrics(self):
-        return [self.loss_tracker, self.mi_tracker]
+        return [self.loss_tracker, self.mi_tracker, *getattr(self, "label_metrics", ())]
 
     def _step_seed(self, salt):
         iterations = self.optimizer.iterations if self.optimizer is not None else 0
@@ -603,9 +625,14 @@ class AutoSegModel(keras.Model):
         return self._record(loss, mi)
 
     def test_step(self, data):
+        labelled = isinstance(data, (tuple, list)) and len(data) > 1
         images = data[0] if isinstance(data, (tuple, list)) else data
         pair = tf.constant(self.orderings[:2], tf.int32)
         view1, view2 = self._two_views(images, pair, training=False, augment=False)
+        if labelled:  # the compiled label metrics score plain inference against the labels
+            probabilities = self.inference(images)["main"]
+            for metric in getattr(self, "label_metrics", ()):
+                metric.update_state(data[1], probabilities)
         return self._record(*self._objective(view1, view2))
 
     def _record(self, loss, mi):
