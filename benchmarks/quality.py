@@ -12,8 +12,8 @@ command line); `--task` chooses the data and the split, overriding the recipe's 
 | camvid_0001TP | sequences 0016E5 + 0006R0 | sequence 0001TP (reporting) | the scored frames |
 | cocostuff3 | cocostuff-mini train | its val images | the scored images (smoke check) |
 
-For every seed it trains the recipe for `--minutes` (checked at each evaluation point) or
-`--steps`, scoring the held-out part every `--eval_every` steps, and scores the baselines of
+For every seed it trains the recipe for the training program's `--minutes` (checked at each
+evaluation point) or `--steps`, scoring the held-out part every `--eval_every` steps, and scores the baselines of
 that seed: the majority class, k-means on RGB pixels, and the untrained network + k-means on its
 features, all by the same code. At each point it also records what needs no label: the cluster
 sizes and the mutual information of two orderings on the held-out images, the criterion
@@ -53,7 +53,6 @@ flags.DEFINE_enum(
 flags.DEFINE_string("data_root", "../shared/data", "Folder holding the datasets.")
 flags.DEFINE_string("recipe", None, "Name of the recipe in the report (default: the flagfile's).")
 flags.DEFINE_list("seeds", ["0", "1"], "Training seeds; baselines use the same seeds.")
-flags.DEFINE_float("minutes", 0.0, "Training budget per seed in minutes (0: --steps only).")
 flags.DEFINE_integer("eval_every", 500, "Steps between held-out evaluations (the curve).")
 flags.DEFINE_bool("baselines", True, "Score the baselines (k-means RGB, untrained + k-means).")
 flags.DEFINE_bool("feature_kmeans", True, "Also score k-means on the trained features.")
@@ -249,7 +248,7 @@ def run_seed(cfg, seed, data):
                                       for key in ("pixel_accuracy", "mean_iou")]  # fmt: skip
             progress.update(sizes=point["cluster_sizes"], mi=round(point["held_out_mi"], 4))
             print(json.dumps(progress), flush=True)
-            if FLAGS.minutes and trained > FLAGS.minutes * 60:
+            if cfg["minutes"] and trained > cfg["minutes"] * 60:
                 self.model.stop_training = True
 
     epochs = max(1, cfg["steps"] // FLAGS.eval_every)
@@ -309,7 +308,7 @@ def main(argv):
         "recipe": recipe,
         "cpu": _cpu(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "budget": {"minutes": FLAGS.minutes, "steps": cfg["steps"]},
+        "budget": {"minutes": cfg["minutes"], "steps": cfg["steps"]},
         "config": {k: v for k, v in cfg.items() if k not in ("run_dir", "export_dir")},
         "summary": summary(records),
         "seeds": records,

@@ -529,8 +529,9 @@ def test_precision_auto_trains_in_the_policy_its_probe_timed_faster(tmp_path, ab
     original = precision.probe
 
     def probe(*args, **kwargs):
-        timed.update(original(*args, **kwargs, steps=1))
-        return timed
+        timed.update(original(*args, **kwargs, rounds=1))
+        timed["batch_size"] = args[2]  # the run's own batch is timed
+        return {k: v for k, v in timed.items() if k != "batch_size"}
 
     precision.probe = probe
     try:
@@ -538,8 +539,10 @@ def test_precision_auto_trains_in_the_policy_its_probe_timed_faster(tmp_path, ab
     finally:
         precision.probe = original
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert timed.pop("batch_size") == 4
     assert set(timed) == {"float32", "mixed_bfloat16"}
-    assert metrics["precision"] == min(timed, key=timed.get)
+    assert metrics["precision"] == precision.choose(timed)
+    assert metrics["precision_timings"] == pytest.approx(timed)
     assert "--precision=auto: " + metrics["precision"] in absl_info.text
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert (
@@ -575,3 +578,28 @@ def test_evaluate_refuses_holdout_on_a_folder(tmp_path):
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_minutes_stops_training_on_the_clock_and_records_the_steps_it_reached(
+    tmp_path, absl_info, monkeypatch
+):
+    from tf_autoseg.training import experiment
+
+    # A clock that advances 3 s a call: a 0.5-minute budget is spent after a few steps.
+    clock = iter(range(0, 10**6, 3))
+    monkeypatch.setattr(experiment.TimeBudget, "clock", staticmethod(lambda: float(next(clock))))
+    flagfile = _tiny_flagfile(tmp_path, steps=40)
+    _main([flagfile, "--minutes=0.5"])
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["steps"] < 40 and metrics["train_seconds"] >= 30, metrics
+    assert metrics["minutes"] == 0.5
+    # Checkpoints only at whole intervals: a resumed run lines up with its data and epochs.
+    assert all(step % 10 == 0 for step, _ in checkpoints.checkpoints(run_dir))
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert int(model.optimizer.iterations) == metrics["steps"]
+    absl_info.clear()
+    _main([flagfile, "--minutes=0.5"])  # the budget is spent: finished, nothing changes
+    assert f"is already finished at step {metrics['steps']}" in absl_info.text
+    _main([flagfile, "--minutes=1000"])  # a larger budget continues it, to --steps
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 40

@@ -124,6 +124,11 @@ flags.DEFINE_integer("num_negatives", 255, "ARL negatives per positive.")
 flags.DEFINE_integer("batch_size", 8, "Global batch size.")
 flags.DEFINE_integer("steps", 1000, "Training steps in all.")
 flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints (divides --steps).")
+flags.DEFINE_float(
+    "minutes", None, "Training budget in minutes of training time, summed over resumes: "
+    "training stops after the step that spends it (--steps stays the cap and the length of "
+    "the schedule). The run records the steps it reached.",
+)  # fmt: skip
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
 flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
                   "constant, or cosine decay to 0 over --steps.")  # fmt: skip
@@ -193,6 +198,8 @@ def validate(config):
         fail("checkpoint_every", f"must divide --steps={config['steps']}.")
     if not config["learning_rate"] > 0:
         fail("learning_rate", "must be positive.")
+    if config["minutes"] is not None and not config["minutes"] > 0:
+        fail("minutes", "must be a positive number of minutes (or not given: --steps only).")
     if config["labels_from"] == "overclustering" and not config["overclustering"]:
         fail("labels_from", "needs an overclustering head (--overclustering).")
     if config["num_orderings"] not in (2, 4, 8, 16):

@@ -499,6 +499,13 @@ class AutoSegModel(keras.Model):
         object.__setattr__(self, "label_metrics", tuple(metrics or ()))
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompiles a loaded model (its optimizer and state), as Keras does for a model whose
+        `compile` is its own; the label metrics are not saved."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [self.loss_tracker, self.mi_tracker, *getattr(self, "label_metrics", ())]

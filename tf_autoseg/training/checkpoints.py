@@ -68,19 +68,22 @@ class CheckpointCallback(keras.callbacks.Callback):
     """Saves a checkpoint at the end of every epoch (= every checkpoint interval).
 
     Keeps the `keep` most recent checkpoints. Only the chief writes (on a
-    multi-worker run `is_chief` is False on the other workers).
+    multi-worker run `is_chief` is False on the other workers). An epoch cut short (a time
+    budget spent) leaves no checkpoint: a resumed run starts at a whole interval, where its
+    data, epochs and schedule line up.
     """
 
-    def __init__(self, run_dir, keep=2, is_chief=True):
+    def __init__(self, run_dir, keep=2, is_chief=True, every=None):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.keep = keep
         self.is_chief = is_chief
+        self.every = every
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.is_chief:
-            return
         step = int(self.model.optimizer.iterations)
+        if not self.is_chief or (self.every and step % self.every):
+            return
         path = checkpoint_path(self.run_dir, step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(self.model, path)

@@ -267,6 +267,41 @@ def evaluate(model, config, evaluation_set, fit_set):
     return results
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Counts training time over resumes; stops training once `minutes` of it are spent.
+
+    `offset`: the seconds recorded at the checkpoint the run resumes from. At each
+    checkpoint interval the seconds so far are recorded (`runs.record_train_seconds`).
+    """
+
+    clock = staticmethod(time.monotonic)  # replaced in tests
+
+    def __init__(self, minutes, offset, run_dir, is_chief=True):
+        super().__init__()
+        self.limit = None if minutes is None else 60.0 * minutes
+        self.offset, self.run_dir, self.is_chief = offset, run_dir, is_chief
+        self.started = None
+
+    def seconds(self):
+        """Training seconds so far, this process's and those recorded before it."""
+        return self.offset + (0.0 if self.started is None else self.clock() - self.started)
+
+    def on_train_begin(self, logs=None):
+        self.started = self.clock()
+
+    def on_train_end(self, logs=None):
+        self.offset, self.started = self.seconds(), None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.limit is not None and self.seconds() >= self.limit:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.is_chief:
+            step = int(self.model.optimizer.iterations)
+            runs.record_train_seconds(self.run_dir, step, self.seconds())
+
+
 class SummaryCallback(keras.callbacks.Callback):
     """TensorBoard: loss and MI every `--log_every` steps; at each checkpoint, images
     (input, prediction, ground truth) and evaluation accuracy and mIoU.
@@ -346,7 +381,7 @@ def run(config):
     start_batch = found[-1][0] if found else 0  # the training data starts after it
     (train, train_info), held_out, fit = build_data(config, start_batch)
     _log_files("training", train_info)
-    policy = choose_precision(config, train.element_spec.shape[1:])
+    policy, timings = choose_precision(config, train.element_spec.shape[1:])
     keras.mixed_precision.set_global_policy(policy)
     held_out_info = held_out[1] if held_out else None
     if held_out_info and (held_out_info.skipped, held_out_info.adjusted) != (
@@ -375,9 +410,11 @@ def run(config):
     elif found:  # stopped after training, before metrics.json
         logging.info("%s: trained to step %d; evaluating and exporting", run_dir, done)
     interval = config["checkpoint_every"]
+    budget = TimeBudget(config["minutes"], runs.train_seconds(run_dir, done), run_dir, chief)
     # The "random" variant is the untrained baseline: it is evaluated, never fitted.
     if done < config["steps"] and config["variant"] != "random":
-        callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief)]
+        callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief, every=interval)]
+        callbacks.append(budget)
         if chief:
             callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
         model.fit(
@@ -392,8 +429,11 @@ def run(config):
     finish_training(model, train)
     results = {
         "precision": policy,
+        "precision_timings": timings,
         "labels_from": _labels_source(model),
         "steps": int(model.optimizer.iterations),
+        "train_seconds": round(budget.seconds(), 1),
+        "minutes": config["minutes"],
         "loss": float(model.loss_tracker.result()),
         "mutual_information": float(model.mi_tracker.result()),
         "eval_mode": config["eval_mode"],
@@ -419,20 +459,22 @@ def run(config):
 
 
 def choose_precision(config, input_shape):
-    """The dtype policy of `--precision`; for "auto" the faster one here, timed on this model."""
+    """(policy, timings or None) of `--precision`; for "auto" the policy `precision.choose`
+    takes from timing this model's steps at the run's batch and crop."""
     if config["precision"] != "auto":
-        return config["precision"]
+        return config["precision"], None
     from tf_autoseg.training import precision
 
     keras.utils.set_random_seed(config["seed"])
-    timings = precision.probe(lambda: build_model(config, input_shape), input_shape)
+    batch = config["batch_size"]
+    timings = precision.probe(lambda: build_model(config, input_shape), input_shape, batch)
     choice = precision.choose(timings)
     logging.info(
-        "--precision=auto: %s (seconds per step of 2 images: %s)",
-        choice, ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
+        "--precision=auto: %s (median seconds per step of %d images, %d rounds: %s)",
+        choice, batch, 3, ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
     )  # fmt: skip
     keras.utils.set_random_seed(config["seed"])  # the run starts as it would without a probe
-    return choice
+    return choice, timings
 
 
 CENTRE_BATCHES = 50  # training batches whose outputs the label-free centres are fitted on

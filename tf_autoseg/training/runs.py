@@ -15,10 +15,10 @@ from tf_autoseg import atomic
 ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
          "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
          "pipeline": "auto", "prepared_dir": "", "data_service": "",
-         "train_sequences": [], "eval_sequences": []}  # fmt: skip
+         "train_sequences": [], "eval_sequences": [], "minutes": None}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service"}  # fmt: skip
+             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service", "minutes"}  # fmt: skip
 
 
 def check_run_dir(config):
@@ -58,7 +58,8 @@ def finished(config):
         raise ValueError(f"{path} is not JSON ({error}); move it away to finish the run.") from None
     done = int(metrics.get("steps", 0))
     if config["variant"] != "random":
-        if done < config["steps"]:
+        spent = metrics.get("train_seconds", 0.0) >= 60 * (config.get("minutes") or float("inf"))
+        if done < config["steps"] and not spent:
             return None
         check_steps(config, done)
     name = config["export_name"] or run_dir.resolve().name
@@ -99,3 +100,27 @@ def check_same_flags(path, flags, ignored=(), added=None):
             f"{path.parent} holds a run started with other flags ({details}). "
             "Resume it with the same flags, or choose a new --run_dir."
         )
+
+
+TRAIN_SECONDS = "train_seconds.json"
+
+
+def record_train_seconds(run_dir, step, seconds):
+    """Records the training seconds spent up to `step` (for budgets and summaries on resume)."""
+    path = Path(run_dir) / TRAIN_SECONDS
+    recorded = _read_train_seconds(path)
+    recorded[str(int(step))] = round(float(seconds), 3)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, recorded)
+
+
+def train_seconds(run_dir, step):
+    """The training seconds recorded at `step` (0 for step 0 or when none were recorded)."""
+    return _read_train_seconds(Path(run_dir) / TRAIN_SECONDS).get(str(int(step)), 0.0)
+
+
+def _read_train_seconds(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
