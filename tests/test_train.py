@@ -603,3 +603,59 @@ def test_minutes_stops_training_on_the_clock_and_records_the_steps_it_reached(
     assert f"is already finished at step {metrics['steps']}" in absl_info.text
     _main([flagfile, "--minutes=1000"])  # a larger budget continues it, to --steps
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 40
+
+
+def test_a_diverged_run_stops_with_one_line_and_exports_nothing(tmp_path):
+    run_dir, saved = tmp_path / "run", tmp_path / "saved"
+    args = [*QUICK, "--steps=20", "--checkpoint_every=10", "--learning_rate=1e9"]
+    code, output = _train(args, run_dir, saved)
+    assert code == 2, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "training diverged: the loss is nan" in errors[0], output[-3000:]
+    assert "--learning_rate" in errors[0] and "Traceback" not in output
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.keras").exists()
+    assert not saved.exists() or not any(saved.rglob("saved_model.pb"))
+
+
+def test_a_run_resumed_after_its_last_step_reports_the_recorded_loss_not_zero(tmp_path):
+    _main([_tiny_flagfile(tmp_path)])
+    run_dir = tmp_path / "run"
+    first = json.loads((run_dir / "metrics.json").read_text())
+    # As if killed during evaluation or export: the last checkpoint is there, no metrics.
+    (run_dir / "metrics.json").unlink()
+    _main([_tiny_flagfile(tmp_path)])
+    again = json.loads((run_dir / "metrics.json").read_text())
+    assert again["steps"] == first["steps"] == 10
+    assert again["loss"] == pytest.approx(first["loss"], abs=1e-5) and again["loss"] != 0.0
+    assert again["mutual_information"] == pytest.approx(first["mutual_information"], abs=1e-5)
+
+
+def test_a_run_directory_is_held_by_one_process_at_a_time(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (run_dir / runs.LOCK).write_text(json.dumps({"pid": holder.pid, "host": os.uname()[1]}))
+        code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10"], run_dir, tmp_path)
+        assert code == 2, output[-3000:]
+        assert f"is in use by process {holder.pid}" in output and "Traceback" not in output
+        assert not (run_dir / "flags.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without removing its lock: the next run takes it over, and lets it go.
+    code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10"], run_dir, tmp_path)
+    assert code == 0, output[-3000:]
+    assert f"taking over the lock of process {holder.pid}" in output
+    assert not (run_dir / runs.LOCK).exists()
+
+
+def test_a_batch_beyond_the_data_is_refused_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*QUICK, "--steps=10", "--checkpoint_every=10", "--batch_size=100000"]
+    code, output = _train(args, run_dir, tmp_path)
+    assert code == 2, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert "--batch_size=100000 is more than the 16 training examples" in errors[0], errors
+    assert not run_dir.exists()

@@ -88,6 +88,18 @@ class PipelineOptions:
             object.__setattr__(self, field.name, int(value) if field.type is int else bool(value))
 
 
+def check_batch_size(n, options):
+    """Refuses a batch that `n` examples can never fill (every pipeline's rule): without
+    `repeat` and with `drop_remainder`, the dataset would be empty. (With `repeat`, batches
+    run across epochs; the training program refuses a batch larger than its data.)"""
+    if n < options.batch_size and options.drop_remainder and not options.repeat:
+        raise ValueError(
+            f"Only {n} examples for batch_size={options.batch_size}: with drop_remainder=True "
+            "and repeat=False the dataset would be empty. Lower `batch_size`, or pass "
+            "drop_remainder=False or repeat=True"
+        )
+
+
 def in_memory_dataset(images, labels, options, *, vertical_flip=False, crop=None, shapes=None):
     """Batches in-memory examples in a seeded order, with optional random crops and flips.
 
@@ -110,12 +122,7 @@ def in_memory_dataset(images, labels, options, *, vertical_flip=False, crop=None
 
     batch_size, repeat, drop_remainder = options.batch_size, options.repeat, options.drop_remainder
     n = len(images)
-    if drop_remainder and not repeat and n < batch_size:
-        raise ValueError(
-            f"Only {n} examples for batch_size={batch_size}: with drop_remainder=True and "
-            "repeat=False the dataset would be empty. Lower `batch_size`, or pass "
-            "drop_remainder=False or repeat=True"
-        )
+    check_batch_size(n, options)
     channels = images.shape[-1]
     stacked = images if labels is None else np.concatenate([images, labels[..., None]], -1)
     data = tf.constant(stacked)

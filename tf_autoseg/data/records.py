@@ -162,11 +162,12 @@ def load(
     count_key = "labelled" if labels else "examples"
     counts = np.array([s[count_key] for s in shards], np.int64)
     n = int(counts.sum())
-    if n == 0 or (drop_remainder and not repeat and n < batch_size):
-        raise ValueError(
-            f"{folder}: {n} {part} examples{' with labels' if labels else ''} for "
-            f"batch_size={batch_size}"
-        )
+    if n == 0:
+        raise ValueError(f"{folder}: no {part} examples{' with labels' if labels else ''}")
+    try:
+        core.check_batch_size(n, options)
+    except ValueError as error:
+        raise ValueError(f"{folder} ({part}): {error}") from None
     classes, names, lut = _classes(manifest, classes)
     crop = crop or entry.get("crop")
     shape = entry.get("shape")

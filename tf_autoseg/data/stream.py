@@ -85,12 +85,7 @@ def examples_dataset(
     """
     batch_size, repeat, drop_remainder = options.batch_size, options.repeat, options.drop_remainder
     n = len(examples)
-    if drop_remainder and not repeat and n < batch_size:
-        raise ValueError(
-            f"Only {n} examples for batch_size={batch_size}: with drop_remainder=True and "
-            "repeat=False the dataset would be empty. Lower `batch_size`, or pass "
-            "drop_remainder=False or repeat=True"
-        )
+    core.check_batch_size(n, options)
     if num_workers > 1 and not repeat:
         raise ValueError(f"Splitting between {num_workers} workers needs repeat=True")
     paths = [str(h.path) for h in examples.headers]

@@ -10,6 +10,7 @@ from the flags, the strategy, the resume, the summaries and the evaluation are r
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -270,8 +271,9 @@ def evaluate(model, config, evaluation_set, fit_set):
 class TimeBudget(keras.callbacks.Callback):
     """Counts training time over resumes; stops training once `minutes` of it are spent.
 
-    `offset`: the seconds recorded at the checkpoint the run resumes from. At each
-    checkpoint interval the seconds so far are recorded (`runs.record_train_seconds`).
+    `offset`: the seconds recorded at the checkpoint the run resumes from. At the end of each
+    epoch (checkpoint interval) the seconds so far, the loss and the mutual information are
+    recorded (`runs.record_progress`), so a run resumed after its last step reports them.
     """
 
     clock = staticmethod(time.monotonic)  # replaced in tests
@@ -299,7 +301,35 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.is_chief:
             step = int(self.model.optimizer.iterations)
-            runs.record_train_seconds(self.run_dir, step, self.seconds())
+            runs.record_progress(
+                self.run_dir, step, train_seconds=self.seconds(),
+                loss=self.model.loss_tracker.result(),
+                mutual_information=self.model.mi_tracker.result(),
+            )  # fmt: skip
+
+
+class Diverged(ValueError):
+    """A training run whose loss stopped being finite."""
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops a diverged run at once: no checkpoint, model or export of a non-finite loss."""
+
+    def __init__(self, run_dir, learning_rate):
+        super().__init__()
+        self.run_dir, self.learning_rate = run_dir, learning_rate
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(self.model.loss_tracker.result())
+        if not math.isfinite(loss):
+            step = int(self.model.optimizer.iterations)
+            found = checkpoints.checkpoints(self.run_dir)
+            kept = f"its last good checkpoint is {found[-1][1]}" if found else "no checkpoint"
+            raise Diverged(
+                f"training diverged: the loss is {loss} at step {step}; nothing was exported "
+                f"and {kept}. Lower --learning_rate (now {self.learning_rate:g}) and train in "
+                "a new --run_dir."
+            )
 
 
 class SummaryCallback(keras.callbacks.Callback):
@@ -362,7 +392,14 @@ def run(config):
 
     Returns the metrics written to `<run_dir>/metrics.json`. A finished run (see
     `tf_autoseg.training.runs.finished`) is left as it is: its recorded metrics are returned.
+    The run directory is held by this process from its first write to the end
+    (`runs.held`): a second training into it is refused.
     """
+    with contextlib.ExitStack() as hold:
+        return _run(config, hold)
+
+
+def _run(config, hold):
     start = time.time()
     note = runs.finished(config)
     if note is not None:
@@ -380,6 +417,12 @@ def run(config):
     found = checkpoints.checkpoints(run_dir)
     start_batch = found[-1][0] if found else 0  # the training data starts after it
     (train, train_info), held_out, fit = build_data(config, start_batch)
+    if train_info.num_examples < config["batch_size"]:  # a batch would repeat examples
+        raise ValueError(
+            f"--batch_size={config['batch_size']} is more than the {train_info.num_examples} "
+            "training examples: a batch would hold examples twice. Lower --batch_size to "
+            f"{train_info.num_examples} or fewer, or train on more data."
+        )
     _log_files("training", train_info)
     policy, timings = choose_precision(config, train.element_spec.shape[1:])
     keras.mixed_precision.set_global_policy(policy)
@@ -396,6 +439,7 @@ def run(config):
         else:
             model = build_model(config, train.element_spec.shape[1:])
     if chief:
+        hold.enter_context(runs.held(run_dir, log=logging.info))
         runs.record_flags(config)
         for path in checkpoints.remove_leftovers(run_dir):
             logging.info("Removed %s, left by an interrupted run.", path)
@@ -410,11 +454,13 @@ def run(config):
     elif found:  # stopped after training, before metrics.json
         logging.info("%s: trained to step %d; evaluating and exporting", run_dir, done)
     interval = config["checkpoint_every"]
-    budget = TimeBudget(config["minutes"], runs.train_seconds(run_dir, done), run_dir, chief)
+    recorded = runs.progress(run_dir, done)
+    budget = TimeBudget(config["minutes"], recorded.get("train_seconds", 0.0), run_dir, chief)
     # The "random" variant is the untrained baseline: it is evaluated, never fitted.
-    if done < config["steps"] and config["variant"] != "random":
+    trained_nothing = not (done < config["steps"] and config["variant"] != "random")
+    if not trained_nothing:
         callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief, every=interval)]
-        callbacks.append(budget)
+        callbacks += [budget, StopOnNonFinite(run_dir, config["learning_rate"])]
         if chief:
             callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
         model.fit(
@@ -434,8 +480,12 @@ def run(config):
         "steps": int(model.optimizer.iterations),
         "train_seconds": round(budget.seconds(), 1),
         "minutes": config["minutes"],
-        "loss": float(model.loss_tracker.result()),
-        "mutual_information": float(model.mi_tracker.result()),
+        # A run resumed after its last step trained nothing here: its figures are those
+        # recorded at that step, never the empty trackers' zeros.
+        "loss": recorded.get("loss") if trained_nothing else float(model.loss_tracker.result()),
+        "mutual_information": recorded.get("mutual_information")
+        if trained_nothing
+        else float(model.mi_tracker.result()),
         "eval_mode": config["eval_mode"],
         "dataset": {
             "train": _describe(train_info),

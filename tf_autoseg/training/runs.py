@@ -6,7 +6,10 @@ same run, so every training flag but those in `RESUMABLE` must match `flags.json
 since, `ADDED`, are read at the value that trains as before). Standard library only.
 """
 
+import contextlib
 import json
+import os
+import socket
 from pathlib import Path
 
 from tf_autoseg import atomic
@@ -102,25 +105,81 @@ def check_same_flags(path, flags, ignored=(), added=None):
         )
 
 
-TRAIN_SECONDS = "train_seconds.json"
+PROGRESS = "progress.json"
 
 
-def record_train_seconds(run_dir, step, seconds):
-    """Records the training seconds spent up to `step` (for budgets and summaries on resume)."""
-    path = Path(run_dir) / TRAIN_SECONDS
-    recorded = _read_train_seconds(path)
-    recorded[str(int(step))] = round(float(seconds), 3)
+def record_progress(run_dir, step, **figures):
+    """Records figures of the run at `step` (training seconds so far, the loss and mutual
+    information of the last interval), read back when a run resumes there."""
+    path = Path(run_dir) / PROGRESS
+    recorded = _read_progress(path)
+    recorded[str(int(step))] = {name: round(float(value), 6) for name, value in figures.items()}
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic.write_json(path, recorded)
 
 
-def train_seconds(run_dir, step):
-    """The training seconds recorded at `step` (0 for step 0 or when none were recorded)."""
-    return _read_train_seconds(Path(run_dir) / TRAIN_SECONDS).get(str(int(step)), 0.0)
+def progress(run_dir, step):
+    """The figures recorded at `step` ({} for step 0 or when none were recorded)."""
+    return _read_progress(Path(run_dir) / PROGRESS).get(str(int(step)), {})
 
 
-def _read_train_seconds(path):
+def _read_progress(path):
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def held(run_dir, log=print):
+    """Holds `run_dir` for this process: a lock file naming the owner's pid and host.
+
+    A second process is refused while the owner lives; a lock left by a dead process of this
+    host (killed) is taken over, with a message. The lock goes when the block ends.
+
+    Raises:
+        ValueError: another live process holds the run directory.
+    """
+    path = Path(run_dir) / LOCK
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    while True:
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                owner = {}
+            if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                log(f"{run_dir}: taking over the lock of process {owner.get('pid')}, "
+                    "which is no longer running.")  # fmt: skip
+                path.unlink(missing_ok=True)
+                continue
+            raise ValueError(
+                f"--run_dir={run_dir} is in use by process {owner.get('pid')} on "
+                f"{owner.get('host')} ({path}). Wait for it to finish, or choose another "
+                "--run_dir."
+            ) from None
+        with os.fdopen(handle, "w") as file:
+            json.dump(me, file)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
