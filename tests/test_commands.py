@@ -10,7 +10,7 @@ import pytest
 from tf_autoseg.cli import commands
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("train", "evaluate", "segment", "export")
+PROGRAMS = ("train", "evaluate", "segment", "export", "prepare", "data_service")
 TINY = ["--synthetic_images=16", "--synthetic_size=32", "--width=8", "--ar_blocks=1",
         "--batch_size=4", "--steps=10", "--checkpoint_every=10"]  # fmt: skip
 
@@ -178,6 +178,19 @@ def test_one_line_names_the_path_of_an_os_error():
     error = FileNotFoundError(2, "No such file or directory", "/proc/x")
     assert commands.one_line(error) == "/proc/x: No such file or directory"
     assert commands.one_line(ValueError("a\n  b")) == "a b"
+
+
+def test_prepare_names_a_bad_output_folder_and_a_folder_without_classes(tmp_path):
+    source = tmp_path / "images"
+    source.mkdir()
+    (tmp_path / "file").write_text("")
+    result = _run(["-m", "tf_autoseg.prepare", "--dataset=folder", f"--data_dir={source}",
+                   f"--output_dir={tmp_path / 'out'}"])  # fmt: skip
+    _assert_one_line_error(result, "--classes is required for --dataset=folder")
+    result = _run(["-m", "tf_autoseg.prepare", "--dataset=dubai", f"--data_dir={source}",
+                   f"--output_dir={tmp_path / 'file' / 'out'}"])  # fmt: skip
+    _assert_one_line_error(result, "--output_dir=", "not a folder")
+    assert not (tmp_path / "out").exists()
 
 
 if __name__ == "__main__":

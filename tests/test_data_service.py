@@ -4,6 +4,7 @@ to training, each example of an epoch once."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -79,6 +80,50 @@ def test_service_address_must_be_grpc_host_port():
         with pytest.raises(ValueError, match=r"--data_service must be grpc://host:port"):
             service.check_address(bad)
     service.check_address("grpc://localhost:5050")
+
+
+def test_a_missing_dispatcher_is_named_within_the_timeout_and_leaves_no_run(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
+               "--dataset=folder", f"--data_dir={id_images(tmp_path / 'src', 8)}", "--crop=16",
+               "--batch_size=4", "--steps=2", "--checkpoint_every=2",
+               f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=3",
+               f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'saved'}"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert time.monotonic() - start < 60
+    assert "Waiting up to 3 s for the tf.data service dispatcher" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no dispatcher answered within 3 s" in errors[0], errors
+    assert not run_dir.exists()
+    with pytest.raises(ValueError, match="does not resolve"):
+        service.wait_for_dispatcher("grpc://no-such-host.invalid:5050", 1.0, log=lambda _: 0)
+
+
+def test_the_service_program_stops_cleanly_on_sigterm_and_ctrl_c():
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tf_autoseg.data_service", "--port=0", "--workers=1"],
+            env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert "1 worker(s) for grpc://" in process.stdout.readline()
+            process.send_signal(number)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 0, err[-2000:]
+        assert "stopped" in out and "Traceback" not in err
 
 
 if __name__ == "__main__":

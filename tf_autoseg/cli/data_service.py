@@ -5,6 +5,7 @@ The library is `tf_autoseg.data.service`; this module holds the flags and `main`
 
 import signal
 import sys
+import threading
 
 from tf_autoseg.cli import commands
 
@@ -18,11 +19,17 @@ def main(argv):
     service = start(values.port, values.workers, values.dispatcher, values.worker_host)
     where = service.address or f"grpc://{values.dispatcher}"
     print(f"tf.data service: {len(service.workers)} worker(s) for {where}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # The servers' join() blocks in C++, where Python never sees a signal: wait in Python
+    # instead, so that SIGTERM and Ctrl-C stop the servers and end the process cleanly.
+    stopping = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
     try:
-        (service.dispatcher or service.workers[0]).join()
+        while not stopping.wait(0.5):
+            pass
     finally:
         service.stop()
+    print("tf.data service: stopped", flush=True)
 
 
 def _define_flags():

@@ -9,6 +9,9 @@ import sys
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
 
+# --classes when not given; a folder's classes are the user's to say.
+DEFAULT_CLASSES = {"potsdam": 6, "cocostuff": 15, "camvid": 3, "dubai": 5}
+
 
 # ------------------------------------------------------------------ command line
 def _define_flags():
@@ -17,8 +20,9 @@ def _define_flags():
     flags.DEFINE_enum("dataset", None, list(datasets.PREPARED), "The dataset to prepare.")
     flags.DEFINE_string("data_dir", None, "Its root folder, as for tf_autoseg.train.")
     flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
-    flags.DEFINE_integer("classes", 6, "potsdam: 6 (3 is chosen when training); cocostuff 15 or "
-                         "3; camvid 3 or 11; dubai 5; folder: classes of its masks.")  # fmt: skip
+    flags.DEFINE_integer("classes", None, "Classes: potsdam 6 (default; 3 is chosen when "
+                         "training), cocostuff 15 (default) or 3, camvid 3 (default) or 11, dubai "
+                         "5; folder: required, the classes you will train with.")  # fmt: skip
     flags.DEFINE_integer(
         "crop", 128, "Tile side (dubai, camvid, folder) or training crop (cocostuff)."
     )
@@ -39,25 +43,28 @@ def _define_flags():
 
 
 def main(argv):
-    from absl import app
     from absl import flags
 
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     names = ("dataset", "data_dir", "output_dir", "classes", "crop", "downsample", "scale",
              "min_side", "min_target_share", "train_tiles", "eval_tiles", "train_sequences", "eval_sequences",
              "masks_dir", "colours", "shard_size", "jobs")  # fmt: skip
     config = {name: flags.FLAGS[name].value for name in names}
     config["train_tiles"] = [int(t) for t in config["train_tiles"]]
     config["eval_tiles"] = [int(t) for t in config["eval_tiles"]]
+    if config["classes"] is None:
+        if config["dataset"] not in DEFAULT_CLASSES:
+            raise ValueError(
+                f"--classes is required for --dataset={config['dataset']}: the number of "
+                "classes you will train with (--classes of tf_autoseg.train)."
+            )
+        config["classes"] = DEFAULT_CLASSES[config["dataset"]]
+    commands.check_writable("output_dir", config["output_dir"])  # before TensorFlow, named
     commands.start_tensorflow()
     from tf_autoseg.training.prepare import prepare
 
-    try:
-        manifest = prepare(config)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    manifest = prepare(config)  # a ValueError is one line and exit 2 (commands.run)
     counts = {name: part["examples"] for name, part in manifest["parts"].items()}
     print(json.dumps({"output_dir": config["output_dir"], "examples": counts}))
 

@@ -68,6 +68,10 @@ flags.DEFINE_string(
     "A folder written by `python -m tf_autoseg.prepare`: every part is read from its "
     "TFRecord shards (Potsdam TIFFs, COCO-Stuff; needed to stream those).",
 )  # fmt: skip
+flags.DEFINE_float(
+    "data_service_timeout", 60.0, "Seconds to wait for the --data_service dispatcher to answer "
+    "before giving up (with one line, exit 2).",
+)  # fmt: skip
 flags.DEFINE_string(
     "data_service", "",
     "grpc://host:port of a tf.data service dispatcher (`python -m tf_autoseg.data_service`) "
@@ -180,8 +184,12 @@ def validate(config):
 
     if config["run_dir"] is None:
         raise ValueError("--run_dir is required: the folder for checkpoints, logs and metrics.")
-    if config["data_service"] and not re.match(r"^grpc://[^\s:/]+:\d+$", config["data_service"]):
-        fail("data_service", "must be grpc://host:port (python -m tf_autoseg.data_service).")
+    if config["data_service"]:
+        from tf_autoseg.data import service  # the library's own check of the address
+
+        service.check_address(config["data_service"])
+    if not config["data_service_timeout"] > 0:
+        fail("data_service_timeout", "must be a positive number of seconds.")
     if config["data_service"] and config["pipeline"] == "memory" and not config["prepared_dir"]:
         fail("pipeline", "--data_service needs --pipeline=stream or auto, or --prepared_dir.")
     if config["prepared_dir"] and not (Path(config["prepared_dir"]) / "manifest.json").is_file():

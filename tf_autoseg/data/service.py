@@ -17,10 +17,10 @@ on which worker answers first, so a run through the service is not bit-reproduci
 
 import dataclasses
 import re
+import socket
+import time
 
-import tensorflow as tf
-
-_ADDRESS = re.compile(r"^grpc://[^\s:/]+:\d+$")
+_ADDRESS = re.compile(r"^grpc://([^\s:/]+):(\d+)$")
 
 
 def check_address(address):
@@ -29,6 +29,37 @@ def check_address(address):
         raise ValueError(
             f"--data_service must be grpc://host:port (the dispatcher). Received: {address!r}"
         )
+
+
+def wait_for_dispatcher(address, timeout=60.0, log=print, clock=time.monotonic):
+    """Returns once a dispatcher accepts connections at `address`; a ValueError after `timeout`
+    seconds (or at once for a host that does not resolve), naming `--data_service`.
+
+    A trainer whose dispatcher is missing would otherwise wait silently, for ever.
+    """
+    check_address(address)
+    host, port = _ADDRESS.match(address).groups()
+    log(f"Waiting up to {timeout:g} s for the tf.data service dispatcher at {address}.")
+    deadline, why = clock() + timeout, "no answer"
+    while True:
+        try:
+            socket.getaddrinfo(host, int(port))
+        except socket.gaierror as error:
+            raise ValueError(
+                f"--data_service={address}: the host {host!r} does not resolve ({error})."
+            ) from None
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as error:
+            why = error.strerror or type(error).__name__
+        if clock() >= deadline:
+            raise ValueError(
+                f"--data_service={address}: no dispatcher answered within {timeout:g} s "
+                f"(last: {why}). Start one with python -m tf_autoseg.data_service "
+                f"--port={port}, or raise --data_service_timeout."
+            )
+        time.sleep(min(1.0, max(deadline - clock(), 0.0)))
 
 
 def distribute(dataset, address, job_name=None):
@@ -41,6 +72,8 @@ def distribute(dataset, address, job_name=None):
         job_name: trainers giving the same name share one job, each batch going to one of
             them (the workers of a MultiWorkerMirroredStrategy run); None: a job of its own.
     """
+    import tensorflow as tf
+
     check_address(address)
     service = tf.data.experimental.service
     return dataset.apply(
@@ -80,6 +113,8 @@ def start(port=0, workers=2, dispatcher=None, worker_host="localhost"):
     Returns:
         A `Service`.
     """
+    import tensorflow as tf
+
     service = tf.data.experimental.service
     server = None
     if dispatcher is None:

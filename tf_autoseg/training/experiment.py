@@ -405,6 +405,12 @@ def _run(config, hold):
     if note is not None:
         logging.info(note)
         return json.loads((Path(config["run_dir"]) / "metrics.json").read_text())
+    if config.get("data_service"):  # a missing dispatcher is named before any work
+        from tf_autoseg.data import service
+
+        service.wait_for_dispatcher(
+            config["data_service"], config["data_service_timeout"], log=logging.info
+        )
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()

@@ -18,10 +18,11 @@ from tf_autoseg import atomic
 ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
          "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
          "pipeline": "auto", "prepared_dir": "", "data_service": "",
-         "train_sequences": [], "eval_sequences": [], "minutes": None}  # fmt: skip
+         "train_sequences": [], "eval_sequences": [], "minutes": None,
+         "data_service_timeout": 60.0}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service", "minutes"}  # fmt: skip
+             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service", "minutes", "data_service_timeout"}  # fmt: skip
 
 
 def check_run_dir(config):
