@@ -307,5 +307,19 @@ def test_prepared_set_trains_under_multiworker_each_worker_reading_its_own_shard
         np.testing.assert_array_equal(first[f"w{k}"], second[f"w{k}"])
 
 
+def test_a_folder_trains_from_its_prepared_records_without_data_dir(tmp_path):
+    source = id_images(tmp_path / "src", 12)
+    prepare.prepare(config("folder", source, tmp_path / "out", crop=16), log=lambda _: 0)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
+               "--dataset=folder", f"--prepared_dir={tmp_path / 'out'}", "--crop=16",
+               "--width=8", "--ar_blocks=1", "--batch_size=4", "--steps=2",
+               "--checkpoint_every=2", "--noexport", f"--run_dir={run_dir}"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 2
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

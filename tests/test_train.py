@@ -58,6 +58,12 @@ def test_quickstart_runs_end_to_end_and_every_artefact_loads(tmp_path):
     assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 20
+    # A short summary for a person, the figures exactly as metrics.json holds them.
+    summary = output[output.index("Trained to step 20") :].splitlines()
+    assert len(summary) == 4 and max(len(line) for line in summary) < 200, summary
+    assert f"loss {metrics['loss']:.4f}" in summary[0]
+    assert f"mIoU {metrics['evaluation']['main']['mean_iou']:.3f}" in summary[1]
+    assert metrics["export"] in summary[2] and str(run_dir / "metrics.json") in summary[3]
     model = keras.saving.load_model(run_dir / "model.keras")
     assert isinstance(model, AutoSegModel) and int(model.optimizer.iterations) == 20
     export = Path(metrics["export"])
@@ -659,3 +665,22 @@ def test_a_batch_beyond_the_data_is_refused_before_any_work(tmp_path):
     assert len(errors) == 1, errors
     assert "--batch_size=100000 is more than the 16 training examples" in errors[0], errors
     assert not run_dir.exists()
+
+
+def test_ctrl_c_says_where_the_same_command_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*QUICK, "--steps=100000", "--checkpoint_every=10", "--noexport"]
+    process = _train(args, run_dir, tmp_path / "saved", wait=False)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoints.checkpoints(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoints.checkpoints(run_dir), "no checkpoint written"
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, output[-3000:]
+    assert "Traceback" not in output
+    last = [line for line in output.splitlines() if line.strip()][-1]
+    assert last.startswith("stopped at step ") and "the same command resumes from step" in last

@@ -184,6 +184,9 @@ def run(main, program=None):
             return main(argv)
         except (OSError, ValueError) as error:
             fail(error)
+        except KeyboardInterrupt as error:  # Ctrl-C: one line (where to resume), not a traceback
+            print(str(error) or "stopped (Ctrl-C).", file=sys.stderr)
+            sys.exit(130)
 
     try:
         app.run(guarded)

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 from absl import flags
@@ -251,9 +250,12 @@ def validate_data(config):
         raise ValueError(f"--{flag}={config[flag]!r}: {message}")
 
     if config["dataset"] != "synthetic":
-        if not config["data_dir"]:
-            raise ValueError(f"--data_dir is required for --dataset={config['dataset']}.")
-        if not Path(config["data_dir"]).is_dir():
+        # Prepared records hold everything training reads: then --data_dir is optional.
+        if not config["data_dir"] and not config.get("prepared_dir"):
+            raise ValueError(
+                f"--data_dir is required for --dataset={config['dataset']} (or --prepared_dir)."
+            )
+        if config["data_dir"] and not Path(config["data_dir"]).is_dir():
             fail("data_dir", "no such directory.")
     if config["dataset"] == "folder" and config["eval_mode"] == "holdout":
         fail("eval_mode", "a folder has no held-out split; use --eval_mode=same.")
@@ -314,13 +316,42 @@ def main(argv):
     if note:
         logging.info(note)
         return
-    start = time.time()
     try:
         experiment.check_model(config)
         metrics = experiment.run(config)
     except ValueError as error:  # a bad model flag, bad data, a corrupt checkpoint: named
         raise ValueError(flag_names(str(error))) from error
-    logging.info("Finished in %.1f s: %s", time.time() - start, json.dumps(metrics))
+    print(summary(metrics, config["run_dir"]), flush=True)
+
+
+def summary(metrics, run_dir):
+    """A few lines for a person: steps, time, loss and MI, scores, where things are.
+
+    Everything else (and these figures, exactly) is in `<run_dir>/metrics.json`.
+    """
+    lines = [
+        f"Trained to step {metrics['steps']} ({metrics.get('train_seconds', 0):.0f} s of "
+        f"training in all; this process {metrics['wall_seconds']:.0f} s); loss "
+        f"{_figure(metrics.get('loss'))}, mutual information "
+        f"{_figure(metrics.get('mutual_information'))}."
+    ]
+    main_scores = (metrics.get("evaluation") or {}).get("main")
+    if main_scores:
+        fitted = "the scored images" if metrics["eval_mode"] == "same" else "the training split"
+        lines.append(
+            f"Scores (clusters matched to classes on {fitted}, --eval_mode="
+            f"{metrics['eval_mode']}): pixel accuracy {main_scores['pixel_accuracy']:.3f}, "
+            f"mIoU {main_scores['mean_iou']:.3f}."
+        )
+    lines.append(
+        f"Model: {Path(run_dir) / 'model.keras'}; export: {metrics.get('export') or 'none'}."
+    )
+    lines.append(f"All figures: {Path(run_dir) / 'metrics.json'}.")
+    return "\n".join(lines)
+
+
+def _figure(value):
+    return "not measured" if value is None else f"{value:.4f}"
 
 
 def run():

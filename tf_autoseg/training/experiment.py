@@ -308,6 +308,19 @@ class TimeBudget(keras.callbacks.Callback):
             )  # fmt: skip
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with where the same command resumes."""
+
+
+def _resume_note(model, run_dir):
+    step = int(model.optimizer.iterations)
+    found = checkpoints.checkpoints(run_dir)
+    if not found:
+        return f"stopped at step {step}; no checkpoint yet: the same command starts again."
+    last, path = found[-1]
+    return f"stopped at step {step}; the same command resumes from step {last} ({path})."
+
+
 class Diverged(ValueError):
     """A training run whose loss stopped being finite."""
 
@@ -469,15 +482,18 @@ def _run(config, hold):
         callbacks += [budget, StopOnNonFinite(run_dir, config["learning_rate"])]
         if chief:
             callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
-        model.fit(
-            train,  # starts at step `done` (build_data)
-            epochs=config["steps"] // interval,
-            initial_epoch=done // interval,
-            steps_per_epoch=interval,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself (Keras warns that it would ignore True)
-            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch in logs
-        )
+        try:
+            model.fit(
+                train,  # starts at step `done` (build_data)
+                epochs=config["steps"] // interval,
+                initial_epoch=done // interval,
+                steps_per_epoch=interval,
+                callbacks=callbacks,
+                shuffle=False,  # the dataset shuffles itself (Keras would ignore True)
+                verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line an epoch
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_note(model, run_dir)) from None
     finish_training(model, train)
     results = {
         "precision": policy,
