@@ -193,5 +193,21 @@ def test_prepare_names_a_bad_output_folder_and_a_folder_without_classes(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize(
+    "arg, named",
+    [("--no_such_flag=1", "no_such_flag"), ("--flagfile=/no/such.cfg", "/no/such.cfg")],
+)
+def test_flag_parsing_errors_are_one_line_and_exit_2(program, arg, named):
+    _assert_one_line_error(_run(["-m", f"tf_autoseg.{program}", arg]), named)
+
+
+def test_a_typo_in_a_flagfile_is_one_line(tmp_path):
+    flagfile = tmp_path / "typo.cfg"
+    flagfile.write_text("--dataset=synthetic\n--stepz=10\n")
+    _assert_one_line_error(_run(["-m", "tf_autoseg.train", f"--flagfile={flagfile}"]), "stepz")
+    _assert_one_line_error(_run(["-m", "tf_autoseg.train", "--steps=abc"]), "--steps=abc")
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

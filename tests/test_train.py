@@ -684,3 +684,19 @@ def test_ctrl_c_says_where_the_same_command_resumes(tmp_path):
     assert "Traceback" not in output
     last = [line for line in output.splitlines() if line.strip()][-1]
     assert last.startswith("stopped at step ") and "the same command resumes from step" in last
+
+
+def test_evaluating_a_saved_model_prints_no_grappler_error(tmp_path):
+    code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10"], tmp_path / "run",
+                          tmp_path / "saved")  # fmt: skip
+    assert code == 0, output[-3000:]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_autoseg.evaluate", *QUICK,
+         f"--model={tmp_path / 'saved' / 'quickstart' / '1'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "remapper failed" not in result.stderr and "E0000" not in result.stderr, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["main"]["pixel_accuracy"] > 0

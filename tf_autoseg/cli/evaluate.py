@@ -74,6 +74,8 @@ def main(argv):
     commands.start_tensorflow()
     from tf_autoseg.training import experiment
 
+    if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
+        commands.without_remapper()
     model = loading.load(FLAGS.model)
     if model.num_classes != config["classes"]:
         raise ValueError(

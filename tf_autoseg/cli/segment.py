@@ -62,6 +62,8 @@ def main(argv):
 
     from tf_autoseg.modeling.model import cluster_ids
 
+    if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
+        commands.without_remapper()
     model = loading.load(FLAGS.model)
     channels = model.image_shape[-1]
     check_inputs(files, channels)
