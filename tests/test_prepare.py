@@ -321,5 +321,42 @@ def test_a_folder_trains_from_its_prepared_records_without_data_dir(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 2
 
 
+def test_prepared_records_are_checked_before_training(tmp_path):
+    source = id_images(tmp_path / "src", 12)
+    out = tmp_path / "out"
+    prepare.prepare(config("folder", source, out, crop=16, shard_size=4), log=lambda _: 0)
+    records.load(out, batch_size=4)  # as written: fine
+    manifest = json.loads((out / records.MANIFEST).read_text())
+
+    def broken(change):
+        edited = json.loads(json.dumps(manifest))
+        change(edited)
+        (out / records.MANIFEST).write_text(json.dumps(edited))
+
+    broken(lambda m: m["parts"]["train"].update(examples=40))
+    with pytest.raises(ValueError, match="says 40 examples, its shards 12"):
+        records.load(out, batch_size=4)
+    broken(lambda m: m.update(channels=4))
+    with pytest.raises(ValueError, match="images of 3 channels, .* says 4"):
+        records.load(out, batch_size=4)
+    (out / records.MANIFEST).write_text(json.dumps(manifest))
+    shard = out / manifest["parts"]["train"]["shards"][1]["file"]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=f"{shard.name}: .* bytes, .* recorded .*truncated"):
+        records.load(out, batch_size=4)
+
+
+def test_a_preparation_that_failed_before_its_first_shard_does_not_lock_its_folder(tmp_path):
+    source = id_images(tmp_path / "src", 6)
+    bad = source / "im999.png"
+    bad.write_bytes((source / "im00000.png").read_bytes()[:60])  # a header, then nothing
+    options = config("folder", source, tmp_path / "out", crop=16)
+    with pytest.raises(ValueError):
+        prepare.prepare(options, log=lambda _: 0)
+    bad.unlink()
+    manifest = prepare.prepare(options, log=lambda _: 0)
+    assert manifest["parts"]["train"]["examples"] == 6
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

@@ -73,6 +73,49 @@ def read_manifest(folder):
     return manifest
 
 
+def check_part(folder, part="train"):
+    """Checks what can be checked cheaply before training; a ValueError names the file.
+
+    The manifest's counts add up; each shard has the size the manifest recorded (a truncated
+    or replaced copy does not); the first record of each shard decodes to the manifest's
+    channels and, where the part has one, its shape.
+    """
+    manifest = read_manifest(folder)
+    entry = _part(manifest, folder, part)
+    path = Path(folder) / MANIFEST
+    for key in ("examples", "labelled"):
+        total = sum(int(s.get(key, 0)) for s in entry["shards"])
+        if key in entry and int(entry[key]) != total:
+            raise ValueError(
+                f"{path}: the {part} part says {entry[key]} {key}, its shards {total}: the "
+                "manifest was edited or mixed with another; prepare the folder again"
+            )
+    for shard in entry["shards"]:
+        file = Path(folder) / shard["file"]
+        if "bytes" in shard and file.stat().st_size != shard["bytes"]:
+            raise ValueError(
+                f"{file}: {file.stat().st_size} bytes, {path} recorded {shard['bytes']} "
+                "(truncated or replaced); prepare the folder again"
+            )
+        try:
+            record = next(iter(tf.data.TFRecordDataset(str(file)).take(1)), None)
+            if record is None:
+                raise ValueError(f"{file}: no record, the manifest lists {shard['examples']}")
+            parsed = tf.io.parse_single_example(record, _FEATURES)
+            image = tf.io.decode_png(parsed["image"])
+        except tf.errors.OpError as error:
+            raise ValueError(f"{file}: unreadable record ({error.message})") from None
+        if image.shape[-1] != manifest["channels"]:
+            raise ValueError(
+                f"{file}: images of {image.shape[-1]} channels, {path} says {manifest['channels']}"
+            )
+        if entry.get("shape") and list(image.shape[:2]) != list(entry["shape"])[:2]:
+            raise ValueError(
+                f"{file}: images of {image.shape[0]}x{image.shape[1]}, {path} says "
+                f"{entry['shape'][0]}x{entry['shape'][1]}"
+            )
+
+
 def info(folder, part="train", labels=False, classes=None):
     """The `DatasetInfo` of one part of a prepared folder."""
     manifest = read_manifest(folder)
@@ -150,6 +193,7 @@ def load(
     """
     options = core.PipelineOptions(**options)
     batch_size, repeat, drop_remainder = options.batch_size, options.repeat, options.drop_remainder
+    check_part(folder, part)
     manifest = read_manifest(folder)
     entry = _part(manifest, folder, part)
     shards = entry["shards"][worker::num_workers]

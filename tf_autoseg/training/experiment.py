@@ -494,6 +494,12 @@ def _run(config, hold):
             )
         except KeyboardInterrupt:
             raise Interrupted(_resume_note(model, run_dir)) from None
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            # A file that fails while training (a shard truncated after the checks, an image
+            # that decodes only in part): one line, where the run resumes.
+            reason = error.message.strip().splitlines()[0]
+            raise ValueError(f"reading the training data failed: {reason}. "
+                             + _resume_note(model, run_dir)) from None  # fmt: skip
     finish_training(model, train)
     results = {
         "precision": policy,

@@ -352,14 +352,21 @@ def prepare(config, log=print):
         },
     }
     plan_path = out / PLAN
-    if plan_path.is_file():
-        before = json.loads(plan_path.read_text())
-        if before != json.loads(json.dumps(recorded)):
+    if plan_path.is_file() and json.loads(plan_path.read_text()) != json.loads(
+        json.dumps(recorded)
+    ):
+        if (out / records.MANIFEST).is_file():
             raise ValueError(
                 f"{out} holds a preparation with other flags or sources ({plan_path}): "
                 "choose another --output_dir, or remove this one to start again"
             )
-    else:
+        # An unfinished preparation of other sources (one that failed on a bad file, since
+        # removed) must not lock its own folder: its shards are dropped, the plan replaced.
+        log(f"{out}: an unfinished preparation with other flags or sources; starting again")
+        for leftover in [*out.glob("*.tfrecord"), *out.glob("*.tfrecord.json")]:
+            leftover.unlink()
+        plan_path.unlink()
+    if not plan_path.is_file():
         atomic.write_json(plan_path, recorded)
     jobs, entries = [], {}
     for name, part in parts.items():
@@ -403,6 +410,8 @@ def prepare(config, log=print):
     }
     for name, part in parts.items():
         shards = [entries[key] for key in sorted(entries) if key[0] == name]
+        for shard in shards:  # what records.load checks before training: a truncated copy
+            shard["bytes"] = (out / shard["file"]).stat().st_size
         adjusted = {path: note for s in shards for path, note in s.pop("adjusted").items()}
         manifest["parts"][name] = {
             "examples": len(part.examples),
