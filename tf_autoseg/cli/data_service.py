@@ -15,16 +15,17 @@ def main(argv):
 
     from tf_autoseg.data.service import start  # loads TensorFlow: after the flags
 
-    values = flags.FLAGS
-    service = start(values.port, values.workers, values.dispatcher, values.worker_host)
-    where = service.address or f"grpc://{values.dispatcher}"
-    print(f"tf.data service: {len(service.workers)} worker(s) for {where}", flush=True)
     # The servers' join() blocks in C++, where Python never sees a signal: wait in Python
-    # instead, so that SIGTERM and Ctrl-C stop the servers and end the process cleanly.
+    # instead, so that SIGTERM and Ctrl-C stop the servers and end the process cleanly. The
+    # handlers come first: a signal at any moment after the address is printed is handled.
     stopping = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stopping.set())
+    values = flags.FLAGS
+    service = start(values.port, values.workers, values.dispatcher, values.worker_host)
     try:
+        where = service.address or f"grpc://{values.dispatcher}"
+        print(f"tf.data service: {len(service.workers)} worker(s) for {where}", flush=True)
         while not stopping.wait(0.5):
             pass
     finally:
