@@ -209,5 +209,22 @@ def test_a_typo_in_a_flagfile_is_one_line(tmp_path):
     _assert_one_line_error(_run(["-m", "tf_autoseg.train", "--steps=abc"]), "--steps=abc")
 
 
+@pytest.mark.parametrize("arg", ["--classes=1", "--width=0", "--stride=3", "--minutes=0"])
+def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['prog', '--flagfile=experiments/quickstart.cfg', '{arg}',"
+        f" '--run_dir={tmp_path / 'run'}']\n"
+        "try:\n"
+        "    runpy.run_module('tf_autoseg.train', run_name='__main__')\n"
+        "except SystemExit as exit_:\n"
+        "    print('exit', exit_.code, 'tensorflow' in sys.modules, file=sys.stderr)\n"
+    )
+    result = _run(["-c", probe])
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "exit 2 False", result.stderr[-3000:]
+    assert lines[0].startswith("error: --" + arg[2:].split("=")[0]), lines
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

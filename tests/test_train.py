@@ -201,7 +201,10 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
         (["--width=0"], "--width must be a positive int. Received: --width=0"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
         (["--downsample=2"], "--downsample=2: applies to dubai, camvid and folder, not synthetic"),
-        (["--data_service=localhost:5050"], "--data_service must be grpc://host:port (the dispatcher). Received: 'localhost:5050'"),
+        (
+            ["--data_service=localhost:5050"],
+            "--data_service must be grpc://host:port (the dispatcher). Received: 'localhost:5050'",
+        ),
         (["--data_service=grpc://h:1", "--pipeline=memory"], "--pipeline='memory': --data_service"),
         (["--prepared_dir=/nonexistent"], "--prepared_dir='/nonexistent': no manifest.json"),
         (

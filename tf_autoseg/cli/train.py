@@ -20,6 +20,7 @@ from pathlib import Path
 from absl import flags
 from absl import logging
 
+from tf_autoseg import arguments
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
 
@@ -201,6 +202,12 @@ def validate(config):
             fail(flag, "must be a positive integer.")
     if config["downsample"] > 1 and config["dataset"] not in ("dubai", "camvid", "folder"):
         fail("downsample", f"applies to dubai, camvid and folder, not {config['dataset']}.")
+    # The model's own checks of these arguments, made here before TensorFlow loads (the
+    # model makes them again when it is built).
+    arguments.integer("num_classes", config["classes"], 2)
+    arguments.integer("width", config["width"])
+    arguments.integer("attention_heads", config["attention_heads"])
+    arguments.choice("stride", config["stride"], (1, 2, 4))
     if config["steps"] % config["checkpoint_every"]:
         fail("checkpoint_every", f"must divide --steps={config['steps']}.")
     if not config["learning_rate"] > 0:
@@ -307,7 +314,10 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = run_config()
-    validate(config)
+    try:
+        validate(config)
+    except ValueError as error:  # a library's wording, in flag names
+        raise ValueError(flag_names(str(error))) from None
     commands.start_tensorflow()
     from tf_autoseg.training import experiment
     from tf_autoseg.training import runs
