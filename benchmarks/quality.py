@@ -29,6 +29,7 @@ Long (~340 lines) because the tasks, the baselines and the per-seed curve must b
 one piece of code, or AC and the baselines would not be compared alike.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -171,8 +172,47 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
             pair = feature_kmeans(model, fit, held_out, k, seed, source="overclustering")
             point["overclustering_kmeans"] = _scores(pair, mode)
     # Label-free: the two-ordering mutual information on held-out images (a subset).
-    point["held_out_mi"] = experiment.held_out_mutual_information(model, held_out, limit=MI_BATCHES)
+    point["held_out_mi"] = held_out_mutual_information(model, held_out, limit=MI_BATCHES)
     return point
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block, the model holds its optimizer's weight average (`--weight_ema`).
+
+    Without an average it is a no-op; the trained weights are restored on exit.
+    """
+    optimizer = model.optimizer
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        yield model
+        return
+    variables = model.trainable_variables
+    saved = [v.numpy() for v in variables]
+    for variable, average in zip(variables, averages):
+        if average is not None:
+            variable.assign(average)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+def held_out_mutual_information(model, batches, limit=0):
+    """Mutual information of the main head under the model's first two orderings, on unlabelled
+    images: the objective itself, measured where training never looked (a label-free criterion).
+    """
+    from tf_autoseg.modeling import losses
+
+    counts = 0.0
+    pair = model.orderings[:2]
+    for batch in batches.take(limit) if limit else batches:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        p1 = model.forward(images, pair[0])[1]
+        p2 = model.forward(images, pair[1])[1]
+        counts += losses.joint_counts(p1, p2, model.displacement).numpy()
+    return float(losses.mutual_information_from_counts(np.asarray(counts, np.float32)))
 
 
 def _grid_features(model, images, source="features"):
@@ -232,7 +272,7 @@ def run_seed(cfg, seed, data):
         def on_epoch_end(self, epoch, logs=None):
             trained = time.time() - start - sum(p["eval_seconds"] for p in curve)
             tick = time.time()
-            with experiment.averaged_weights(model):
+            with averaged_weights(model):
                 point = evaluate_point(model, cfg, train_set, fit, held_out, seed)
             point.update(
                 steps=int(model.optimizer.iterations),

@@ -203,47 +203,6 @@ def optimizer(config):
     return keras.optimizers.Adam(rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
 
 
-@contextlib.contextmanager
-def averaged_weights(model):
-    """Within the block, the model holds its optimizer's weight average (`--weight_ema`).
-
-    Without an average it is a no-op; the trained weights are restored on exit.
-    """
-    optimizer = model.optimizer
-    averages = getattr(optimizer, "_model_variables_moving_average", None)
-    if not getattr(optimizer, "use_ema", False) or not averages:
-        yield model
-        return
-    variables = model.trainable_variables
-    saved = [v.numpy() for v in variables]
-    for variable, average in zip(variables, averages):
-        if average is not None:
-            variable.assign(average)
-    try:
-        yield model
-    finally:
-        for variable, value in zip(variables, saved):
-            variable.assign(value)
-
-
-def held_out_mutual_information(model, batches, limit=0):
-    """Mutual information of the main head under the model's first two orderings, on unlabelled
-    images: the objective itself, measured where training never looked (a label-free criterion).
-    """
-    import numpy as np
-
-    from tf_autoseg.modeling import losses
-
-    counts = 0.0
-    pair = model.orderings[:2]
-    for batch in _batches(batches, limit):
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        p1 = model.forward(images, pair[0])[1]
-        p2 = model.forward(images, pair[1])[1]
-        counts += losses.joint_counts(p1, p2, model.displacement).numpy()
-    return float(losses.mutual_information_from_counts(np.asarray(counts, np.float32)))
-
-
 def _batches(dataset, limit):
     return dataset.take(limit) if limit else dataset
 
