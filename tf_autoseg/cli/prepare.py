@@ -8,6 +8,7 @@ import sys
 
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
+from tf_autoseg.cli import data_flags
 
 # --classes when not given; a folder's classes are the user's to say.
 DEFAULT_CLASSES = {"potsdam": 6, "cocostuff": 15, "camvid": 3, "dubai": 5}
@@ -18,24 +19,13 @@ def _define_flags():
     from absl import flags
 
     flags.DEFINE_enum("dataset", None, list(datasets.PREPARED), "The dataset to prepare.")
-    flags.DEFINE_string("data_dir", None, "Its root folder, as for tf_autoseg.train.")
+    data_flags.define()
+    flags.adopt_module_key_flags(data_flags)
     flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
     flags.DEFINE_integer("classes", None, "Classes: potsdam 6 (default; 3 is chosen when "
                          "training), cocostuff 15 (default) or 3, camvid 3 (default) or 11, dubai "
                          "5; folder: required, the classes you will train with.")  # fmt: skip
-    flags.DEFINE_integer(
-        "crop", 128, "Tile side (dubai, camvid, folder) or training crop (cocostuff)."
-    )
-    flags.DEFINE_integer("downsample", 1, "dubai, camvid, folder: shrink this many times first.")
     flags.DEFINE_float("scale", 1 / 3, "cocostuff: image scale (IIC: 1/3).")
-    flags.DEFINE_integer("min_side", 360, "cocostuff: curation, shortest side.")
-    flags.DEFINE_float("min_target_share", 0.75, "cocostuff: curation, share of target pixels.")
-    flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
-    flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles.")
-    flags.DEFINE_list("train_sequences", [], "camvid: the training part's video sequences.")
-    flags.DEFINE_list("eval_sequences", [], "camvid: the evaluation part's video sequences.")
-    flags.DEFINE_string("masks_dir", None, "folder: masks with the images' stems (optional).")
-    flags.DEFINE_string("colours", None, "folder: JSON mapping mask colours to class ids.")
     flags.DEFINE_integer("shard_size", 512, "Examples per shard file (MultiWorker: >= 1 shard "
                          "per worker; about 100-200 MB a shard reads well).")  # fmt: skip
     flags.DEFINE_integer("jobs", 1, "Shards written at once, in separate processes.")

@@ -23,40 +23,25 @@ from absl import logging
 from tf_autoseg import arguments
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
+from tf_autoseg.cli import data_flags
 
 FLAGS = flags.FLAGS
 
 # Data.
+data_flags.define()
+flags.adopt_module_key_flags(data_flags)
 flags.DEFINE_enum(
     "dataset", "synthetic", list(datasets.NAMES),
     "Input pipeline: the embedded synthetic scenes, ISPRS Potsdam, COCO-Stuff, a folder of "
     "images (with optional masks), the Dubai aerial set, or CamVid street scenes.",
 )  # fmt: skip
-flags.DEFINE_string("data_dir", None, "Root folder of the dataset (not used by synthetic).")
 flags.DEFINE_integer(
     "classes", 3,
     "Classes K of the labels and the main head: Potsdam 6 or 3, COCO-Stuff 15 or 3, "
     "synthetic 2-6, Dubai 5, CamVid 3 or 11, folder: as many as its masks use.",
 )  # fmt: skip
-flags.DEFINE_integer("crop", 128, "Square training crop in pixels (COCO-Stuff, folder tiles).")
-flags.DEFINE_integer(
-    "downsample", 1,
-    "dubai, folder: shrink images this many times (block mean; masks: block majority) "
-    "before cutting tiles. Segment new imagery at the same scale.",
-)  # fmt: skip
-flags.DEFINE_integer("min_side", 360, "cocostuff: keep images whose shorter side is at least this.")
-flags.DEFINE_float(
-    "min_target_share", 0.75, "cocostuff: keep images with at least this share of target pixels."
-)
-flags.DEFINE_string("masks_dir", None, "folder: masks with the images' stems (optional).")
-flags.DEFINE_string("colours", None, "folder: JSON mapping mask colours to class ids.")
 flags.DEFINE_integer("synthetic_images", 64, "synthetic: number of training images.")
 flags.DEFINE_integer("synthetic_size", 64, "synthetic: image height and width.")
-flags.DEFINE_list("train_tiles", ["1", "2", "3", "4", "5", "6"], "dubai: training tiles.")
-flags.DEFINE_list("eval_tiles", ["7", "8"], "dubai: held-out tiles (holdout mode).")
-flags.DEFINE_list("train_sequences", [], "camvid: train on these video sequences' frames "
-                  "(0001TP, 0006R0, 0016E5; empty: the train-* frames).")  # fmt: skip
-flags.DEFINE_list("eval_sequences", [], "camvid: score on these sequences' frames (empty: val-*).")
 flags.DEFINE_enum(
     "pipeline", "auto", ["auto", "memory", "stream"],
     "Training input: decoded into memory; streamed from the files inside tf.data (the same "
@@ -166,7 +151,8 @@ flags.DEFINE_string("export_name", None, "Exported model name (default: the run 
 
 def run_config():
     """The training flags as a plain dict (what flags.json holds)."""
-    return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(__name__)}
+    modules = (data_flags.__name__, __name__)
+    return {flag.name: flag.value for m in modules for flag in FLAGS.get_flags_for_module(m)}
 
 
 def validate(config):
@@ -297,7 +283,7 @@ def flag_names(message):
 
     Names that are neither flags nor renamed arguments are left as they are.
     """
-    names = {flag.name for flag in FLAGS.get_flags_for_module(__name__)}
+    names = {flag.name for flag in FLAGS.get_key_flags_for_module(__name__)}
 
     def flag(name):
         name = _RENAMED.get(name, name)
