@@ -224,6 +224,37 @@ def test_a_corrupt_middle_passes_the_header_pass_and_is_named_by_the_decode_chec
         stream.folder(folder, batch_size=8, check="decode")
 
 
+def _damaged_jpeg(path):
+    """A JPEG whose header and end marker are intact and whose middle is broken."""
+    Image.fromarray(smooth(0, 64)).save(path, quality=90)
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"\xff\xda") + 20
+    for k in range(start, len(raw) - 2, 7):
+        raw[k] = 0xFF if k % 2 else 0xD0  # stray markers inside the entropy-coded data
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("pipeline", ["memory", "stream"])
+def test_training_refuses_a_file_that_does_not_decode_fully_whatever_the_pipeline(
+    tmp_path, pipeline
+):
+    folder = write_files(tmp_path / "images", 8, size=64)
+    _damaged_jpeg(folder / "broken.jpg")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
+               "--dataset=folder", f"--data_dir={folder}", "--crop=32", "--width=8",
+               "--batch_size=4", "--steps=2", "--checkpoint_every=2", f"--pipeline={pipeline}",
+               f"--run_dir={run_dir}", "--noexport"]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0], result.stderr[-3000:]
+    assert not (run_dir / "metrics.json").exists()
+
+
 def test_tiff_is_refused_with_the_prepare_command(tmp_path):
     import tifffile
 

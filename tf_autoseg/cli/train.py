@@ -48,6 +48,12 @@ flags.DEFINE_enum(
     "batches; folder, dubai, camvid, Potsdam crops); auto: streamed past 1 GiB of decoded "
     "pixels or with --data_service.",
 )  # fmt: skip
+flags.DEFINE_enum(
+    "file_check", "decode", ["decode", "header"],
+    "Streamed input: decode every file once before training, with the in-memory reader, so "
+    "that a file damaged in its middle is refused as in memory (decode), or read headers and "
+    "file ends only (header: faster, for sets already checked).",
+)  # fmt: skip
 flags.DEFINE_string(
     "prepared_dir", "",
     "A folder written by `python -m tf_autoseg.prepare`: every part is read from its "

@@ -4,8 +4,9 @@
 decoding pixels, and names every file that cannot be streamed: unreadable, truncated (no PNG
 IEND chunk, no JPEG end-of-image marker in its last 4 KB), a format TensorFlow cannot decode
 (TIFF and others: `python -m tf_autoseg.prepare` converts them), or a mode the pipelines do
-not accept. A file damaged in its middle passes the header pass: `check="decode"` decodes
-every file once as well, in parallel through tf.data. Each `Header` carries the note of the
+not accept. A file damaged in its middle passes the header pass: `check="decode"` (what the
+training program runs) decodes every file once as well, with the in-memory pipelines' reader,
+so that every path refuses the same files. Each `Header` carries the note of the
 conversion `tf_autoseg.data.images.read_image` applies to such a file (grey to RGB, alpha dropped),
 which `tf.io.decode_png` / `decode_jpeg` reproduce.
 """
@@ -15,7 +16,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import tensorflow as tf
 from PIL import Image
 
 from tf_autoseg import arguments
@@ -45,7 +45,8 @@ def scan(paths, channels=3, check="header", threads=16):
 
     Each file's header is read (format, mode, size) and its end checked (PNG: the IEND chunk;
     JPEG: the end-of-image marker in its last 4 KB), in `threads` threads. With
-    `check="decode"` every file is also decoded once, in parallel through tf.data.
+    `check="decode"` every file is also decoded once, in threads, by the reader of the in-memory
+    pipelines (`tf_autoseg.data.images.read_image`): the training program's default.
 
     Args:
         paths: the image files.
@@ -66,7 +67,7 @@ def scan(paths, channels=3, check="header", threads=16):
         found = list(pool.map(lambda p: _header(p, channels or 3), paths))
     bad = {str(p): why for p, why in zip(paths, found) if isinstance(why, str)}
     if check == "decode" and not bad:
-        bad = _decode_failures(found, channels or 3)
+        bad = _decode_failures(found, channels or 3, threads)
     if bad:
         listed = "; ".join(f"{path}: {why}" for path, why in list(bad.items())[:20])
         more = f" (and {len(bad) - 20} more)" if len(bad) > 20 else ""
@@ -117,24 +118,17 @@ def _header(path, channels):
     return Header(Path(path), height, width, kind == "JPEG", "; ".join(notes) or None)
 
 
-def _decode_failures(headers, channels):
-    """{path: reason} for the files tf.data cannot decode (one parallel pass)."""
-    paths = [str(h.path) for h in headers]
-    indices = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), paths))
-    decoded = indices.map(
-        lambda i, p: (i, tf.shape(_decode(tf.io.read_file(p), channels))),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).ignore_errors()
-    good = {int(i) for batch, _ in decoded.batch(4096) for i in batch.numpy()}
-    bad = {}
-    for k in sorted(set(range(len(paths))) - good):
+def _decode_failures(headers, channels, threads=16):
+    """{path: reason} for the files the in-memory reader refuses (`images.read_image`, Pillow):
+    one decoder decides for every path, so a file refused in memory is refused streamed."""
+
+    def failure(header):
         try:
-            imageio.read_image(paths[k], channels)
-            bad[paths[k]] = "TensorFlow cannot decode it"
+            imageio.read_image(header.path, channels)
         except ValueError as error:
-            bad[paths[k]] = str(error)
-    return bad
+            return str(error)
+        return None
 
-
-def _decode(contents, channels):
-    return tf.io.decode_image(contents, channels=channels, expand_animations=False)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # Pillow decodes outside the GIL
+        reasons = list(pool.map(failure, headers))
+    return {str(h.path): why for h, why in zip(headers, reasons) if why is not None}

@@ -280,6 +280,16 @@ def _resume_note(model, run_dir):
     return f"stopped at step {step}; the same command resumes from step {last} ({path})."
 
 
+def _op_error_reason(message):
+    """The line of a TensorFlow op error that says what failed (not where in the graph)."""
+    lines = [line.strip() for line in message.splitlines()]
+    said = [
+        line for line in lines
+        if line and not line.endswith(":") and not line.startswith(("Detected at node", "File ", "[[", "{{"))
+    ]  # fmt: skip
+    return (said[-1] if said else " ".join(lines)).rstrip(".")
+
+
 class Diverged(ValueError):
     """A training run whose loss stopped being finite."""
 
@@ -456,7 +466,7 @@ def _run(config, hold):
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             # A file that fails while training (a shard truncated after the checks, an image
             # that decodes only in part): one line, where the run resumes.
-            reason = error.message.strip().splitlines()[0]
+            reason = _op_error_reason(error.message)
             raise ValueError(f"reading the training data failed: {reason}. "
                              + _resume_note(model, run_dir)) from None  # fmt: skip
     finish_training(model, train)

@@ -148,7 +148,8 @@ def _streamed(config, common, split, force):
         crops = os.path.join(root, "img_dir", "**", "*")
         if not force and _decoded_bytes(crops) // 4 <= MEMORY_LIMIT:  # halved crops
             return None
-        return potsdam.streamed(root, "train", config["classes"], **common, **split)
+        check = config.get("file_check", "decode")
+        return potsdam.streamed(root, "train", config["classes"], check=check, **common, **split)
     if name == "dubai":
         sources = [os.path.join(root, f"tile-{t}", "images") for t in config["train_tiles"]]
     elif name == "camvid":
@@ -157,7 +158,8 @@ def _streamed(config, common, split, force):
         sources = root
     if not force and _decoded_bytes(sources, downsample) <= MEMORY_LIMIT:
         return None
-    options = dict(tile=crop, downsample=downsample, **common, **split)
+    options = dict(tile=crop, downsample=downsample, check=config.get("file_check", "decode"),
+                   **common, **split)  # fmt: skip
     if name == "dubai":
         tiles = [int(t) for t in config["train_tiles"]]
         return dubai.streamed(root, tiles=tiles, **options)

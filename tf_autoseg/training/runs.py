@@ -22,7 +22,8 @@ ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
          "data_service_timeout": 60.0}  # fmt: skip
 # Flags that may change when a run is resumed: the rest must match flags.json.
 RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service", "minutes", "data_service_timeout"}  # fmt: skip
+             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service", "minutes", "data_service_timeout",
+             "file_check"}  # fmt: skip
 
 
 def check_run_dir(config):
