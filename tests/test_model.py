@@ -12,7 +12,9 @@ from tf_autoseg.datasets.synthetic import scenes as synthetic_scenes
 from tf_autoseg.evaluation.metrics import confusion_matrix
 from tf_autoseg.evaluation.metrics import hungarian_accuracy
 from tf_autoseg.modeling import losses
+from tf_autoseg.modeling import objective
 from tf_autoseg.modeling import transforms
+from tf_autoseg.modeling import views
 from tf_autoseg.modeling.model import VARIANTS
 
 TINY = dict(width=8, attention_heads=2)
@@ -134,9 +136,11 @@ def test_views_correspond_pixel_for_pixel_after_the_inverse():
     transforms_seen = set()
     for step in range(12):
         model.optimizer.iterations.assign(step)
-        transforms_seen.add(int(transforms.sample_dihedral("flip_rotate", model._step_seed(13))))
-        (_, p1, _), (_, p2, _) = model._two_views(
-            images, tf.constant([0, 1]), training=False, augment=True
+        transforms_seen.add(
+            int(transforms.sample_dihedral("flip_rotate", views.step_seed(model, 13)))
+        )
+        (_, p1, _), (_, p2, _) = views.two_views(
+            model, images, tf.constant([0, 1]), training=False, augment=True
         )
         np.testing.assert_allclose(p2.numpy(), p1.numpy(), atol=1e-6)
     assert len(transforms_seen) > 3
@@ -147,7 +151,7 @@ def test_flip_only_transforms_work_on_non_square_crops():
     drawn = set()
     for step in range(12):
         model.optimizer.iterations.assign(step)
-        drawn.add(int(transforms.sample_dihedral("flip", model._step_seed(13))))
+        drawn.add(int(transforms.sample_dihedral("flip", views.step_seed(model, 13))))
     # Flips only (no transpose), and more than the identity: non-square maps keep their shape.
     assert len(drawn) > 1 and all(transforms.dihedral(tf.zeros((1, 16, 24, 1)), k).shape ==
                                   (1, 16, 24, 1) for k in drawn)  # fmt: skip
@@ -212,11 +216,11 @@ def test_arl_objective_is_info_nce_of_the_two_views_features_and_leaves_the_head
     # is InfoNCE over every location whatever the draw (the mean does not depend on the order).
     model = _compiled(objective="arl", num_negatives=255, temperature=0.2)
     view1, view2 = _views(model)
-    loss, mi = model._objective(view1, view2)
+    loss, mi = objective.loss_and_mi(model, view1, view2)
     expected = _info_nce(view1[0].numpy(), view2[0].numpy(), 0.2)
     assert float(loss) == pytest.approx(expected, rel=1e-4)
     # Positives that agree (the same view twice) cost less than the two orderings' views.
-    assert float(model._objective(view1, view1)[0]) < float(loss)
+    assert float(objective.loss_and_mi(model, view1, view1)[0]) < float(loss)
     assert float(mi) >= 0
     head = [w.numpy().copy() for w in model.head.weights]
     ar = [w.numpy().copy() for w in model.ar_layers[0].trainable_weights]
@@ -231,7 +235,7 @@ def test_arl_objective_is_info_nce_of_the_two_views_features_and_leaves_the_head
 
 def _views(model, seed=0):
     images = tf.constant(synthetic_scenes(4, 16, seed=seed)[0])
-    return model._two_views(images, tf.constant([0, 3]), training=False, augment=False)
+    return views.two_views(model, images, tf.constant([0, 3]), training=False, augment=False)
 
 
 def test_per_head_lambda_changes_only_the_overclustering_term():
@@ -243,7 +247,7 @@ def test_per_head_lambda_changes_only_the_overclustering_term():
     loss = {}
     for weight in (None, 1.0, 1.7):
         base.over_entropy_weight = weight
-        loss[weight] = float(base._objective(*views)[0])
+        loss[weight] = float(objective.loss_and_mi(base, *views)[0])
     assert loss[None] == pytest.approx(loss[1.0], abs=1e-6)
     over_counts = losses.joint_counts(views[0][2], views[1][2])
     expected_over = -losses.mutual_information_from_counts(over_counts, 1.7)
@@ -253,7 +257,7 @@ def test_per_head_lambda_changes_only_the_overclustering_term():
     main_15 = -losses.mutual_information_from_counts(
         losses.joint_counts(views[0][1], views[1][1]), 1.5
     )
-    assert float(base._objective(*views)[0]) == pytest.approx(
+    assert float(objective.loss_and_mi(base, *views)[0]) == pytest.approx(
         float(main_15 + expected_over), rel=1e-5
     )
 
@@ -268,20 +272,20 @@ def test_moving_marginals_record_the_batch_marginal_at_the_first_step_then_avera
             losses.joint_counts(views[0][2], views[1][2])
         ),
     }
-    plain = float(_compiled(overclustering=6)._objective(*views)[0])
-    first = float(model._objective(*views, update=True)[0])
+    plain = float(objective.loss_and_mi(_compiled(overclustering=6), *views)[0])
+    first = float(objective.loss_and_mi(model, *views, update=True)[0])
     assert first == pytest.approx(plain, rel=1e-5)  # equal to IIC's loss at the first step
     for head, value in batch.items():
         np.testing.assert_allclose(model.marginals[head].numpy(), value.numpy(), rtol=1e-5)
     other = _views(model, seed=5)
     other_batch = losses.marginal_from_counts(losses.joint_counts(other[0][1], other[1][1]))
-    model._objective(*other, update=True)
+    objective.loss_and_mi(model, *other, update=True)
     np.testing.assert_allclose(
         model.marginals["main"].numpy(),
         0.8 * batch["main"].numpy() + 0.2 * other_batch.numpy(),
         rtol=1e-5,
     )
-    model._objective(*views)  # evaluation (update=False) leaves the estimate alone
+    objective.loss_and_mi(model, *views)  # evaluation (update=False) leaves the estimate alone
     np.testing.assert_allclose(
         model.marginals["main"].numpy(),
         0.8 * batch["main"].numpy() + 0.2 * other_batch.numpy(),

@@ -10,7 +10,6 @@ plain inference (heads or fitted centres) and the AC / ARL training step share i
 forward pass.
 """
 
-import itertools
 import math
 
 import keras
@@ -24,8 +23,9 @@ from tf_autoseg.layers.backbones import ResNet18
 from tf_autoseg.layers.masked_attention import MaskedAttentionBlock
 from tf_autoseg.layers.masked_conv import MaskedResidualBlock
 from tf_autoseg.modeling import kmeans
-from tf_autoseg.modeling import losses
 from tf_autoseg.modeling import transforms
+from tf_autoseg.modeling import views
+from tf_autoseg.modeling.objective import loss_and_mi
 
 FRONTS = ("identity", "stem", "residual", "resnet18")
 LABEL_SOURCES = ("head", "features", "overclustering")
@@ -510,116 +510,27 @@ class AutoSegModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.mi_tracker, *getattr(self, "label_metrics", ())]
 
-    def _step_seed(self, salt):
-        iterations = self.optimizer.iterations if self.optimizer is not None else 0
-        return tf.stack(
-            [tf.constant(self.seed * 7919 + salt, tf.int64), tf.cast(iterations, tf.int64)]
-        )
-
+    # ------------------------------------------------- views and objective
+    # The step's ordering pair and views (`views`) and the AC / ARL loss (`objective`) are
+    # functions of the model, kept apart from its architecture and inference.
     def candidate_pairs(self):
         """The unordered pairs of `orderings`, in a fixed order."""
-        return list(itertools.combinations(self.orderings, 2))
+        return views.candidate_pairs(self.orderings)
 
     def sample_pair(self, images=None):
-        """The two ordering ids of this step, as a (2,) int32 tensor.
-
-        The draw depends only on the seed and the optimizer's step count, so
-        every replica and every worker draws the same pair, and a resumed run
-        draws what the uninterrupted run would have.
-        """
-        seed = self._step_seed(1)
-        if self.sampling == "random":
-            pick = tf.random.experimental.stateless_shuffle(tf.range(len(self.orderings)), seed)
-            return tf.gather(tf.constant(self.orderings, tf.int32), pick[:2])
-        pairs = tf.constant(self.candidate_pairs(), tf.int32)
-        count = len(self.candidate_pairs())
-        if self.sampling == "no_repeat":
-            step = tf.cast(self.optimizer.iterations, tf.int64)
-            cycle_seed = tf.stack([seed[0], step // count])
-            order = tf.random.experimental.stateless_shuffle(tf.range(count), cycle_seed)
-            return pairs[order[step % count]]
-        return pairs[tf.argmin(self.pair_agreement(images))]
+        """The two ordering ids of this step, as a (2,) int32 tensor (`views.sample_pair`)."""
+        return views.sample_pair(self, images)
 
     def pair_agreement(self, images):
         """Mutual information of every candidate pair under the current weights."""
-        views = {
-            o: tf.stop_gradient(self._forward(images, o, training=False)[1]) for o in self.orderings
-        }
-        scores = []
-        for a, b in self.candidate_pairs():
-            counts = self._all_reduce(losses.joint_counts(views[a], views[b], self.displacement))
-            scores.append(losses.mutual_information_from_counts(counts))
-        return tf.stack(scores)
-
-    @staticmethod
-    def _all_reduce(value):
-        """Sum over replicas: the joint is global, so the loss equals one device's."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return value
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-    def _objective(self, view1, view2, update=False):
-        """(loss, mutual information of the main head) for two forward passes.
-
-        With `update` (training steps), the moving marginals take this step's value.
-        """
-        (f1, p1, q1), (f2, p2, q2) = view1, view2
-        counts = self._all_reduce(self._joint_counts(p1, p2))
-        mi = losses.mutual_information_from_counts(counts)
-        if self.objective == "arl":
-            loss = losses.arl_loss(
-                f1, f2, self.temperature, self.num_negatives, seed=self._step_seed(3)
-            )
-            return loss, mi
-        loss = -self._head_term("main", counts, self.entropy_weight, update)
-        if self.over_head is not None:
-            over = self._all_reduce(self._joint_counts(q1, q2))
-            weight = self.entropy_weight
-            if self.over_entropy_weight is not None:
-                weight = self.over_entropy_weight
-            loss -= self._head_term("overclustering", over, weight, update)
-        return loss, mi
-
-    def _joint_counts(self, p1, p2):
-        if self.per_offset:
-            return losses.joint_counts_per_offset(p1, p2, self.displacement)
-        return losses.joint_counts(p1, p2, self.displacement)
-
-    def _head_term(self, head, counts, entropy_weight, update):
-        """One head's lambda-weighted mutual information, with its moving marginal if any."""
-        if head not in self.marginals:
-            return losses.mutual_information_from_counts(counts, entropy_weight)
-        estimate = self.marginals[head]
-        marginal = losses.moving_marginal(
-            losses.marginal_from_counts(counts), estimate, self.marginal_momentum
-        )
-        if update:
-            estimate.assign(tf.stop_gradient(marginal))
-        return losses.mutual_information_from_counts(counts, entropy_weight, marginal)
-
-    def _two_views(self, images, pair, training, augment):
-        images = transforms.to_float_images(images)
-        view1, view2, transform = images, images, tf.constant(0, tf.int32)
-        if augment and self.photometric:
-            view1 = transforms.color_jitter(view1, self._step_seed(11))
-            view2 = transforms.color_jitter(view2, self._step_seed(12))
-        if augment and self.geometric != "none":
-            transform = transforms.sample_dihedral(self.geometric, self._step_seed(13))
-            view2 = transforms.dihedral(view2, transform)
-        out1 = self._forward(view1, pair[0], training)
-        out2 = self._forward(view2, pair[1], training)
-        out2 = tuple(
-            None if t is None else transforms.dihedral(t, transform, inverse=True) for t in out2
-        )
-        return out1, out2
+        return views.pair_agreement(self, images)
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         pair = self.sample_pair(images)
         with tf.GradientTape() as tape:
-            view1, view2 = self._two_views(images, pair, training=True, augment=True)
-            loss, mi = self._objective(view1, view2, update=True)
+            view1, view2 = views.two_views(self, images, pair, training=True, augment=True)
+            loss, mi = loss_and_mi(self, view1, view2, update=True)
             # Gradients are summed over replicas; the loss is the same global
             # value on each, so 1/replicas gives one device's gradient.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
@@ -635,12 +546,12 @@ class AutoSegModel(keras.Model):
         labelled = isinstance(data, (tuple, list)) and len(data) > 1
         images = data[0] if isinstance(data, (tuple, list)) else data
         pair = tf.constant(self.orderings[:2], tf.int32)
-        view1, view2 = self._two_views(images, pair, training=False, augment=False)
+        view1, view2 = views.two_views(self, images, pair, training=False, augment=False)
         if labelled:  # the compiled label metrics score plain inference against the labels
             probabilities = self.inference(images)["main"]
             for metric in getattr(self, "label_metrics", ()):
                 metric.update_state(data[1], probabilities)
-        return self._record(*self._objective(view1, view2))
+        return self._record(*loss_and_mi(self, view1, view2))
 
     def _record(self, loss, mi):
         self.loss_tracker.update_state(loss)
