@@ -230,16 +230,13 @@ def feature_kmeans(model, fit, held_out, k, seed, source="features"):
     """
     from tf_autoseg.evaluation import baselines as lib
     from tf_autoseg.evaluation import metrics
+    from tf_autoseg.modeling.kmeans import sample_pool
 
     rng = np.random.default_rng(seed)
     fit = fit if fit is not None else held_out
-    pool = []
-    for images, _ in fit:
-        f = _grid_features(model, images, source)
-        f = f.reshape(-1, f.shape[-1])
-        pool.append(f[rng.choice(len(f), min(len(f), 4096), replace=False)])
-    pool = np.concatenate(pool)
-    pool = pool[rng.choice(len(pool), min(len(pool), SAMPLE // 4), replace=False)]
+    arrays = (_grid_features(model, images, source) for images, _ in fit)
+    arrays = (f.reshape(-1, f.shape[-1]) for f in arrays)
+    pool = sample_pool(arrays, SAMPLE // 4, 4096, rng)
     centres = lib.kmeans(pool, k, seed=seed).astype(np.float32)
 
     def confusion(batches):

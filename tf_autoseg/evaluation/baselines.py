@@ -12,6 +12,7 @@ import tensorflow as tf
 from tf_autoseg.evaluation import metrics
 from tf_autoseg.modeling.kmeans import assign
 from tf_autoseg.modeling.kmeans import kmeans
+from tf_autoseg.modeling.kmeans import sample_pool
 from tf_autoseg.modeling.transforms import to_float_images
 
 __all__ = ["assign", "kmeans", "kmeans_baseline", "network_features", "pixel_features"]
@@ -62,14 +63,8 @@ def kmeans_baseline(
         mode, `metrics.protocol(score)` the "same" mode.
     """
     rng = np.random.default_rng(seed)
-    # A bounded pool: `per_batch` random pixels of each batch, then `sample` of those.
-    pool = []
-    for images, _ in fit_batches:
-        batch = features(images)
-        pool.append(batch[rng.choice(len(batch), min(per_batch, len(batch)), replace=False)])
-    pool = np.concatenate(pool)
-    picks = rng.choice(len(pool), size=min(sample, len(pool)), replace=False)
-    centres = kmeans(pool[picks], num_classes, seed=seed)
+    arrays = (features(images) for images, _ in fit_batches)
+    centres = kmeans(sample_pool(arrays, sample, per_batch, rng), num_classes, seed=seed)
 
     def confusion(batches):
         matrix = metrics.ConfusionMatrix(num_classes)

@@ -51,3 +51,17 @@ def assign(features, centres, chunk=1 << 20):
     return np.concatenate(
         [nearest(x[i : i + chunk], centres)[0] for i in range(0, len(x), chunk)]
     ).astype(np.int64)
+
+
+def sample_pool(arrays, samples, per_batch, rng):
+    """A bounded, seeded sample of rows to fit k-means on: at most `per_batch` random rows of
+    each (n, D) array of `arrays` (memory stays bounded on large sets), then `samples` of those.
+
+    The one sampler of the label-free centres, the k-means baselines and the benchmarks.
+    Raises a ValueError when `arrays` is empty.
+    """
+    pool = [a[rng.choice(len(a), min(per_batch, len(a)), replace=False)] for a in arrays]
+    if not pool:
+        raise ValueError("No batch to sample k-means points from")
+    pool = np.concatenate(pool)
+    return pool[rng.choice(len(pool), min(samples, len(pool)), replace=False)]

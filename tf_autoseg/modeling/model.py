@@ -359,20 +359,20 @@ class AutoSegModel(keras.Model):
         if self.centres is None:
             raise ValueError("fit_centres needs a model built with labels_from='features' or "
                              "'overclustering'. Received: labels_from='head'")  # fmt: skip
-        rng = np.random.default_rng(seed)
-        pool = []
-        for batch in batches:
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if self.input_downsample > 1:
-                images = self._shrink(transforms.to_float_images(images))
-            features, _, over = self._forward(images, None, training=False)
-            space = self._centre_space(features, over).numpy()
-            space = space.reshape(-1, space.shape[-1])
-            pool.append(space[rng.choice(len(space), min(per_batch, len(space)), replace=False)])
-        if not pool:
-            raise ValueError("fit_centres got no batch of images")
-        pool = np.concatenate(pool)
-        pool = pool[rng.choice(len(pool), min(samples, len(pool)), replace=False)]
+
+        def outputs():
+            for batch in batches:
+                images = batch[0] if isinstance(batch, (tuple, list)) else batch
+                if self.input_downsample > 1:
+                    images = self._shrink(transforms.to_float_images(images))
+                features, _, over = self._forward(images, None, training=False)
+                space = self._centre_space(features, over).numpy()
+                yield space.reshape(-1, space.shape[-1])
+
+        try:
+            pool = kmeans.sample_pool(outputs(), samples, per_batch, np.random.default_rng(seed))
+        except ValueError:
+            raise ValueError("fit_centres got no batch of images") from None
         centres = kmeans.kmeans(pool, self.num_classes, seed=seed)
         distances = kmeans.nearest(pool, centres)[1]
         self.centres.assign(centres.astype(np.float32))
