@@ -592,11 +592,11 @@ if __name__ == "__main__":
 def test_minutes_stops_training_on_the_clock_and_records_the_steps_it_reached(
     tmp_path, absl_info, monkeypatch
 ):
-    from tf_autoseg.training import experiment
+    from tf_autoseg.training import callbacks
 
     # A clock that advances 3 s a call: a 0.5-minute budget is spent after a few steps.
     clock = iter(range(0, 10**6, 3))
-    monkeypatch.setattr(experiment.TimeBudget, "clock", staticmethod(lambda: float(next(clock))))
+    monkeypatch.setattr(callbacks.TimeBudget, "clock", staticmethod(lambda: float(next(clock))))
     flagfile = _tiny_flagfile(tmp_path, steps=40)
     _main([flagfile, "--minutes=0.5"])
     run_dir = tmp_path / "run"

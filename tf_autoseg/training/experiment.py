@@ -3,14 +3,13 @@
 `tf_autoseg.train` parses and validates the flags; this module does the work,
 so it can be called (and tested) without a command line.
 
-Long (~450 lines) because a run is one sequence: which dataset each flag chooses, the model
+Long (~420 lines) because a run is one sequence: which dataset each flag chooses, the model
 from the flags, the strategy, the resume, the summaries and the evaluation are read in order.
 """
 
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -21,7 +20,6 @@ import tensorflow as tf
 from absl import logging
 
 from tf_autoseg import atomic
-from tf_autoseg import visualize
 from tf_autoseg.datasets import camvid
 from tf_autoseg.datasets import cocostuff
 from tf_autoseg.datasets import dubai
@@ -33,6 +31,7 @@ from tf_autoseg.layers import orderings
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling.model import VARIANTS
 from tf_autoseg.modeling.model import AutoSegModel
+from tf_autoseg.training import callbacks
 from tf_autoseg.training import checkpoints
 from tf_autoseg.training import inputs
 from tf_autoseg.training import runs
@@ -227,140 +226,6 @@ def evaluate(model, config, evaluation_set, fit_set):
     return results
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Counts training time over resumes; stops training once `minutes` of it are spent.
-
-    `offset`: the seconds recorded at the checkpoint the run resumes from. At the end of each
-    epoch (checkpoint interval) the seconds so far, the loss and the mutual information are
-    recorded (`runs.record_progress`), so a run resumed after its last step reports them.
-    """
-
-    clock = staticmethod(time.monotonic)  # replaced in tests
-
-    def __init__(self, minutes, offset, run_dir, is_chief=True):
-        super().__init__()
-        self.limit = None if minutes is None else 60.0 * minutes
-        self.offset, self.run_dir, self.is_chief = offset, run_dir, is_chief
-        self.started = None
-
-    def seconds(self):
-        """Training seconds so far, this process's and those recorded before it."""
-        return self.offset + (0.0 if self.started is None else self.clock() - self.started)
-
-    def on_train_begin(self, logs=None):
-        self.started = self.clock()
-
-    def on_train_end(self, logs=None):
-        self.offset, self.started = self.seconds(), None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.limit is not None and self.seconds() >= self.limit:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.is_chief:
-            step = int(self.model.optimizer.iterations)
-            runs.record_progress(
-                self.run_dir, step, train_seconds=self.seconds(),
-                loss=self.model.loss_tracker.result(),
-                mutual_information=self.model.mi_tracker.result(),
-            )  # fmt: skip
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during training, with where the same command resumes."""
-
-
-def _resume_note(model, run_dir):
-    step = int(model.optimizer.iterations)
-    found = checkpoints.checkpoints(run_dir)
-    if not found:
-        return f"stopped at step {step}; no checkpoint yet: the same command starts again."
-    last, path = found[-1]
-    return f"stopped at step {step}; the same command resumes from step {last} ({path})."
-
-
-def _op_error_reason(message):
-    """The line of a TensorFlow op error that says what failed (not where in the graph)."""
-    lines = [line.strip() for line in message.splitlines()]
-    said = [
-        line for line in lines
-        if line and not line.endswith(":") and not line.startswith(("Detected at node", "File ", "[[", "{{"))
-    ]  # fmt: skip
-    return (said[-1] if said else " ".join(lines)).rstrip(".")
-
-
-class Diverged(ValueError):
-    """A training run whose loss stopped being finite."""
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops a diverged run at once: no checkpoint, model or export of a non-finite loss."""
-
-    def __init__(self, run_dir, learning_rate):
-        super().__init__()
-        self.run_dir, self.learning_rate = run_dir, learning_rate
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float(self.model.loss_tracker.result())
-        if not math.isfinite(loss):
-            step = int(self.model.optimizer.iterations)
-            found = checkpoints.checkpoints(self.run_dir)
-            kept = f"its last good checkpoint is {found[-1][1]}" if found else "no checkpoint"
-            raise Diverged(
-                f"training diverged: the loss is {loss} at step {step}; nothing was exported "
-                f"and {kept}. Lower --learning_rate (now {self.learning_rate:g}) and train in "
-                "a new --run_dir."
-            )
-
-
-class SummaryCallback(keras.callbacks.Callback):
-    """TensorBoard: loss and MI every `--log_every` steps; at each checkpoint, images
-    (input, prediction, ground truth) and evaluation accuracy and mIoU.
-
-    The images come from the evaluation set when there is one (with their
-    ground truth), else from the training set.
-    """
-
-    def __init__(self, log_dir, train, evaluation_set, config):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(str(log_dir))
-        count = config["summary_images"]
-        source = evaluation_set if evaluation_set is not None else train
-        sample = next(iter(source.unbatch().batch(count).take(1)))
-        self.images, self.labels = sample if evaluation_set is not None else (sample, None)
-        self.evaluation_set = evaluation_set
-        self.num_classes = config["classes"]
-        self.eval_batches = config["eval_batches"] or 4
-        self.log_every = config["log_every"]
-
-    def on_train_batch_end(self, batch, logs=None):
-        # The trackers, not `logs`: step outputs are rank-1 under some strategies.
-        step = int(self.model.optimizer.iterations)
-        if step % self.log_every == 0:
-            with self.writer.as_default(step=step):
-                tf.summary.scalar("train/loss", self.model.loss_tracker.result())
-                tf.summary.scalar("train/mutual_information", self.model.mi_tracker.result())
-
-    def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations)
-        rgb = self.images[..., :3]
-        with self.writer.as_default(step=step):
-            tf.summary.image("input", rgb, max_outputs=len(rgb))
-            predicted = self.model.predict_labels(self.images)
-            tf.summary.image("prediction", visualize.overlay(rgb, predicted), max_outputs=len(rgb))
-            if self.labels is not None:
-                truth = visualize.colorize(self.labels)
-                tf.summary.image("ground_truth", truth, max_outputs=len(rgb))
-                confusion = metrics.model_confusion(
-                    self.model, self.evaluation_set.take(self.eval_batches), self.num_classes
-                )
-                result = metrics.protocol(confusion)
-                tf.summary.scalar("eval/pixel_accuracy", result["pixel_accuracy"])
-                tf.summary.scalar("eval/mean_iou", result["mean_iou"])
-        self.writer.flush()
-
-
 def _log_files(part, info):
     """One log line for the files a pipeline skipped, one for those it converted, by name."""
     for kind, files in (("skipped", info.skipped), ("converted", info.adjusted)):
@@ -443,32 +308,36 @@ def _run(config, hold):
         logging.info("%s: trained to step %d; evaluating and exporting", run_dir, done)
     interval = config["checkpoint_every"]
     recorded = runs.progress(run_dir, done)
-    budget = TimeBudget(config["minutes"], recorded.get("train_seconds", 0.0), run_dir, chief)
+    budget = callbacks.TimeBudget(
+        config["minutes"], recorded.get("train_seconds", 0.0), run_dir, chief
+    )
     # The "random" variant is the untrained baseline: it is evaluated, never fitted.
     trained_nothing = not (done < config["steps"] and config["variant"] != "random")
     if not trained_nothing:
-        callbacks = [checkpoints.CheckpointCallback(run_dir, is_chief=chief, every=interval)]
-        callbacks += [budget, StopOnNonFinite(run_dir, config["learning_rate"])]
+        watching = [checkpoints.CheckpointCallback(run_dir, is_chief=chief, every=interval)]
+        watching += [budget, callbacks.StopOnNonFinite(run_dir, config["learning_rate"])]
         if chief:
-            callbacks.append(SummaryCallback(run_dir / "logs", train, evaluation_set, config))
+            watching.append(
+                callbacks.SummaryCallback(run_dir / "logs", train, evaluation_set, config)
+            )
         try:
             model.fit(
                 train,  # starts at step `done` (build_data)
                 epochs=config["steps"] // interval,
                 initial_epoch=done // interval,
                 steps_per_epoch=interval,
-                callbacks=callbacks,
+                callbacks=watching,
                 shuffle=False,  # the dataset shuffles itself (Keras would ignore True)
                 verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line an epoch
             )
         except KeyboardInterrupt:
-            raise Interrupted(_resume_note(model, run_dir)) from None
+            raise callbacks.Interrupted(callbacks.resume_note(model, run_dir)) from None
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             # A file that fails while training (a shard truncated after the checks, an image
             # that decodes only in part): one line, where the run resumes.
-            reason = _op_error_reason(error.message)
+            reason = callbacks.op_error_reason(error.message)
             raise ValueError(f"reading the training data failed: {reason}. "
-                             + _resume_note(model, run_dir)) from None  # fmt: skip
+                             + callbacks.resume_note(model, run_dir)) from None  # fmt: skip
     finish_training(model, train)
     results = {
         "precision": policy,
