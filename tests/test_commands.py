@@ -226,5 +226,23 @@ def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
     assert lines[0].startswith("error: --" + arg[2:].split("=")[0]), lines
 
 
+def test_every_program_has_a_console_script_that_runs_it():
+    import configparser
+    import importlib
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    scripts = dict(
+        line.split(" = ") for line in parser["options.entry_points"]["console_scripts"].split("\n")
+        if line.strip()
+    )  # fmt: skip
+    assert sorted(scripts) == sorted(f"tf-autoseg-{p.replace('_', '-')}" for p in PROGRAMS)
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        program = name.removeprefix("tf-autoseg-").replace("-", "_")
+        assert module == f"tf_autoseg.cli.{program}" and function == "run", target
+        assert callable(getattr(importlib.import_module(module), function))
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
