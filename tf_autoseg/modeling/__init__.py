@@ -1,2 +1,3 @@
-"""The model `F = h o g_ar o d` (`model`), its objectives (`losses`), the view transforms
-(`transforms`) and the k-means its label-free centres use (`kmeans`)."""
+"""The model `F = h o g_ar o d` (`model`), a step's two views (`views`), its AC / ARL objective
+(`objective`, on the losses of `losses`), the view transforms (`transforms`) and the k-means of
+its label-free centres (`kmeans`)."""
