@@ -27,6 +27,9 @@ POTSDAM3_CLASSES = ("roads and cars", "buildings and clutter", "vegetation and t
 # Potsdam-6 id -> Potsdam-3 id, IIC's merge: road+car, building+clutter, low vegetation+tree.
 POTSDAM6_TO_3 = (0, 1, 2, 2, 0, 1)
 NUM_CLASSES = (6, 3)  # Potsdam-6, Potsdam-3
+# IIC's preparation, the defaults of `load` and `streamed` alike (one value each, so that the
+# two give the same crops and split): 400 px crops halved to 200 px, a seeded 10% test split.
+CROP, SIZE, TEST_FRACTION, SPLIT_SEED = 400, 200, 0.1, 0
 
 
 def load(
@@ -34,10 +37,10 @@ def load(
     split="train",
     classes=6,
     *,
-    crop=400,
-    size=200,
-    test_fraction=0.1,
-    split_seed=0,
+    crop=CROP,
+    size=SIZE,
+    test_fraction=TEST_FRACTION,
+    split_seed=SPLIT_SEED,
     channels=None,
     labels=False,
     **options,
@@ -202,10 +205,10 @@ def streamed(
     split="train",
     classes=6,
     *,
-    crop=400,
-    size=200,
-    test_fraction=0.1,
-    split_seed=0,
+    crop=CROP,
+    size=SIZE,
+    test_fraction=TEST_FRACTION,
+    split_seed=SPLIT_SEED,
     channels=None,
     check="header",
     start=0,
