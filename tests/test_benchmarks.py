@@ -130,13 +130,13 @@ def test_quality_table_takes_means_over_seeds_and_says_whether_mi_picked_the_bes
 
     def seed(number, head, mi, rgb=0.5, untrained=0.4):
         score = lambda v: {"pixel_accuracy": v, "mean_iou": v}  # noqa: E731
-        return {"seed": number, "final": {"head": score(head), "held_out_mi": mi},
+        return {"seed": number, "final": {"head": score(head), "labels": score(head), "held_out_mi": mi},
                 "baselines": {"kmeans_rgb": score(rgb), "untrained_kmeans": score(untrained)}}  # fmt: skip
 
     report = {"task": "t", "recipe": "r", "seeds": [seed(0, 0.6, 0.9), seed(1, 0.8, 0.5)]}
     line = quality_table.row(report)
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:3] == ["t", "r", "2"]
-    assert cells[3] == "70.0 ± 14.1 / 70.0 ± 14.1"  # sample std of 60 and 80
+    assert cells[3] == cells[4] == "70.0 ± 14.1 / 70.0 ± 14.1"  # sample std of 60 and 80
     assert cells[-2] == "+20.0"  # 70 - max(50, 40)
     assert cells[-1] == "no"  # MI prefers seed 0, labels seed 1
