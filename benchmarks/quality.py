@@ -79,6 +79,7 @@ TASKS = {
 }  # fmt: skip
 SAMPLE = 200_000  # pixels that fit each k-means
 MI_BATCHES = 16  # held-out batches of the label-free mutual information
+RESTARTS = 10  # k-means runs on features, the lowest inertia kept (as the baselines and centres)
 
 
 def config():
@@ -237,7 +238,7 @@ def feature_kmeans(model, fit, held_out, k, seed, source="features"):
     arrays = (_grid_features(model, images, source) for images, _ in fit)
     arrays = (f.reshape(-1, f.shape[-1]) for f in arrays)
     pool = sample_pool(arrays, SAMPLE // 4, 4096, rng)
-    centres = lib.kmeans(pool, k, seed=seed).astype(np.float32)
+    centres = lib.kmeans(pool, k, seed=seed, restarts=RESTARTS).astype(np.float32)
 
     def confusion(batches):
         matrix = metrics.ConfusionMatrix(k)

@@ -182,3 +182,22 @@ def test_compile_refuses_a_loss():
     model = AutoSegModel.variant("F2", num_classes=3, input_shape=(32, 32, 3), width=8)
     with pytest.raises(ValueError, match="takes no `loss`. Received: loss='mse'"):
         model.compile(optimizer="adam", loss="mse")
+
+
+def test_kmeans_restarts_keep_the_run_of_lowest_inertia():
+    from tf_autoseg.modeling import kmeans
+
+    rng = np.random.default_rng(0)
+    # Five blobs of unequal size for k=3: single runs fall into different local minima.
+    x = np.concatenate([rng.normal(c, 0.3, (n, 2)) for c, n in
+                        zip([(0, 0), (4, 0), (0, 4), (4, 4), (9, 9)], [400, 300, 300, 200, 50])])  # fmt: skip
+
+    def inertia(centres):
+        return kmeans.nearest(x, centres)[1].sum()
+
+    singles = [
+        inertia(kmeans.kmeans(x, 3, seed=s)) for s in [5] + [5 * 1009 + r for r in range(1, 8)]
+    ]
+    best = inertia(kmeans.kmeans(x, 3, seed=5, restarts=8))
+    assert best == pytest.approx(min(singles))
+    assert np.array_equal(kmeans.kmeans(x, 3, seed=5), kmeans.kmeans(x, 3, seed=5, restarts=1))

@@ -44,6 +44,7 @@ def kmeans_baseline(
     sample=200_000,
     per_batch=20_000,
     seed=0,
+    restarts=10,
 ):
     """k-means (K = num_classes) on `features`: centres fitted without labels, then scored.
 
@@ -56,6 +57,7 @@ def kmeans_baseline(
         sample: pixels sampled to fit the centres.
         per_batch: at most this many pixels of each fit batch are kept for sampling,
             so memory stays bounded on large sets.
+        restarts: k-means runs, the lowest inertia kept (as the model's centres do).
 
     Returns:
         (fit, score) confusion matrices (num_classes x num_classes) of the
@@ -64,7 +66,8 @@ def kmeans_baseline(
     """
     rng = np.random.default_rng(seed)
     arrays = (features(images) for images, _ in fit_batches)
-    centres = kmeans(sample_pool(arrays, sample, per_batch, rng), num_classes, seed=seed)
+    pool = sample_pool(arrays, sample, per_batch, rng)
+    centres = kmeans(pool, num_classes, seed=seed, restarts=restarts)
 
     def confusion(batches):
         matrix = metrics.ConfusionMatrix(num_classes)

@@ -7,16 +7,24 @@ label-free cluster centres (`AutoSegModel.fit_centres`).
 import numpy as np
 
 
-def kmeans(features, k, iterations=50, seed=0, tolerance=1e-6):
+def kmeans(features, k, iterations=50, seed=0, tolerance=1e-6, restarts=1):
     """Centres of `k` clusters of the rows of `features` (N, D), as (k, D) float64.
 
     k-means++ seeding, then Lloyd iterations until the centres move less than
     `tolerance` (relative) or `iterations` is reached. Empty clusters are
-    reseeded on the farthest points.
+    reseeded on the farthest points. With `restarts` > 1, that many seeded runs are made and
+    the centres of the lowest inertia (sum of squared distances) are kept: no label is read,
+    and one unlucky seeding no longer decides the partition.
     """
     x = np.asarray(features, np.float64)
     if x.ndim != 2 or x.shape[0] < k:
         raise ValueError(f"k-means needs (N >= k={k}, D) features. Received shape {x.shape}")
+    seeds = [seed] + [seed * 1009 + r for r in range(1, restarts)]  # the first is `seed`'s
+    runs = [_lloyd(x, k, iterations, s, tolerance) for s in seeds]
+    return min(runs, key=lambda centres: nearest(x, centres)[1].sum())
+
+
+def _lloyd(x, k, iterations, seed, tolerance):
     rng = np.random.default_rng(seed)
     centres = [x[rng.integers(len(x))]]
     distance = ((x - centres[0]) ** 2).sum(1)

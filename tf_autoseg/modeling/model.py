@@ -341,7 +341,7 @@ class AutoSegModel(keras.Model):
         space = features if self.labels_from == "features" else over
         return tf.cast(space, tf.float32)
 
-    def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0):
+    def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0, restarts=10):
         """Fits the K centres of `labels_from` by k-means on a sample of plain-inference outputs.
 
         Labels are never read. Run it after training (the training program does); inference
@@ -352,6 +352,7 @@ class AutoSegModel(keras.Model):
             samples: grid positions the k-means sees (a seeded sample).
             per_batch: at most this many positions kept from each batch before sampling.
             seed: seeds the sample and the k-means.
+            restarts: k-means runs; the one of lowest inertia is kept (label-free).
 
         Returns:
             The (K, D) centres.
@@ -373,7 +374,7 @@ class AutoSegModel(keras.Model):
             pool = kmeans.sample_pool(outputs(), samples, per_batch, np.random.default_rng(seed))
         except ValueError:
             raise ValueError("fit_centres got no batch of images") from None
-        centres = kmeans.kmeans(pool, self.num_classes, seed=seed)
+        centres = kmeans.kmeans(pool, self.num_classes, seed=seed, restarts=restarts)
         distances = kmeans.nearest(pool, centres)[1]
         self.centres.assign(centres.astype(np.float32))
         self.centre_scale.assign(max(float(distances.mean()), 1e-6))
