@@ -332,10 +332,12 @@ def main(argv):
 
     cfg = config()
     seeds = [int(s) for s in FLAGS.seeds]
-    keras.mixed_precision.set_global_policy(cfg["precision"])
     records = []
     for seed in seeds:
         (train_set, _), held, fit = experiment.build_data({**cfg, "seed": seed})
+        if cfg["precision"] == "auto":  # timed once, on the recipe's own batch and crop
+            cfg["precision"] = experiment.choose_precision(cfg, train_set.element_spec.shape[1:])[0]
+        keras.mixed_precision.set_global_policy(cfg["precision"])
         held_out, fit = held[0], fit and fit[0]
         if FLAGS.quick:
             held_out, fit = held_out.take(2), fit and fit.take(2)
