@@ -167,7 +167,7 @@ def test_sigkill_mid_preparation_then_rerun_completes_it(tmp_path):
     for k in range(400):
         Image.fromarray(np.full((16, 16, 3), k % 256, np.uint8)).save(source / f"im{k:04d}.png")
     args = [sys.executable, "-m", "tf_autoseg.prepare", "--dataset=folder", f"--data_dir={source}",
-            f"--output_dir={tmp_path / 'out'}", "--crop=16", "--shard_size=20"]  # fmt: skip
+            f"--output_dir={tmp_path / 'out'}", "--crop=16", "--shard_size=20", "--classes=3"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
