@@ -39,6 +39,15 @@ def frames(path, split="train", sequences=None):
     return [str(images / f"*-{sequence}_*") for sequence in sequences]
 
 
+def _checked(path, classes):
+    """`path` as a Path, once the class count and the frames folder are checked."""
+    arguments.choice("classes", classes, NUM_CLASSES)
+    path = Path(path)
+    if not (path / "images").is_dir():
+        raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
+    return path
+
+
 def load(
     path,
     split="train",
@@ -67,10 +76,7 @@ def load(
     Returns:
         (dataset, info).
     """
-    arguments.choice("classes", classes, NUM_CLASSES)
-    path = Path(path)
-    if not (path / "images").is_dir():
-        raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
+    path = _checked(path, classes)
     return folder.load(
         frames(path, split, sequences),
         lambda image: path / "labels" / f"{image.stem}.png",
@@ -92,10 +98,7 @@ def streamed(path, split="train", classes=3, *, tile=None, downsample=1, sequenc
     """
     from tf_autoseg.data import stream  # TensorFlow: loaded only to stream
 
-    arguments.choice("classes", classes, NUM_CLASSES)
-    path = Path(path)
-    if not (path / "images").is_dir():
-        raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
+    path = _checked(path, classes)
     return stream.folder(
         frames(path, split, sequences),
         tile=tile,
