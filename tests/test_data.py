@@ -580,5 +580,30 @@ def test_block_mode_never_interpolates_and_breaks_ties_to_the_top_left():
     np.testing.assert_array_equal(imageio.downscale_mode(labels, 2), [[2, 0], [5, 9]])
 
 
+def test_camvid_sequences_pick_frames_of_whole_video_sequences_from_every_split(tmp_path):
+    from tf_autoseg.datasets import camvid
+
+    names = ["train-0001TP_1", "train-0006R0_1", "train-0016E5_1", "train-0016E5_2",
+             "val-0016E5_3"]  # fmt: skip
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for k, name in enumerate(names):
+        write_png(tmp_path / "images" / f"{name}.png", np.full((8, 8, 3), k, np.uint8))
+        write_png(tmp_path / "labels" / f"{name}.png", np.full((8, 8), 3, np.uint8))
+
+    def stems(sequences, split="train"):
+        found = imageio.list_files(camvid.frames(tmp_path, split, sequences))
+        return sorted(p.stem for p in found)
+
+    assert stems(None) == sorted(names[:4]) and stems(None, "val") == ["val-0016E5_3"]
+    assert stems(["0016E5"]) == ["train-0016E5_1", "train-0016E5_2", "val-0016E5_3"]
+    assert stems(["0001TP", "0006R0"]) == ["train-0001TP_1", "train-0006R0_1"]
+    with pytest.raises(ValueError, match="sequences"):
+        camvid.frames(tmp_path, "train", ["0016E6"])
+    _, info = camvid.load(tmp_path, "val", 3, labels=True, sequences=["0016E5"], batch_size=2,
+                          drop_remainder=False)  # fmt: skip
+    assert info.num_examples == 3
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

@@ -212,6 +212,7 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
             "--labels_from='overclustering': needs an overclustering",
         ),
         (["--downsample=0"], "--downsample=0: must be a positive integer"),
+        (["--train_sequences=0016E6"], "--train_sequences=['0016E6']: CamVid's video sequences"),
         (["--num_orderings=3"], "--num_orderings=3: accepted values are 2, 4, 8 and 16"),
         (["--num_orderings=1"], "--num_orderings=1: accepted values are 2, 4, 8 and 16"),
         (["--num_orderings=16"], "--num_orderings=16: --ordering_types=raster has 8 orderings"),
