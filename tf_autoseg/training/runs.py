@@ -45,9 +45,10 @@ def record_flags(config):
 def finished(config):
     """A sentence saying the run is finished (its step, model and export), or None.
 
-    A run is finished once its `metrics.json` (written last) records `--steps` steps; any
-    number for `--variant=random`, which is never trained. A finished run is left as it is:
-    raising `--steps` continues it, and `python -m tf_autoseg.export` exports it again.
+    A run is finished once its `metrics.json` (written last) records `--steps` steps, or the
+    training seconds of `--minutes`; any number for `--variant=random`, which is never
+    trained. A finished run is left as it is: raising `--steps` (or `--minutes`) continues it,
+    and `python -m tf_autoseg.export` exports it again.
 
     Raises:
         ValueError: the run was started with other training flags, or went past `--steps`.
@@ -71,7 +72,7 @@ def finished(config):
     return (
         f"{run_dir} is already finished at step {done} of {config['steps']}: model "
         f"{run_dir / 'model.keras'}, export {metrics.get('export') or 'none'}. Nothing was "
-        "changed. Raise --steps to train it further; export it again with: python -m "
+        "changed. Raise --steps (or --minutes) to train it further; export it again with: python -m "
         f"tf_autoseg.export --model={run_dir} --name={name} --output_dir={config['export_dir']}"
     )
 
