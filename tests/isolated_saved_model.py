@@ -12,7 +12,8 @@ import hook of an editable install (`pip install -e .`), then records whether
 (`serving_default/<case>` and `serving_float/<case>`; `bad/<case>` arrays are
 fed to `serving_default` to record its error), and lists every op type of
 saved_model.pb (graph and function library) with those TensorFlow does not
-register. Writes OUT_PREFIX.npz (outputs) and OUT_PREFIX.json (the rest).
+register, and reads the `classes_json` variable of an export with named
+classes. Writes OUT_PREFIX.npz (outputs) and OUT_PREFIX.json (the rest).
 """
 
 import json
@@ -68,6 +69,9 @@ def main(export_dir, inputs_path, out_prefix, source_root):
 
     loaded = tf.saved_model.load(export_dir)
     report["signatures"] = sorted(loaded.signatures)
+    # A mapping of clusters to named classes, where the export has one.
+    variable = getattr(loaded, "classes_json", None)
+    report["classes_json"] = None if variable is None else variable[0].numpy().decode()
     outputs, errors = {}, {}
     with np.load(inputs_path) as inputs:
         for key in inputs.files:

@@ -10,7 +10,7 @@ import pytest
 from tf_autoseg.cli import commands
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("train", "evaluate", "segment", "export", "prepare", "data_service")
+PROGRAMS = ("train", "evaluate", "segment", "export", "prepare", "data_service", "name_clusters")
 TINY = ["--synthetic_images=16", "--synthetic_size=32", "--width=8", "--ar_blocks=1",
         "--batch_size=4", "--steps=10", "--checkpoint_every=10"]  # fmt: skip
 

@@ -283,5 +283,60 @@ def test_command_line_exports_a_run_directory_and_names_bad_flags(tmp_path):
     assert not (tmp_path / "saved_models").exists()
 
 
+# Clusters 0 and 2 become class 1 ("field"), cluster 1 class 0 ("sky"); nothing ignored, so
+# every pixel's class follows from its cluster.
+NAMED = {
+    "head": "main",
+    "num_clusters": 3,
+    "classes": [
+        {"id": 1, "name": "field", "colour": "#3cb44b", "clusters": [0, 2]},
+        {"id": 0, "name": "sky", "colour": "#0082c8", "clusters": [1]},
+    ],
+}
+
+
+def test_a_run_with_named_classes_exports_class_ids_readable_without_tf_autoseg(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model = _tiny_model()
+    model.save(run_dir / "model.keras")
+    (run_dir / "classes.json").write_text(
+        json.dumps({**NAMED, "classes": [{"name": "x", "clusters": [0, 1, 2, 7]}]})
+    )
+    bad = _cli("--model", str(run_dir), "--name", "named", "--output_dir", "out", cwd=tmp_path)
+    assert bad.returncode == 2 and "names cluster 7, which the model lacks" in bad.stderr
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+    (run_dir / "classes.json").write_text(json.dumps(NAMED))
+    result = _cli("--model", str(run_dir), "--name", "named", "--output_dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = tmp_path / "out" / "named" / "1"
+    work = tmp_path / "isolated"
+    work.mkdir()
+    images = _images((24, 20), 5)
+    np.savez(work / "inputs.npz", **{"serving_default/0": images})
+    command = [sys.executable, "-I", str(ISOLATED), str(version), str(work / "inputs.npz")]
+    command += [str(work / "out"), str(ROOT)]
+    ran = subprocess.run(command, cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = json.loads((work / "out.json").read_text())
+    assert report["tf_autoseg_import_error"] and not report["tf_autoseg_loaded"]
+    with np.load(work / "out.npz") as outputs:
+        labels = outputs["serving_default/0/labels"]
+        clusters = outputs["serving_default/0/clusters"]
+    expected = keras.saving.load_model(run_dir / "model.keras", compile=False)(images).numpy()
+    top2 = np.sort(expected, axis=-1)[..., -2:]
+    clear = top2[..., 1] - top2[..., 0] > TIE
+    np.testing.assert_array_equal(clusters[clear], expected.argmax(-1)[clear])
+    np.testing.assert_array_equal(labels, np.array([1, 0, 1])[clusters])  # class ids
+    assert len(np.unique(clusters)) >= 2, "the image should show more than one cluster"
+    # The names and colours travel with the model: a variable, and a file beside the graph.
+    for text in (report["classes_json"], (version / export.METADATA).read_text()):
+        carried = json.loads(text)
+        assert [(c["id"], c["name"], c["clusters"]) for c in carried["classes"]] == [
+            (1, "field", [0, 2]),
+            (0, "sky", [1]),
+        ]
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))

@@ -95,6 +95,35 @@ def test_segment_loads_an_export_through_the_one_loader(tmp_path, models):
     np.testing.assert_array_equal(labels, _expected(models[3], path, 3))
 
 
+def test_segment_with_named_classes_writes_class_ids_their_colours_and_a_legend(tmp_path, models):
+    import json
+
+    mapping = tmp_path / "classes.json"
+    mapping.write_text(json.dumps({
+        "classes": [{"name": "road", "colour": "#ff0000", "clusters": [0, 2]}],
+        "ignored": [1],
+    }))  # fmt: skip
+    path = tmp_path / "frame.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 28, 3), np.uint8)).save(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_autoseg.segment", f"--model={models[3]}", f"--input={path}",
+         f"--output={tmp_path / 'out'}", f"--classes_json={mapping}"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    clusters = _expected(models[3], path, 3)
+    labels = _written(tmp_path / "out" / "frame_labels.png")
+    np.testing.assert_array_equal(labels, np.array([0, 255, 0])[clusters])
+    overlay = _written(tmp_path / "out" / "frame_overlay.png")
+    road = labels == 0
+    assert road.any() and (overlay[road][:, 0] >= 127).all()  # half of #ff0000 over the image
+    assert (overlay[~road] <= 128).all()  # ignored: half of black
+    legend = _written(tmp_path / "out" / "legend.png")
+    assert (legend == (255, 0, 0)).all(-1).any()  # the class's swatch
+    assert "classes: road" in result.stdout
+
+
 def test_one_bad_file_stops_segment_before_anything_is_written(tmp_path, models):
     source = tmp_path / "in"
     source.mkdir()

@@ -1,7 +1,9 @@
-"""Colours for label maps: a fixed palette, colourised maps and overlays."""
+"""Colours for label maps: a fixed palette, colourised maps and overlays.
+
+TensorFlow is imported by the functions that draw, not with the palette.
+"""
 
 import numpy as np
-import tensorflow as tf
 
 # 20 distinguishable colours (cluster ids beyond wrap around); 255 (ignored) is black.
 PALETTE = np.array(
@@ -15,21 +17,54 @@ PALETTE = np.array(
 )  # fmt: skip
 
 
-def colorize(labels):
-    """(..., H, W) integer ids -> (..., H, W, 3) uint8 colours; 255 becomes black."""
+def colorize(labels, palette=None):
+    """(..., H, W) integer ids -> (..., H, W, 3) uint8 colours; 255 becomes black.
+
+    `palette`: (N, 3) uint8 colours by id (named classes' own, `Classes.palette()`); the
+    package's `PALETTE` by default. Ids wrap around it.
+    """
+    import tensorflow as tf
+
+    palette = PALETTE if palette is None else np.asarray(palette, np.uint8)
     labels = tf.convert_to_tensor(labels)
-    ids = tf.math.floormod(tf.cast(labels, tf.int32), len(PALETTE))
-    colours = tf.gather(tf.constant(PALETTE), ids)
+    ids = tf.math.floormod(tf.cast(labels, tf.int32), len(palette))
+    colours = tf.gather(tf.constant(palette), ids)
     return tf.where((labels == 255)[..., None], tf.zeros_like(colours), colours)
 
 
-def overlay(images, labels, alpha=0.5):
-    """Blends colourised `labels` over the RGB channels of uint8 or [0, 1] `images`."""
+def overlay(images, labels, alpha=0.5, palette=None):
+    """Blends colourised `labels` (`colorize`'s colours) over the RGB of uint8 or [0, 1] `images`."""
+    import tensorflow as tf
+
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.uint8:
         images = tf.cast(tf.clip_by_value(images, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
     rgb = images[..., :3]
     if rgb.shape[-1] == 1:
         rgb = tf.image.grayscale_to_rgb(rgb)
-    mixed = (1 - alpha) * tf.cast(rgb, tf.float32) + alpha * tf.cast(colorize(labels), tf.float32)
+    mixed = (1 - alpha) * tf.cast(rgb, tf.float32) + alpha * tf.cast(
+        colorize(labels, palette), tf.float32
+    )
     return tf.cast(tf.round(mixed), tf.uint8)
+
+
+def legend(entries, row=22):
+    """(H, W, 3) uint8 picture of a legend: one row per (name, (r, g, b)) entry.
+
+    A swatch of the colour, then the name, in Pillow's default font (no font file needed).
+    """
+    from PIL import Image
+    from PIL import ImageDraw
+    from PIL import ImageFont
+
+    font = ImageFont.load_default()
+    width = 16 + row + max(int(font.getlength(name)) for name, _ in entries) + 16
+    picture = Image.new("RGB", (max(width, 120), 8 + row * len(entries)), "white")
+    draw = ImageDraw.Draw(picture)
+    for i, (name, colour) in enumerate(entries):
+        top = 4 + i * row
+        draw.rectangle(
+            [8, top + 2, 8 + row - 6, top + row - 4], fill=tuple(colour), outline="black"
+        )
+        draw.text((8 + row + 2, top + 5), name, fill="black", font=font)
+    return np.asarray(picture)

@@ -11,6 +11,7 @@ from absl import flags
 from absl import logging
 
 from tf_autoseg.cli import commands
+from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
 from tf_autoseg.serving.export import NAME_PATTERN
 from tf_autoseg.serving.export import export_model
@@ -44,6 +45,13 @@ def _define_flags():
         "Where the TensorFlow Serving process sees --output_dir (the container mount point); "
         "models.config gets base_path <serving_root>/<name>. Empty: the absolute local path.",
     )
+    flags.DEFINE_string(
+        "classes_json",
+        None,
+        "Mapping of the model's clusters to named classes (name_clusters writes it), baked "
+        "into the export: serving_default then returns class ids. Default: the model's "
+        "classes.json if there is one (a run directory's); 'none': cluster ids.",
+    )
     flags.mark_flags_as_required(["model", "name"])
     flags.register_validator("model", _validate_model_flag)
     flags.register_validator(
@@ -68,16 +76,32 @@ def _validate_model_flag(value):
     return True
 
 
+def _classes_path(flag, model):
+    """The mapping `--classes_json` names: None for "none", the model's own by default."""
+    if flag is not None:
+        return None if flag.strip().lower() == "none" else Path(flag)
+    path = named_classes.default_path(model)
+    return path if path.is_file() else None
+
+
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     values = flags.FLAGS
     commands.check_writable("output_dir", values.output_dir)
     read_models_config(values.output_dir)  # a broken models.config is named before TensorFlow
+    classes = _classes_path(values.classes_json, values.model)
+    if classes is not None:
+        named_classes.read(classes)  # a broken mapping is named before TensorFlow
+        logging.info("Baking the class names of %s into the export", classes)
     commands.start_tensorflow()
     start = time.perf_counter()
     target = export_model(
-        values.model, values.name, values.output_dir, serving_root=values.serving_root or None
+        values.model,
+        values.name,
+        values.output_dir,
+        serving_root=values.serving_root or None,
+        classes=classes,
     )
     logging.info("Exported %s in %.1f s", target, time.perf_counter() - start)
     print(target)

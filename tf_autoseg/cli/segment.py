@@ -13,17 +13,17 @@ from absl import flags
 
 from tf_autoseg.cli import commands
 from tf_autoseg.data import images
+from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
 from tf_autoseg.serving.segment import ALIGN
 from tf_autoseg.serving.segment import check_inputs
 from tf_autoseg.serving.segment import check_tiling
 from tf_autoseg.serving.segment import list_inputs
+from tf_autoseg.serving.segment import mapping
 from tf_autoseg.serving.segment import output_stems
 from tf_autoseg.serving.segment import segment_probabilities
+from tf_autoseg.serving.segment import write_legend
 from tf_autoseg.serving.segment import write_outputs
-
-FLAGS = flags.FLAGS
-
 
 FLAGS = flags.FLAGS
 
@@ -35,6 +35,13 @@ def define_flags():
     flags.DEFINE_string("output", None, "Folder for <stem>_labels.png and <stem>_overlay.png.")
     flags.DEFINE_integer("tile", 512, "Largest tile side processed at once (a multiple of 16).")
     flags.DEFINE_integer("overlap", 64, "Pixels discarded at inner tile borders (a multiple of 8).")
+    flags.DEFINE_string(
+        "classes_json",
+        None,
+        "Mapping of clusters to named classes (name_clusters writes it): label maps hold class "
+        "ids, overlays the classes' colours, and legend.png names them. Default: the export's "
+        "own mapping, else the model's classes.json if there is one; 'none': cluster ids.",
+    )
 
 
 def main(argv):
@@ -57,6 +64,8 @@ def main(argv):
             f"{ALIGN} larger than 2 * --overlap, and --overlap a multiple of 8."
         ) from None
     commands.check_writable("output", output)
+    if FLAGS.classes_json and FLAGS.classes_json.lower() != "none":
+        named_classes.read(FLAGS.classes_json)  # a broken mapping is named before TensorFlow
     commands.start_tensorflow()
     import tensorflow as tf
 
@@ -65,15 +74,27 @@ def main(argv):
     if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
         commands.without_remapper()
     model = loading.load(FLAGS.model)
+    mapped = mapping(model, FLAGS.model, FLAGS.classes_json)
     channels = model.image_shape[-1]
     check_inputs(files, channels)
+    head = mapped.head if mapped is not None else "main"
+    if head == "main" or isinstance(model, loading.SavedModelSegmenter):
+        predict = lambda batch: model(tf.constant(batch))  # noqa: E731
+    else:
+        predict = lambda batch: model.inference(tf.constant(batch), heads=(head,))[head]  # noqa: E731
     output.mkdir(parents=True, exist_ok=True)
+    if mapped is not None:
+        print(
+            f"classes: {', '.join(c.name for c in mapped.classes)} -> {write_legend(output, mapped)}"
+        )
     for path, stem in zip(files, stems):
         image = images.read_image(path, channels)[0]
-        probs = segment_probabilities(
-            lambda batch: model(tf.constant(batch)), image, FLAGS.tile, FLAGS.overlap
-        )
-        write_outputs(stem, image, cluster_ids(probs).numpy())
+        probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
+        labels = cluster_ids(probs).numpy()
+        if mapped is None:
+            write_outputs(stem, image, labels)
+        else:
+            write_outputs(stem, image, mapped.lookup()[labels], mapped.palette())
         print(f"{path} -> {stem}_labels.png")
 
 

@@ -11,6 +11,13 @@ take images of any height and width and compute, inside the graph, what
   int32 [batch, height, width], `probabilities` float32 [batch, height, width, K].
 - `serving_float`: the same with `images` float32 in [0, 1].
 
+With a mapping of clusters to named classes (`tf_autoseg.serving.classes`, written by
+`name_clusters`), `labels` are the user's class ids (ignored clusters: the mapping's
+`ignore_id`, 255), `clusters` the cluster ids of the mapping's head and `probabilities` that
+head's. The mapping travels with the model, readable without tf_autoseg: as
+`<version>/assets.extra/classes.json` (TensorFlow Serving ignores that file) and as the
+string variable `tf.saved_model.load(<version>).classes_json[0]`.
+
 Command line (`--model` is a training run directory holding `model.keras`, or
 a `.keras` file; `tf_autoseg.serving.loading` loads it):
 
@@ -35,6 +42,7 @@ from absl import logging
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
 
 CONFIG_FILE = "models.config"
@@ -42,6 +50,9 @@ CONFIG_FILE = "models.config"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Temporary export folders: TensorFlow Serving loads only all-digit folder names.
 TEMP_PREFIX = ".export-"
+# The class mapping inside a version folder (TensorFlow Serving reads only warm-up requests
+# from assets.extra).
+METADATA = "assets.extra/classes.json"
 
 
 def _check_images(images, channels):
@@ -66,11 +77,13 @@ def _check_images(images, channels):
         return tf.identity(images)
 
 
-def serving_functions(model):
+def serving_functions(model, classes=None):
     """The two serving functions of `model`, with their input signatures.
 
     Args:
         model: an `AutoSegModel`.
+        classes: None, or a `tf_autoseg.serving.classes.Classes` for one of the model's
+            heads: `labels` are then class ids, and `clusters` is added.
 
     Returns:
         A dict signature name -> (function, input signature): `serving_default`
@@ -78,17 +91,30 @@ def serving_functions(model):
         take any height and width, and return a dict with `labels` (int32
         [batch, height, width]) and `probabilities` (float32
         [batch, height, width, K]).
+
+    Raises:
+        ValueError: `classes` is for a head the model lacks, or another cluster count.
     """
     import tensorflow as tf
 
     from tf_autoseg.modeling.model import cluster_ids
 
     channels = model.image_shape[-1]
+    if classes is not None:
+        named_classes.check_model(model, classes)
+        lookup = tf.constant(classes.lookup())
 
     def outputs(images):
-        probabilities = model(images, training=False)
-        labels = cluster_ids(probabilities)
-        return {"labels": labels, "probabilities": probabilities}
+        if classes is None:
+            probabilities = model(images, training=False)
+            return {"labels": cluster_ids(probabilities), "probabilities": probabilities}
+        probabilities = model.inference(images, heads=(classes.head,))[classes.head]
+        clusters = cluster_ids(probabilities)
+        return {
+            "labels": tf.gather(lookup, clusters),
+            "clusters": clusters,
+            "probabilities": probabilities,
+        }
 
     def serve_uint8(images):
         images = _check_images(images, channels)
@@ -116,17 +142,24 @@ def serving_functions(model):
     }
 
 
-def _write_archive(model, directory):
+def _write_archive(model, directory, classes=None):
     import keras
+    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (function, signature) in serving_functions(model).items():
+    for name, (function, signature) in serving_functions(model, classes).items():
         archive.add_endpoint(name, function, input_signature=signature)
+    if classes is not None:
+        text = tf.Variable(classes.dumps(), trainable=False, name="classes_json")
+        archive.add_variable_collection("classes_json", [text])
     archive.write_out(str(directory), verbose=False)
+    if classes is not None:
+        (Path(directory) / METADATA).parent.mkdir(exist_ok=True)
+        (Path(directory) / METADATA).write_text(classes.dumps())
 
 
-def export_model(model, name, output_dir="saved_models", serving_root="/models"):
+def export_model(model, name, output_dir="saved_models", serving_root="/models", classes=None):
     """Exports `model` as the next version of `<output_dir>/<name>/`.
 
     The SavedModel is written into a temporary folder inside
@@ -145,6 +178,9 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
         serving_root: where the server sees `output_dir` (the container
             mount point, `/models` by default), used for `base_path` in
             `models.config`; None writes the absolute local path.
+        classes: None (signatures answer cluster ids), or a mapping of the model's clusters
+            to named classes: a `tf_autoseg.serving.classes.Classes` or the path of a
+            `classes.json`, checked against the model before anything is written.
 
     Returns:
         The `Path` of the new version folder, `<output_dir>/<name>/<version>`.
@@ -166,6 +202,8 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
             "an existing file"
         )
     model = loading.load(model, saved_model=False)
+    if classes is not None:
+        classes = named_classes.for_model(model, classes)
     read_models_config(output_dir)  # a broken models.config fails before the export
     model_dir = output_dir / name
     created = not model_dir.exists()
@@ -178,7 +216,7 @@ def export_model(model, name, output_dir="saved_models", serving_root="/models")
         temp = model_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         temp.mkdir()
         try:
-            _write_archive(model, temp)
+            _write_archive(model, temp, classes)
             target = _publish(temp, model_dir)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)

@@ -131,8 +131,10 @@ class SavedModelSegmenter:
     """An export of `tf_autoseg.export` with the inference calls of an `AutoSegModel`.
 
     uint8 images go to the `serving_default` signature, float images (in [0, 1]) to
-    `serving_float`, so the probabilities are the Keras model's. Only the main head is
-    exported: `overclustering` and `over_head` are None.
+    `serving_float`, so the probabilities are the Keras model's. One head is exported (the
+    main head, or the head of its mapping to named classes: `exported_head`), answered as
+    "main": `overclustering` and `over_head` are None. `classes` is the export's mapping of
+    clusters to named classes (`tf_autoseg.serving.classes.Classes`), or None.
 
     Args:
         path: the SavedModel folder (holding `saved_model.pb`).
@@ -150,6 +152,13 @@ class SavedModelSegmenter:
         self.num_classes = int(default.structured_outputs["probabilities"].shape[-1])
         channels = int(default.structured_input_signature[1]["images"].shape[-1])
         self.image_shape = (None, None, channels)  # any height and width
+        self.classes = None
+        metadata = self.path / "assets.extra" / "classes.json"  # serving.export.METADATA
+        if metadata.is_file():
+            from tf_autoseg.serving import classes
+
+            self.classes = classes.read(metadata, num_clusters=self.num_classes)
+        self.exported_head = self.classes.head if self.classes else "main"
 
     def __call__(self, images):
         """(B, H, W, K) float32 probabilities of uint8 images or float images in [0, 1]."""

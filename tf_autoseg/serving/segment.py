@@ -4,7 +4,10 @@
         --input <image, folder or glob> --output <dir>
 
 Per image `<stem>_labels.png` (cluster ids as grey levels, 8-bit, or 16-bit
-past 255 clusters) and `<stem>_overlay.png`. Images larger than `--tile` are
+past 255 clusters) and `<stem>_overlay.png`. With a mapping of clusters to named classes
+(`tf_autoseg.serving.classes`: an export's own, `--classes_json`, or a run's `classes.json`),
+the label maps hold class ids (ignored clusters 255), overlays take the classes' colours and
+`legend.png` names them. Images larger than `--tile` are
 processed in overlapping tiles whose borders (`--overlap` pixels) are
 discarded, so every kept pixel was computed with its whole neighbourhood:
 no seams where tiles meet. The model is loaded by `tf_autoseg.serving.loading`, images are read by
@@ -102,8 +105,11 @@ def check_inputs(files, channels):
         images.read_image(path, channels)
 
 
-def write_outputs(path_stem, image, labels):
-    """Writes `<stem>_labels.png` and `<stem>_overlay.png`, each atomically."""
+def write_outputs(path_stem, image, labels, palette=None):
+    """Writes `<stem>_labels.png` and `<stem>_overlay.png`, each atomically.
+
+    `palette`: (N, 3) colours by label id for the overlay (named classes' own colours).
+    """
     import tensorflow as tf
 
     from tf_autoseg import atomic
@@ -112,6 +118,45 @@ def write_outputs(path_stem, image, labels):
     dtype = tf.uint8 if labels.max(initial=0) < 256 else tf.uint16
     label_png = tf.io.encode_png(tf.cast(labels[..., None], dtype)).numpy()
     rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, -1)
-    overlay_png = tf.io.encode_png(visualize.overlay(rgb, labels)).numpy()
+    overlay_png = tf.io.encode_png(visualize.overlay(rgb, labels, palette=palette)).numpy()
     for suffix, payload in (("_labels.png", label_png), ("_overlay.png", overlay_png)):
         atomic.write(f"{path_stem}{suffix}", lambda tmp, p=payload: Path(tmp).write_bytes(p))
+
+
+def mapping(model, source, flag=None):
+    """The `Classes` segmenting `model` (loaded from `source`) uses, or None.
+
+    `flag` (`--classes_json`): a path; "none" for cluster ids; None for the model's own (an
+    export's baked-in mapping, else the `classes.json` of `classes.default_path(source)` if
+    there is one). Raises a ValueError naming the file when the mapping does not fit the model.
+    """
+    from tf_autoseg.serving import classes
+
+    if flag is not None and flag.strip().lower() == "none":
+        return None
+    if flag is None:
+        if getattr(model, "classes", None) is not None:
+            return model.classes
+        path = classes.default_path(source)
+        if not path.is_file():
+            return None
+    else:
+        path = Path(flag)
+    return classes.for_model(model, path)
+
+
+def write_legend(output, mapped):
+    """Writes `<output>/legend.png`: the colour and name of each class, atomically."""
+    import tensorflow as tf
+
+    from tf_autoseg import atomic
+    from tf_autoseg import visualize
+
+    palette = mapped.palette()
+    entries = [(named.name, palette[named.id]) for named in mapped.classes]
+    if mapped.ignored:
+        entries.append(("(ignored)", (0, 0, 0)))
+    payload = tf.io.encode_png(visualize.legend(entries)).numpy()
+    path = Path(output) / "legend.png"
+    atomic.write(path, lambda tmp: Path(tmp).write_bytes(payload))
+    return path

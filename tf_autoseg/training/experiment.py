@@ -367,8 +367,15 @@ def _run(config, hold):
             from tf_autoseg.serving import export
 
             name = config["export_name"] or run_dir.resolve().name
+            # A run whose clusters were named (name_clusters) exports class ids.
+            classes = run_dir / "classes.json"
             results["export"] = str(
-                export.export_model(model, name, output_dir=config["export_dir"])
+                export.export_model(
+                    model,
+                    name,
+                    output_dir=config["export_dir"],
+                    classes=classes if classes.is_file() else None,
+                )
             )
         atomic.write_json(run_dir / "metrics.json", results)
     return results

@@ -1,0 +1,288 @@
+"""Named classes: the classes.json checks, versioned saves, and the naming page's server.
+
+The server is driven here over HTTP with a sample labelled by a stand-in predictor (known
+cluster maps, no model); tests/test_name_clusters.py drives the program and the page.
+"""
+
+import http.client
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from tf_autoseg.serving import classes
+from tf_autoseg.serving import naming
+
+MAPPING = {
+    "head": "main",
+    "num_clusters": 5,
+    "classes": [
+        {"name": "road", "colour": "#804080", "clusters": [0, 3]},
+        {"name": "sky", "clusters": [1]},
+        {"name": "tree", "colour": "#00FF00", "clusters": [4]},
+    ],
+    "ignored": [2],
+}
+
+
+def _with(**changes):
+    value = json.loads(json.dumps(MAPPING))
+    value.update(changes)
+    return value
+
+
+def test_a_mapping_gives_each_cluster_its_class_id_and_ignored_ones_the_ignore_id():
+    mapped = classes.parse(MAPPING, num_clusters=5)
+    np.testing.assert_array_equal(mapped.lookup(), [0, 1, 255, 0, 2])
+    assert [c.name for c in mapped.classes] == ["road", "sky", "tree"]
+    assert mapped.classes[2].colour == "#00ff00"
+    assert mapped.classes[1].colour == classes.default_colour(1)  # the palette's, by default
+    np.testing.assert_array_equal(mapped.palette()[0], [0x80, 0x40, 0x80])
+    assert classes.parse(mapped.to_json(), num_clusters=5) == mapped  # round trip
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (_with(num_clusters=4), "for 4 clusters but the model's main head has 5"),
+        (_with(classes=[{"name": "road", "clusters": [0, 3, 7]}]), "cluster 7, which the model"),
+        (
+            _with(
+                classes=[
+                    {"name": "road", "clusters": [0, 1]},
+                    {"name": " ROAD", "clusters": [3, 4]},
+                ]
+            ),
+            'two classes are named "ROAD"',
+        ),
+        (
+            _with(classes=[*MAPPING["classes"], {"name": "water", "clusters": []}]),
+            'class "water" has no cluster',
+        ),
+        (_with(ignored=[2, 3]), 'cluster 3 is in both class "road" and "ignored"'),
+        (_with(ignored=[]), "cluster 2 is in no class and not ignored"),
+        (_with(classes=[{"name": "road", "colour": "red", "clusters": [0, 1, 3, 4]}]), "#rrggbb"),
+        (_with(classes=[{"name": "", "clusters": [0, 1, 3, 4]}]), 'needs a non-empty "name"'),
+        (_with(head="overclustering"), "for the overclustering head, not the main head"),
+        (_with(classes=[{"name": "a", "clusters": ["0"]}]), "cluster ids must be ints"),
+    ],
+)
+def test_a_bad_mapping_is_named_in_one_line(value, message):
+    with pytest.raises(ValueError) as caught:
+        classes.parse(value, num_clusters=5, head="main")
+    text = str(caught.value)
+    assert message in text and "\n" not in text and text.startswith("classes.json: ")
+
+
+def test_a_file_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"^{path}: not JSON"):
+        classes.read(path)
+    with pytest.raises(ValueError, match="cannot be read"):
+        classes.read(tmp_path / "missing.json")
+
+
+def test_the_pages_choices_merge_clusters_that_share_a_name():
+    entries = [
+        {"cluster": 3, "name": "Road ", "colour": "#111111"},
+        {"cluster": 0, "name": "road", "colour": "#222222"},
+        {"cluster": 1, "name": "sky", "colour": "#333333"},
+        {"cluster": 2, "name": "", "ignored": True},
+        {"cluster": 4, "name": "sky", "colour": "#444444"},
+    ]
+    mapped = classes.from_clusters(entries, 5)
+    assert [(c.id, c.name, c.colour, c.clusters) for c in mapped.classes] == [
+        (0, "road", "#222222", (0, 3)),  # the name and colour of its lowest cluster
+        (1, "sky", "#333333", (1, 4)),
+    ]
+    assert mapped.ignored == (2,)
+    with pytest.raises(ValueError, match="cluster 2 has no name"):
+        classes.from_clusters([*entries[:3], {"cluster": 2, "name": ""}, entries[4]], 5)
+
+
+def test_every_save_is_a_new_version_and_the_file_is_the_latest(tmp_path):
+    path = tmp_path / "run" / "classes.json"
+    path.parent.mkdir()
+    first = classes.save(path, classes.parse(MAPPING))
+    renamed = _with(classes=[{**MAPPING["classes"][0], "name": "street"}, *MAPPING["classes"][1:]])
+    second = classes.save(path, classes.parse(renamed))
+    assert (first.version, second.version) == (1, 2)
+    assert classes.read(path) == second
+    history = path.parent / classes.HISTORY
+    assert sorted(p.name for p in history.iterdir()) == ["1.json", "2.json"]
+    assert classes.read(history / "1.json") == first
+    assert not [p for p in path.parent.rglob(".*")]  # no temporary file left
+
+
+def test_saves_at_the_same_moment_take_different_versions(tmp_path):
+    path = tmp_path / "classes.json"
+    mapped = classes.parse(MAPPING)
+    versions = []
+    threads = [
+        threading.Thread(target=lambda: versions.append(classes.save(path, mapped).version))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(versions) == list(range(1, 9))
+    assert len(list((tmp_path / classes.HISTORY).glob("*.json"))) == 8
+
+
+def test_the_mapping_lives_beside_the_model(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"")
+    assert classes.default_path(run) == run / "classes.json"
+    assert classes.default_path(run / "model.keras") == run / "classes.json"
+    (tmp_path / "other.keras").write_bytes(b"")
+    assert classes.default_path(tmp_path / "other.keras") == tmp_path / "other.classes.json"
+    version = tmp_path / "saved_models" / "seg" / "3"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    base = version.parent
+    assert classes.default_path(version) == base / "classes.json"
+    assert classes.default_path(base) == base / "classes.json"
+
+
+# ------------------------------------------------------------------ the page's server
+KNOWN = 4  # clusters of the stand-in
+
+
+def _labels(image):
+    """The stand-in predictor: cluster 0 top half, 1 bottom-left, 2 bottom-right; 3 absent."""
+    height, width = image.shape[:2]
+    labels = np.zeros((height, width), np.int32)
+    labels[height // 2 :, : width // 2] = 1
+    labels[height // 2 :, width // 2 :] = 2
+    return labels
+
+
+@pytest.fixture
+def served(tmp_path):
+    files = [tmp_path / f"{i}.png" for i in range(3)] + [tmp_path / "broken.png"]
+
+    def read(path):
+        if path.name == "broken.png":
+            raise ValueError(f"{path}: cannot be decoded")
+        return np.full((40, 60, 3), 100, np.uint8)
+
+    sample = naming.ClusterSample(files, KNOWN, display_side=32)
+    naming.compute(sample, read, _labels)
+    session = naming.Session(sample, "main", "stand-in", tmp_path / "run" / "classes.json", "x")
+    (tmp_path / "run").mkdir()
+    server = naming.make_server("127.0.0.1", 0, session)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, session
+    server.shutdown()
+    server.server_close()
+
+
+def _request(server, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    payload = response.read()
+    connection.close()
+    return response.status, response.getheader("Content-Type"), payload
+
+
+def test_the_server_answers_each_clusters_share_and_patches(served):
+    server, _ = served
+    status, kind, body = _request(server, "GET", "/api/state")
+    state = json.loads(body)
+    assert status == 200 and kind == "application/json" and state["ready"]
+    shares = [c["share"] for c in state["clusters"]]
+    np.testing.assert_allclose(shares, [0.5, 0.25, 0.25, 0.0])
+    assert [c["patches"] for c in state["clusters"]] == [3, 3, 3, 0]
+    assert len(state["skipped"]) == 1 and "broken.png: cannot be decoded" in state["skipped"][0]
+    assert state["sizes"] == [[21, 32]] * 3  # 40 x 60 shrunk to a 32-pixel side
+    status, kind, png = _request(server, "GET", "/patch/1/0.png")
+    assert status == 200 and kind == "image/png" and png.startswith(b"\x89PNG")
+    status, _, page = _request(server, "GET", "/")
+    assert status == 200 and b"Name the clusters" in page
+
+
+def test_patches_outline_their_cluster():
+    mask = np.zeros((6, 6), bool)
+    mask[1:5, 1:5] = True
+    out = naming.outlined(np.full((6, 6, 3), 200, np.uint8), mask)
+    assert (out[1, 1] == (255, 230, 0)).all() and (out[2, 2] == 200).all()  # border, inside
+    assert (out[0, 0] == 90).all()  # outside: dimmed
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../../etc/passwd",
+        "/image/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/image/3.png",  # the broken file: not in the sample
+        "/patch/3/0.png",  # a cluster absent from the sample has no patch
+        "/patch/9/0.png",
+        "/labels/-1.png",
+        "/etc/passwd",
+    ],
+)
+def test_nothing_outside_the_sample_is_served(served, path):
+    status, _, body = _request(served[0], "GET", path)
+    assert status == 404 and b"root:" not in body
+
+
+def test_a_page_from_another_host_name_is_refused(served):
+    # DNS rebinding: a page of evil.example resolving to 127.0.0.1 reaches the server with
+    # its own name in Host.
+    status, _, _ = _request(served[0], "GET", "/api/state", headers={"Host": "evil.example"})
+    assert status == 403
+
+
+def _choices(names):
+    return {
+        "clusters": [
+            {"cluster": k, "name": name or "", "colour": "#102030", "ignored": name is None}
+            for k, name in enumerate(names)
+        ]
+    }
+
+
+def test_a_save_writes_the_mapping_and_state_shows_it(served):
+    server, session = served
+    body = json.dumps(_choices(["sky", "road", "road", None]))
+    status, _, answer = _request(
+        server, "POST", "/api/classes", body, {"Content-Type": "application/json"}
+    )
+    assert status == 200, answer
+    saved = classes.read(session.classes_path, num_clusters=KNOWN)
+    assert [(c.name, c.clusters) for c in saved.classes] == [("sky", (0,)), ("road", (1, 2))]
+    assert saved.ignored == (3,) and saved.version == 1
+    state = json.loads(_request(server, "GET", "/api/state")[2])
+    assert state["saved"] == saved.to_json()
+
+
+@pytest.mark.parametrize(
+    "body, headers, status",
+    [
+        (_choices(["a", "b", "c", "d"]), {"Content-Type": "text/plain"}, 415),
+        (
+            _choices(["a", "b", "c", "d"]),
+            {"Content-Type": "application/json", "Origin": "http://evil.example"},
+            403,
+        ),
+        (_choices(["a", "b", "", "d"]), {"Content-Type": "application/json"}, 400),
+        (_choices(["a", "b"]), {"Content-Type": "application/json"}, 400),
+    ],
+)
+def test_a_bad_save_writes_nothing(served, body, headers, status):
+    server, session = served
+    answer = _request(server, "POST", "/api/classes", json.dumps(body), headers)
+    assert answer[0] == status
+    assert not session.classes_path.exists()
+    assert not list(session.classes_path.parent.iterdir())
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
