@@ -50,7 +50,7 @@ def list_files(source, suffixes=IMAGE_SUFFIXES):
         ValueError: naming the folder or pattern that does not exist or matches no file.
     """
     entries = [source] if isinstance(source, (str, Path)) else list(source)
-    found, seen = [], set()  # a set: folders of 10,000 images are listed in linear time
+    found = []
     for entry in entries:
         text = str(entry)
         if any(c in text for c in "*?["):
@@ -64,8 +64,7 @@ def list_files(source, suffixes=IMAGE_SUFFIXES):
         paths = sorted(p for p in paths if p.is_file() and p.suffix.lower() in suffixes)
         if not paths:
             raise ValueError(f"No image files ({', '.join(suffixes)}) in {text}")
-        found += [p for p in paths if p not in seen]
-        seen.update(paths)
+        found += [p for p in paths if p not in found]
     return found
 
 
