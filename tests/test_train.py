@@ -690,6 +690,25 @@ def test_ctrl_c_says_where_the_same_command_resumes(tmp_path):
     assert last.startswith("stopped at step ") and "the same command resumes from step" in last
 
 
+def test_ctrl_c_stops_fit_at_the_end_of_the_step_in_progress():
+    from tf_autoseg.training import callbacks
+
+    model = AutoSegModel(3, (16, 16, 3), width=8, stride=2, ar_blocks=1)
+    model.compile(optimizer="adam")
+    images = tf.data.Dataset.from_tensors(tf.zeros((2, 16, 16, 3))).repeat()
+
+    class CtrlCAtStep3(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    ctrl_c = callbacks.StopOnCtrlC()
+    model.fit(images, epochs=1, steps_per_epoch=10, callbacks=[CtrlCAtStep3(), ctrl_c], verbose=0)
+    assert ctrl_c.requested and int(model.optimizer.iterations) == 3  # no KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is before  # the program's handler is back
+
+
 def test_evaluating_a_saved_model_prints_no_grappler_error(tmp_path):
     code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10"], tmp_path / "run",
                           tmp_path / "saved")  # fmt: skip

@@ -2,6 +2,8 @@
 non-finite loss, TensorBoard summaries; and the one-line messages of a run that stops early."""
 
 import math
+import signal
+import threading
 import time
 
 import keras
@@ -55,6 +57,48 @@ class TimeBudget(keras.callbacks.Callback):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training, with where the same command resumes."""
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Ctrl-C stops training at the end of the step in progress; a second one at once.
+
+    Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives: inside
+    tf.data's iterator or an object's `__del__` it can be swallowed ("Exception ignored in
+    ...") and training goes on (seen in the test suite: a run went on for 120 s after its
+    Ctrl-C). Here the signal only sets `requested`, which the next step's end reads; the
+    caller raises `Interrupted` once `fit` returns. Installed from the main thread only, and
+    not where SIGINT is ignored (a run started with `nohup ... &` keeps ignoring it).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+            return
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # the second Ctrl-C: the user does not want to wait
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self):
+        """Puts SIGINT's handler back (also after `fit` raised)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def resume_note(model, run_dir):

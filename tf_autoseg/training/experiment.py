@@ -315,7 +315,8 @@ def _run(config, hold):
     trained_nothing = not (done < config["steps"] and config["variant"] != "random")
     if not trained_nothing:
         watching = [checkpoints.CheckpointCallback(run_dir, is_chief=chief, every=interval)]
-        watching += [budget, callbacks.StopOnNonFinite(run_dir, config["learning_rate"])]
+        ctrl_c = callbacks.StopOnCtrlC()
+        watching += [budget, callbacks.StopOnNonFinite(run_dir, config["learning_rate"]), ctrl_c]
         if chief:
             watching.append(
                 callbacks.SummaryCallback(run_dir / "logs", train, evaluation_set, config)
@@ -338,6 +339,10 @@ def _run(config, hold):
             reason = callbacks.op_error_reason(error.message)
             raise ValueError(f"reading the training data failed: {reason}. "
                              + callbacks.resume_note(model, run_dir)) from None  # fmt: skip
+        finally:
+            ctrl_c.restore()
+        if ctrl_c.requested:  # stopped at the end of a step: where the same command resumes
+            raise callbacks.Interrupted(callbacks.resume_note(model, run_dir))
     finish_training(model, train)
     results = {
         "precision": policy,
