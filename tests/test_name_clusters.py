@@ -248,15 +248,20 @@ def test_the_page_names_and_merges_clusters_and_shows_them_again(model_dir, imag
                 for card in driver.find_elements(By.CSS_SELECTOR, ".card")
             }
 
+        def visible(element):
+            # The header is sticky: an element scrolled to the top would sit under it.
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+            return element
+
         cards = ready()
         assert sorted(cards) == list(range(CLUSTERS))  # one card per cluster
         assert len(driver.find_elements(By.CSS_SELECTOR, "#overlays canvas")) == 6
-        cards[0].find_element(By.CSS_SELECTOR, ".name").send_keys("sky")
-        cards[1].find_element(By.CSS_SELECTOR, ".name").send_keys("road")
-        Select(cards[2].find_element(By.CSS_SELECTOR, ".merge")).select_by_value("1")
-        cards[3].find_element(By.CSS_SELECTOR, ".ignore").click()
+        visible(cards[0].find_element(By.CSS_SELECTOR, ".name")).send_keys("sky")
+        visible(cards[1].find_element(By.CSS_SELECTOR, ".name")).send_keys("road")
+        Select(visible(cards[2].find_element(By.CSS_SELECTOR, ".merge"))).select_by_value("1")
+        visible(cards[3].find_element(By.CSS_SELECTOR, ".ignore")).click()
         assert cards[2].find_element(By.CSS_SELECTOR, ".name").get_attribute("value") == "road"
-        driver.find_element(By.ID, "save").click()
+        visible(driver.find_element(By.ID, "save")).click()
         WebDriverWait(driver, 30).until(
             lambda d: "Saved version 1" in d.find_element(By.ID, "status").text
         )
