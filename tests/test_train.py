@@ -200,7 +200,7 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
         (["--dropout=1.5"], "--dropout must be in [0, 1). Received: --dropout=1.5"),
         (["--width=0"], "--width must be a positive int. Received: --width=0"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
-        (["--downsample=2"], "--downsample=2: applies to dubai, camvid and folder, not synthetic"),
+        (["--downsample=2"], "--downsample=2: applies to folder, dubai, camvid, not synthetic"),
         (
             ["--data_service=localhost:5050"],
             "--data_service must be grpc://host:port (the dispatcher). Received: 'localhost:5050'",
@@ -356,6 +356,21 @@ def _main(args):
     finally:
         flags.FLAGS.unparse_flags()
         os.chdir(cwd)
+
+
+def test_a_dataset_registered_from_the_test_tree_trains_and_evaluates(tmp_path):
+    import toy_dataset  # its module is all it needs: importing it registers "toy"
+
+    _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--classes=2", "--eval_mode=same",
+           "--noexport"])  # fmt: skip
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 10
+    assert metrics["dataset"]["train"]["num_examples"] == 24  # the toy's own part
+    assert metrics["dataset"]["evaluation"]["class_names"] == ["dark", "bright"]
+    assert 0 <= metrics["evaluation"]["main"]["mean_iou"] <= 1
+    with pytest.raises(ValueError, match=r"--classes=3.*toy accepts \(2,\)"):
+        _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--classes=3"])
+    assert toy_dataset.NUM_CLASSES == (2,)
 
 
 def _tiny_flagfile(tmp_path, steps=10):
@@ -582,7 +597,7 @@ def test_evaluate_refuses_holdout_on_a_folder(tmp_path):
                        "--eval_mode=holdout", f"--model={tmp_path / 'm.keras'}")  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip() == (
-        "error: --eval_mode='holdout': a folder has no held-out split; use --eval_mode=same."
+        "error: --eval_mode='holdout': --dataset=folder has no held-out split; use --eval_mode=same."
     )
 
 

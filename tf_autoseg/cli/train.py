@@ -30,11 +30,23 @@ FLAGS = flags.FLAGS
 # Data.
 data_flags.define()
 flags.adopt_module_key_flags(data_flags)
-flags.DEFINE_enum(
-    "dataset", "synthetic", list(datasets.NAMES),
-    "Input pipeline: the embedded synthetic scenes, ISPRS Potsdam, COCO-Stuff, a folder of "
-    "images (with optional masks), the Dubai aerial set, or CamVid street scenes.",
+flags.DEFINE_string(
+    "dataset", "synthetic",
+    f"<{'|'.join(datasets.NAMES)}>: the embedded synthetic scenes, ISPRS Potsdam, COCO-Stuff, "
+    "a folder of images (with optional masks), the Dubai aerial set, CamVid street scenes; "
+    "or a dataset registered with tf_autoseg.datasets.register.",
 )  # fmt: skip
+
+
+def _known_dataset(name):
+    # Checked when the flags are parsed, so that datasets registered after this module was
+    # imported (tf_autoseg.datasets.register, entry points) are accepted.
+    if name not in datasets.names():
+        raise flags.ValidationError(f"--dataset must be one of {', '.join(datasets.names())}")
+    return True
+
+
+flags.register_validator("dataset", _known_dataset)
 flags.DEFINE_integer(
     "classes", 3,
     "Classes K of the labels and the main head: Potsdam 6 or 3, COCO-Stuff 15 or 3, "
@@ -192,8 +204,9 @@ def validate(config):
     for flag in positive:
         if config[flag] < 1:
             fail(flag, "must be a positive integer.")
-    if config["downsample"] > 1 and config["dataset"] not in ("dubai", "camvid", "folder"):
-        fail("downsample", f"applies to dubai, camvid and folder, not {config['dataset']}.")
+    if config["downsample"] > 1 and not datasets.get(config["dataset"]).downsample:
+        shrinks = [name for name in datasets.names() if datasets.get(name).downsample]
+        fail("downsample", f"applies to {', '.join(shrinks)}, not {config['dataset']}.")
     # The model's own checks of these arguments, made here before TensorFlow loads (the
     # model makes them again when it is built).
     arguments.integer("num_classes", config["classes"], 2)
@@ -248,7 +261,8 @@ def validate_data(config):
     def fail(flag, message):
         raise ValueError(f"--{flag}={config[flag]!r}: {message}")
 
-    if config["dataset"] != "synthetic":
+    dataset = datasets.get(config["dataset"])
+    if dataset.files:
         # Prepared records hold everything training reads: then --data_dir is optional.
         if not config["data_dir"] and not config.get("prepared_dir"):
             raise ValueError(
@@ -256,23 +270,15 @@ def validate_data(config):
             )
         if config["data_dir"] and not Path(config["data_dir"]).is_dir():
             fail("data_dir", "no such directory.")
-    if config["dataset"] == "folder" and config["eval_mode"] == "holdout":
-        fail("eval_mode", "a folder has no held-out split; use --eval_mode=same.")
+    if not dataset.held_out and config["eval_mode"] == "holdout":
+        fail(
+            "eval_mode",
+            f"--dataset={config['dataset']} has no held-out split; use --eval_mode=same.",
+        )
     # The dataset modules load without TensorFlow (see tf_autoseg.data.core).
     from tf_autoseg.datasets import camvid
-    from tf_autoseg.datasets import cocostuff
-    from tf_autoseg.datasets import dubai
-    from tf_autoseg.datasets import potsdam
-    from tf_autoseg.datasets import synthetic
 
-    accepted = {
-        "potsdam": potsdam.NUM_CLASSES,
-        "cocostuff": cocostuff.NUM_CLASSES,
-        "dubai": dubai.NUM_CLASSES,
-        "camvid": camvid.NUM_CLASSES,
-        "synthetic": synthetic.NUM_CLASSES,
-    }
-    counts = accepted.get(config["dataset"])
+    counts = dataset.classes()
     if counts is not None and config["classes"] not in counts:
         fail("classes", f"{config['dataset']} accepts {tuple(sorted(counts))}.")
     for flag in ("train_sequences", "eval_sequences"):

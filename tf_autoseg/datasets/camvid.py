@@ -107,3 +107,28 @@ def streamed(path, split="train", classes=3, *, tile=None, downsample=1, sequenc
         class_names=CLASSES3 if classes == 3 else CLASSES11,
         **options,
     )
+
+
+# ------------------------------------------------------------ the programs' hooks
+def training_part(config, part, labels, common, downsample):
+    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+
+    Training cuts the train frames (of `--train_sequences`) into crops; evaluation reads
+    whole val frames (of `--eval_sequences`).
+    """
+    training = part == "train" and not labels
+    return load(
+        config["data_dir"], split="train" if part == "train" else "val",
+        classes=config["classes"], tile=config["crop"] if training else None,
+        downsample=downsample,
+        sequences=config["train_sequences" if part == "train" else "eval_sequences"], labels=labels, **common,
+    )  # fmt: skip
+
+
+def streamed_part(config, common, split, small):
+    """The streamed training frames, or None when they fit in memory."""
+    root, sequences = config["data_dir"], config["train_sequences"]
+    if small(frames(root, "train", sequences), config["downsample"]):
+        return None
+    return streamed(root, "train", config["classes"], sequences=sequences,
+                    **folder._stream_options(config, common), **split)  # fmt: skip

@@ -221,3 +221,18 @@ def _read_stems(curated):
         except OSError as error:
             raise ValueError(f"Cannot read the curated list {curated}: {error}") from error
     return [str(stem) for stem in curated]
+
+
+# ------------------------------------------------------------ the programs' hooks
+def training_part(config, part, labels, common, downsample):
+    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+
+    IIC's curation reads the label files once, as a preparation step; the pipeline then
+    opens images only.
+    """
+    root, classes = config["data_dir"], config["classes"]
+    split = "train" if part == "train" else "val"
+    curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
+    curated = curate(root, split, classes, **curation)[0]
+    return load(root, split=split, classes=classes, crop=config["crop"], curated=curated,
+                **curation, labels=labels, **common)  # fmt: skip

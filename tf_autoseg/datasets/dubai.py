@@ -104,3 +104,21 @@ def streamed(path, tiles=(1, 2, 3, 4, 5, 6, 7, 8), *, tile=200, downsample=1, **
         vertical_flip=True,
         **options,
     )
+
+
+# ------------------------------------------------------------ the programs' hooks
+def training_part(config, part, labels, common, downsample):
+    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`):
+    the tiles of `--train_tiles` or `--eval_tiles`."""
+    tiles = config["train_tiles" if part == "train" else "eval_tiles"]
+    return load(config["data_dir"], tiles=[int(t) for t in tiles], tile=config["crop"],
+                downsample=downsample, labels=labels, **common)  # fmt: skip
+
+
+def streamed_part(config, common, split, small):
+    """The streamed training tiles, or None when they fit in memory."""
+    root = config["data_dir"]
+    tiles = [int(t) for t in config["train_tiles"]]
+    if small([Path(root) / f"tile-{t}" / "images" for t in tiles], config["downsample"]):
+        return None
+    return streamed(root, tiles=tiles, **folder._stream_options(config, common), **split)

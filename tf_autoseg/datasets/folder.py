@@ -166,3 +166,36 @@ def find_mask(masks, image_path):
         if mask_path.is_file():
             return mask_path
     raise ValueError(f"No mask for {image_path} in {masks} (expected {image_path.stem}.png)")
+
+
+# ------------------------------------------------------------ the programs' hooks
+def training_part(config, part, labels, common, downsample):
+    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+
+    A folder has no split of its own: the labelled part is its own images with the masks
+    of `--masks_dir` (None without them).
+    """
+    if labels and not config["masks_dir"]:
+        return None
+    return load(
+        config["data_dir"], masks=config["masks_dir"] if labels else None,
+        num_classes=config["classes"], mask_format="colour" if config["colours"] else "index",
+        colours=config["colours"], tile=config["crop"], downsample=downsample, labels=labels, **common,
+    )  # fmt: skip
+
+
+def streamed_part(config, common, split, small):
+    """The streamed training part, or None when it fits in memory."""
+    from tf_autoseg.data import stream  # TensorFlow: loaded only to stream
+
+    root, downsample = config["data_dir"], config["downsample"]
+    if small(root, downsample):
+        return None
+    return stream.folder(root, num_classes=config["classes"], **_stream_options(config, common),
+                         **split)  # fmt: skip
+
+
+def _stream_options(config, common):
+    """The streaming keywords that folder, dubai and camvid share."""
+    return dict(tile=config["crop"], downsample=config["downsample"],
+                check=config.get("file_check", "decode"), **common)  # fmt: skip

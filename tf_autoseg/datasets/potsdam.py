@@ -258,3 +258,22 @@ def streamed(
         adjusted={str(h.path): h.note for h in found if h.note},
     )
     return dataset, info
+
+
+# ------------------------------------------------------------ the programs' hooks
+def training_part(config, part, labels, common, downsample):
+    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`)."""
+    split = "train" if part == "train" else "test"
+    return load(config["data_dir"], split=split, classes=config["classes"], labels=labels, **common)
+
+
+def streamed_part(config, common, split, small):
+    """The streamed training part of the PNG crop layout; None for raw TIFFs (in memory or
+    prepared) or when the crops fit in memory (see `tf_autoseg.datasets.Dataset`)."""
+    root = config["data_dir"]
+    if not (Path(root) / "img_dir").is_dir():
+        return None
+    if small(str(Path(root) / "img_dir" / "**" / "*"), shrink=4):  # crops are halved
+        return None
+    check = config.get("file_check", "decode")
+    return streamed(root, "train", config["classes"], check=check, **common, **split)

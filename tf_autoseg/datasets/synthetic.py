@@ -97,3 +97,14 @@ def load(num_images, size=64, num_classes=3, *, labels=False, **options):
         num_classes=num_classes, channels=3, class_names=names, num_examples=len(images)
     )
     return dataset, info
+
+
+# ------------------------------------------------------------ the programs' hooks
+def training_part(config, part, labels, common, downsample):
+    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+
+    The evaluation scenes are another seed's: scenes the training never saw.
+    """
+    seed = common["seed"] + (0 if part == "train" else 1000)
+    return load(config["synthetic_images"], config["synthetic_size"], config["classes"],
+                labels=labels, **{**common, "seed": seed})  # fmt: skip

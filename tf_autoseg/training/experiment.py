@@ -20,12 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_autoseg import atomic
-from tf_autoseg.datasets import camvid
-from tf_autoseg.datasets import cocostuff
-from tf_autoseg.datasets import dubai
-from tf_autoseg.datasets import folder
-from tf_autoseg.datasets import potsdam
-from tf_autoseg.datasets import synthetic
+from tf_autoseg import datasets
 from tf_autoseg.evaluation import metrics
 from tf_autoseg.layers import orderings
 from tf_autoseg.modeling import transforms
@@ -88,50 +83,15 @@ def pipeline(config, part, labels, start_batch=0):
 
 
 def _in_memory_pipeline(config, part, labels):
-    name, root, k = config["dataset"], config["data_dir"], config["classes"]
     training = part == "train" and not labels
     # Only training images are shrunk: the model shrinks what it segments itself
     # (`input_downsample`), so labelled data is scored at its own resolution.
     downsample = config["downsample"] if training else 1
     # Evaluation sets keep their last, partial batch: every labelled pixel counts.
-    common = dict(batch_size=config["batch_size"], seed=config["seed"], labels=labels,
-                  shuffle=training, repeat=training, augment=training,
-                  drop_remainder=training)  # fmt: skip
-    if name == "synthetic":
-        common["seed"] += 0 if part == "train" else 1000
-        return synthetic.load(config["synthetic_images"], config["synthetic_size"], k, **common)
-    if name == "potsdam":
-        return potsdam.load(root, split="train" if part == "train" else "test", classes=k, **common)
-    if name == "cocostuff":
-        split = "train" if part == "train" else "val"
-        curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
-        # IIC's curation reads the label files once, as a preparation step; the
-        # training pipeline then opens images only.
-        curated = cocostuff.curate(root, split, k, **curation)[0]
-        return cocostuff.load(
-            root, split=split, classes=k, crop=config["crop"], curated=curated, **curation, **common
-        )
-    if name == "camvid":
-        # Training cuts the train frames into crops; evaluation reads whole frames.
-        return camvid.load(
-            root, split="train" if part == "train" else "val", classes=k,
-            tile=config["crop"] if training else None, downsample=downsample,
-            sequences=config["train_sequences" if part == "train" else "eval_sequences"],
-            **common,
-        )  # fmt: skip
-    if name == "dubai":
-        tiles = config["train_tiles" if part == "train" else "eval_tiles"]
-        return dubai.load(
-            root, tiles=[int(t) for t in tiles], tile=config["crop"],
-            downsample=downsample, **common,
-        )  # fmt: skip
-    if labels and not config["masks_dir"]:
-        return None
-    return folder.load(
-        root, masks=config["masks_dir"] if labels else None, num_classes=k,
-        mask_format="colour" if config["colours"] else "index", colours=config["colours"],
-        tile=config["crop"], downsample=downsample, **common,
-    )  # fmt: skip
+    common = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=training,
+                  repeat=training, augment=training, drop_remainder=training)  # fmt: skip
+    hooks = datasets.get(config["dataset"]).hooks()
+    return hooks.training_part(config, part, labels, common, downsample)
 
 
 def build_data(config, start_batch=0):
@@ -141,7 +101,9 @@ def build_data(config, start_batch=0):
     labels (a folder's own images). `fit` is where the holdout mode fits its
     cluster -> class mapping, the labelled training part; None in "same" mode.
     """
-    held_out = pipeline(config, "train" if config["dataset"] == "folder" else "eval", True)
+    # A dataset without an evaluation split of its own (a folder) is scored on its images.
+    own_split = datasets.get(config["dataset"]).held_out
+    held_out = pipeline(config, "eval" if own_split else "train", True)
     fit = pipeline(config, "train", True) if config["eval_mode"] == "holdout" else None
     return pipeline(config, "train", False, start_batch), held_out, fit
 

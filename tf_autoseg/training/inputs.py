@@ -24,20 +24,16 @@ import json
 import os
 
 from tf_autoseg import arguments
+from tf_autoseg import datasets
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data import records
 from tf_autoseg.data import service as data_service
-from tf_autoseg.data import stream
-from tf_autoseg.datasets import camvid
-from tf_autoseg.datasets import dubai
-from tf_autoseg.datasets import potsdam
 from tf_autoseg.modeling import transforms
 
 PIPELINES = ("auto", "memory", "stream")
 # "auto" keeps a training set in memory up to this many decoded bytes (it is then also the
 # size of the serialized dataset graph, which must stay well below protobuf's 2 GB).
 MEMORY_LIMIT = 1 << 30
-STREAMED = ("folder", "dubai", "camvid", "potsdam")
 
 
 def validate(config):
@@ -55,7 +51,7 @@ def validate(config):
             )
     if prepared:
         records.read_manifest(prepared)
-    if choice == "stream" and not prepared and config["dataset"] not in STREAMED:
+    if choice == "stream" and not prepared and not datasets.get(config["dataset"]).streams:
         raise ValueError(
             f"--pipeline=stream: {config['dataset']} streams once prepared; run "
             f"`python -m tf_autoseg.prepare --dataset={config['dataset']} "
@@ -138,36 +134,14 @@ def pipeline_for(config, part, labels, start_batch=0):
 
 def _streamed(config, common, split, force):
     """The streamed training part, or None when "auto" finds it small enough for memory."""
-    name, root = config["dataset"], config["data_dir"]
-    crop, downsample = config["crop"], config["downsample"]
-    if name not in STREAMED:
+    dataset = datasets.get(config["dataset"])
+    if not dataset.streams:
         return None
-    if name == "potsdam":
-        if not os.path.isdir(os.path.join(root, "img_dir")):
-            return None  # raw TIFFs: in memory, or prepared
-        crops = os.path.join(root, "img_dir", "**", "*")
-        if not force and _decoded_bytes(crops) // 4 <= MEMORY_LIMIT:  # halved crops
-            return None
-        check = config.get("file_check", "decode")
-        return potsdam.streamed(root, "train", config["classes"], check=check, **common, **split)
-    if name == "dubai":
-        sources = [os.path.join(root, f"tile-{t}", "images") for t in config["train_tiles"]]
-    elif name == "camvid":
-        sources = camvid.frames(root, "train", config["train_sequences"])
-    else:
-        sources = root
-    if not force and _decoded_bytes(sources, downsample) <= MEMORY_LIMIT:
-        return None
-    options = dict(tile=crop, downsample=downsample, check=config.get("file_check", "decode"),
-                   **common, **split)  # fmt: skip
-    if name == "dubai":
-        tiles = [int(t) for t in config["train_tiles"]]
-        return dubai.streamed(root, tiles=tiles, **options)
-    if name == "camvid":
-        return camvid.streamed(
-            root, "train", config["classes"], sequences=config["train_sequences"], **options
-        )
-    return stream.folder(root, num_classes=config["classes"], **options)
+
+    def small(sources, downsample=1, shrink=1):
+        return not force and _decoded_bytes(sources, downsample) // shrink <= MEMORY_LIMIT
+
+    return dataset.hooks().streamed_part(config, common, split, small)
 
 
 def _decoded_bytes(sources, downsample=1, channels=3):
