@@ -5,15 +5,15 @@ Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV
 "Training procedure". Training sees images only: labels in the data are never
 read by `train_step`.
 
-Long (about 650 lines) because it is the one owner of the model: construction and validation,
-plain inference (heads or fitted centres) and the AC / ARL training step share its layers and
-forward pass.
+Long (about 550 lines) because it is the one owner of the model: construction and validation,
+plain inference and the AC / ARL training step share its layers and forward pass. View
+sampling (`views`), the objective (`objective`) and the label-free centres (`centres`) are
+functions it calls.
 """
 
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_autoseg import arguments
@@ -22,7 +22,7 @@ from tf_autoseg.layers.backbones import ConvStem
 from tf_autoseg.layers.backbones import ResNet18
 from tf_autoseg.layers.masked_attention import MaskedAttentionBlock
 from tf_autoseg.layers.masked_conv import MaskedResidualBlock
-from tf_autoseg.modeling import kmeans
+from tf_autoseg.modeling import centres as centres_lib
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling import views
 from tf_autoseg.modeling.objective import loss_and_mi
@@ -123,6 +123,7 @@ class AutoSegModel(keras.Model):
 
     Example:
 
+    >>> import numpy as np
     >>> model = AutoSegModel.variant("F2", num_classes=3, input_shape=(32, 32, 3), width=8)
     >>> model.compile(optimizer="adam")
     >>> model(np.zeros((1, 40, 24, 3), "float32")).shape
@@ -317,29 +318,10 @@ class AutoSegModel(keras.Model):
                         aggregation="only_first_replica", name=f"{head}_marginal",
                     )  # fmt: skip
 
-    def _build_centres(self):
-        """The K label-free centres of `labels_from` (and their distance scale), unfitted."""
-        self.centres = self.centre_scale = None
-        if self.labels_from == "head":
-            return
-        depth = self.overclustering if self.labels_from == "overclustering" else self.feature_depth
-        self.centres = self.add_weight(
-            shape=(self.num_classes, depth), initializer="zeros", dtype="float32",
-            trainable=False, name="centres",
-        )  # fmt: skip
-        # 0 until fitted: the mean squared distance to the nearest centre, their softmax scale.
-        self.centre_scale = self.add_weight(
-            shape=(), initializer="zeros", dtype="float32", trainable=False, name="centre_scale"
-        )
-
     @property
     def feature_depth(self):
         """Channels of `g_ar`'s output (the features that `forward` returns first)."""
         return self._feature_depth
-
-    def _centre_space(self, features, over):
-        space = features if self.labels_from == "features" else over
-        return tf.cast(space, tf.float32)
 
     def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0, restarts=10):
         """Fits the K centres of `labels_from` by k-means on a sample of plain-inference outputs.
@@ -357,28 +339,7 @@ class AutoSegModel(keras.Model):
         Returns:
             The (K, D) centres.
         """
-        if self.centres is None:
-            raise ValueError("fit_centres needs a model built with labels_from='features' or "
-                             "'overclustering'. Received: labels_from='head'")  # fmt: skip
-
-        def outputs():
-            for batch in batches:
-                images = batch[0] if isinstance(batch, (tuple, list)) else batch
-                if self.input_downsample > 1:
-                    images = self._shrink(transforms.to_float_images(images))
-                features, _, over = self._forward(images, None, training=False)
-                space = self._centre_space(features, over).numpy()
-                yield space.reshape(-1, space.shape[-1])
-
-        try:
-            pool = kmeans.sample_pool(outputs(), samples, per_batch, np.random.default_rng(seed))
-        except ValueError:
-            raise ValueError("fit_centres got no batch of images") from None
-        centres = kmeans.kmeans(pool, self.num_classes, seed=seed, restarts=restarts)
-        distances = kmeans.nearest(pool, centres)[1]
-        self.centres.assign(centres.astype(np.float32))
-        self.centre_scale.assign(max(float(distances.mean()), 1e-6))
-        return centres
+        return centres_lib.fit(self, batches, samples, per_batch, seed, restarts)
 
     def build(self, input_shape):
         if self.built:
@@ -386,7 +347,7 @@ class AutoSegModel(keras.Model):
         height, width, channels = self.image_shape
         features = self._forward(tf.zeros((1, height, width, channels)), None, training=False)[0]
         self._feature_depth = int(features.shape[-1])
-        self._build_centres()
+        centres_lib.add_weights(self)
         self.built = True
 
     # ---------------------------------------------------------------- forward
@@ -431,23 +392,13 @@ class AutoSegModel(keras.Model):
         """
         images = transforms.to_float_images(images)
         size = tf.shape(images)[1:3]
-        features, main, over = self._forward(self._shrink(images), None, training=False)
+        features, main, over = self._forward(self.shrink(images), None, training=False)
         if self.centres is not None:
-            # Softmax of the negative squared distances to the centres, in units of the mean
-            # distance at fitting time; the head's answer while the centres are unfitted.
-            space = self._centre_space(features, over)
-            distances = (
-                tf.reduce_sum(space**2, -1, keepdims=True)
-                - 2.0 * tf.einsum("bhwd,kd->bhwk", space, self.centres)
-                + tf.reduce_sum(self.centres**2, -1)
-            )
-            fitted = self.centre_scale > 0
-            scale = tf.where(fitted, self.centre_scale, 1.0)
-            main = tf.where(fitted, tf.nn.softmax(-distances / scale), main)
+            main = centres_lib.probabilities(self, features, over, main)
         probs = {"main": main, "overclustering": over}
         return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
 
-    def _shrink(self, images):
+    def shrink(self, images):
         """Float images shrunk `input_downsample` times by area averaging (as-is at 1)."""
         if self.input_downsample == 1:
             return images
