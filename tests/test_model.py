@@ -418,3 +418,23 @@ def test_ac_training_learns_the_classes_and_a_random_network_does_not():
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_input_shape_may_be_left_open_and_crops_are_checked_when_a_step_is_traced(tmp_path):
+    model = AutoSegModel.variant("F2", 3, width=8, ar_blocks=1, geometric="rotate")
+    assert model.image_shape == (None, None, 3)
+    model.compile(optimizer="adam")
+    square = tf.data.Dataset.from_tensors(tf.zeros((2, 32, 32, 3))).repeat()
+    model.fit(square, steps_per_epoch=2, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    assert model(np.zeros((1, 20, 28, 3), "float32")).shape == (1, 20, 28, 3)
+    model.save(tmp_path / "open.keras")
+    loaded = keras.saving.load_model(tmp_path / "open.keras", compile=False)
+    assert loaded.image_shape == (None, None, 3)
+    other = AutoSegModel.variant("F2", 3, width=8, ar_blocks=1, geometric="rotate")
+    other.compile(optimizer="adam")
+    wide = tf.data.Dataset.from_tensors(tf.zeros((2, 32, 48, 3))).repeat()
+    with pytest.raises(ValueError, match="rotations need square crops. Received: crops of 32x48"):
+        other.fit(wide, steps_per_epoch=1, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="input_shape"):
+        AutoSegModel(3, (32, 32, None))

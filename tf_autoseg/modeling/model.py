@@ -68,8 +68,10 @@ class AutoSegModel(keras.Model):
 
     Args:
         num_classes: K, clusters of the main head (>= 2).
-        input_shape: (height, width, channels) of training crops. Inference
-            takes any height and width.
+        input_shape: (height, width, channels) of training crops, checked against the
+            grid stride, rotations and the attention's size when the model is built; None
+            (or None height and width) leaves the crop size open, checked when a training
+            step is traced. Default: (None, None, 3). Inference takes any height and width.
         front: `h`: "identity", "stem", "residual" (stem + `front_blocks`
             basic blocks) or "resnet18" (output stride 8).
         front_blocks: basic blocks after the stem for `front="residual"`.
@@ -133,7 +135,7 @@ class AutoSegModel(keras.Model):
     def __init__(
         self,
         num_classes,
-        input_shape,
+        input_shape=None,
         front="stem",
         front_blocks=0,
         ar_blocks=5,
@@ -164,12 +166,21 @@ class AutoSegModel(keras.Model):
     ):
         super().__init__(**kwargs)
         self.num_classes = arguments.integer("num_classes", num_classes, 2)
+        if input_shape is None:
+            input_shape = (None, None, 3)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
             raise ValueError(
-                "`input_shape` must be (height, width, channels). "
-                f"Received: input_shape={input_shape!r}"
+                "`input_shape` must be (height, width, channels), height and width None for "
+                f"any. Received: input_shape={input_shape!r}"
             )
-        self.image_shape = tuple(arguments.integer("input_shape", v, 1) for v in input_shape)
+        crop_height, crop_width, channels = input_shape
+        self.image_shape = (
+            *(
+                None if v is None else arguments.integer("input_shape", v, 1)
+                for v in (crop_height, crop_width)
+            ),
+            arguments.integer("input_shape", channels, 1),
+        )
         self.front = arguments.choice("front", front, FRONTS)
         self.front_blocks = arguments.integer("front_blocks", front_blocks, 0)
         self.ar_blocks = arguments.integer("ar_blocks", ar_blocks, 0)
@@ -240,7 +251,7 @@ class AutoSegModel(keras.Model):
         self.build((None, *self.image_shape))
 
     @classmethod
-    def variant(cls, name, num_classes, input_shape, **overrides):
+    def variant(cls, name, num_classes, input_shape=None, **overrides):
         """One of the slides' variants: "F1".."F5", or "random" (F2, untrained)."""
         if name not in VARIANTS:
             raise ValueError(
@@ -254,23 +265,29 @@ class AutoSegModel(keras.Model):
         """Input pixels per cell of the grid that `g_ar` and the heads run on."""
         return {"identity": 1, "resnet18": ResNet18.stride}.get(self.front, self.stride)
 
-    def _check_grid(self):
-        height, width, _ = self.image_shape
+    def _check_grid(self, height=None, width=None):
+        """Checks crops of (height, width) (default: `input_shape`'s) against the grid: the
+        geometric transforms and the attention's size. Unknown sizes are checked when a
+        training step is traced (`train_step`)."""
+        height = height or self.image_shape[0]
+        width = width or self.image_shape[1]
+        if height is None or width is None:
+            return
         s = self.grid_stride
         if self.geometric != "none" and (height % s or width % s):
             raise ValueError(
                 f"`geometric` transforms need `input_shape` divisible by the grid stride {s} "
-                f"so that pixels still correspond. Received: input_shape={self.image_shape}"
+                f"so that pixels still correspond. Received: crops of {height}x{width}"
             )
         if "rotate" in self.geometric and height != width:
             raise ValueError(
                 "`geometric` rotations need square crops. "
-                f"Received: input_shape={self.image_shape}, geometric={self.geometric!r}"
+                f"Received: crops of {height}x{width}, geometric={self.geometric!r}"
             )
         positions = math.ceil(height / s) * math.ceil(width / s)
         if self.attention_blocks and positions > self.max_attention_positions:
             raise ValueError(
-                f"`attention_blocks` at input_shape={self.image_shape} would attend over "
+                f"`attention_blocks` on crops of {height}x{width} would attend over "
                 f"{positions} positions (a {positions}x{positions} matrix per head and image), "
                 f"more than max_attention_positions={self.max_attention_positions}. Use a "
                 "larger `stride`, smaller crops, or raise `max_attention_positions`."
@@ -344,7 +361,8 @@ class AutoSegModel(keras.Model):
     def build(self, input_shape):
         if self.built:
             return
-        height, width, channels = self.image_shape
+        # Any size builds the layers; 64 pixels reach every front's grid (ResNet-18: 8x8).
+        height, width, channels = (v or 64 for v in self.image_shape)
         features = self._forward(tf.zeros((1, height, width, channels)), None, training=False)[0]
         self._feature_depth = int(features.shape[-1])
         centres_lib.add_weights(self)
@@ -479,6 +497,7 @@ class AutoSegModel(keras.Model):
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
+        self._check_grid(*images.shape[1:3])  # at tracing: crops `input_shape` left open
         pair = self.sample_pair(images)
         with tf.GradientTape() as tape:
             view1, view2 = views.two_views(self, images, pair, training=True, augment=True)
