@@ -8,7 +8,7 @@ The names below are imported on first use, not with the package: the command-lin
 loads. `import tf_autoseg.modeling.model` registers the layers and the model for `.keras` loading.
 """
 
-import importlib
+from tf_autoseg import lazy
 
 __version__ = "0.1.0"
 
@@ -23,17 +23,4 @@ _EXPORTS = {
     "orderings": "tf_autoseg.layers.orderings",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tf_autoseg' has no attribute {name!r}")
-    module = importlib.import_module(_EXPORTS[name])
-    value = module if module.__name__.rpartition(".")[2] == name else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy.exports(__name__, _EXPORTS)

@@ -8,7 +8,7 @@ The four layer classes are importable from here; they load (with TensorFlow) on 
 on these paths: the layers are registered as `tf_autoseg>ClassName`.
 """
 
-import importlib
+from tf_autoseg import lazy
 
 _EXPORTS = {
     "MaskedAttentionBlock": "tf_autoseg.layers.masked_attention",
@@ -17,16 +17,4 @@ _EXPORTS = {
     "ShiftedMaskedConv2D": "tf_autoseg.layers.masked_conv",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tf_autoseg.layers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy.exports(__name__, _EXPORTS)
