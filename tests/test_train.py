@@ -219,10 +219,26 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, args, message):
+    # In this process, as the program runs them (tests/test_commands.py checks that such an
+    # error is one line and exit status 2 in the program itself; the first case does here).
+    from absl import flags
+
+    from tf_autoseg.cli import commands
+
     run_dir = tmp_path / "run"
-    code, output = _train([*QUICK, *args], run_dir, tmp_path / "saved")
-    assert code == 2 and message in output, output[-3000:]
+    paths = [f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'saved'}"]
+    with pytest.raises((ValueError, flags.Error)) as caught:
+        _main([*QUICK, *args, *paths])
+    text = commands.one_line(caught.value).removeprefix("ERROR:: ")
+    assert message in text, text
     assert not run_dir.exists() and not (tmp_path / "saved").exists()
+
+
+def test_a_bad_flag_is_one_line_and_exit_2_in_the_program(tmp_path):
+    code, output = _train([*QUICK, "--steps=25", "--checkpoint_every=10"], tmp_path / "run",
+                          tmp_path / "saved")  # fmt: skip
+    assert code == 2 and output == "error: --checkpoint_every=10: must divide --steps=25.\n"
+    assert not (tmp_path / "run").exists()
 
 
 def test_unwritable_output_fails_before_any_work(tmp_path):
