@@ -168,6 +168,18 @@ def test_resuming_with_other_training_flags_is_refused(tmp_path):
     assert code == 2 and "--learning_rate was 0.001, now 0.5" in output
 
 
+def test_runs_recorded_with_the_old_not_given_values_resume_with_none(tmp_path):
+    # Before 2026-12-04 "not given" was --overclustering=0, --over_entropy_weight=-1,
+    # --ar_blocks=-1, --front_blocks=-1 in flags.json; these flags now default to None.
+    old = {"overclustering": 0, "over_entropy_weight": -1.0, "ar_blocks": -1, "front_blocks": -1}
+    (tmp_path / "flags.json").write_text(json.dumps({**old, "steps": 10}))
+    now = {name: None for name in old}
+    runs.check_same_flags(tmp_path / "flags.json", {**now, "steps": 10})
+    with pytest.raises(ValueError, match="--ar_blocks was None, now 2"):
+        runs.check_same_flags(tmp_path / "flags.json", {**now, "ar_blocks": 2, "steps": 10})
+    assert runs.unsentinel({**old, "overclustering": 25}) == {**now, "overclustering": 25}
+
+
 def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_path):
     from tf_autoseg.training.runs import ADDED
 
@@ -199,7 +211,7 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
         (["--attention_blocks=a"], "--attention_blocks=['a']: a comma-separated list"),
         (["--dropout=1.5"], "--dropout must be in [0, 1). Received: --dropout=1.5"),
         (["--width=0"], "--width must be a positive int. Received: --width=0"),
-        (["--ar_blocks=-3"], "--ar_blocks=-3: must be -1"),
+        (["--ar_blocks=-3"], "--ar_blocks=-3: must be a number of blocks >= 0"),
         (["--downsample=2"], "--downsample=2: applies to folder, dubai, camvid, not synthetic"),
         (
             ["--data_service=localhost:5050"],

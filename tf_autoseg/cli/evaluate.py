@@ -21,6 +21,7 @@ from absl import flags
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import train  # defines the data and evaluation flags
 from tf_autoseg.serving import loading
+from tf_autoseg.training import runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -54,7 +55,7 @@ def evaluation_config(model):
     for name, value in recorded_flags(model).items():
         if name in config and not FLAGS[name].present:
             config[name] = value
-    return config
+    return runs.unsentinel(config)  # a run recorded before the flags defaulted to None
 
 
 def main(argv):

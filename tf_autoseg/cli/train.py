@@ -24,6 +24,7 @@ from tf_autoseg import arguments
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import data_flags
+from tf_autoseg.training import runs
 
 FLAGS = flags.FLAGS
 
@@ -86,19 +87,21 @@ flags.DEFINE_enum("variant", "F2", ["F1", "F2", "F3", "F4", "F5", "random"],
                   "Model variant of the slides' table (random: F2, never trained).")  # fmt: skip
 flags.DEFINE_integer("width", 64, "Channels of the stem and of the autoregressive blocks.")
 flags.DEFINE_integer("stride", 4, "Output stride of the stem (1, 2 or 4).")
-flags.DEFINE_integer("ar_blocks", -1, "Masked residual blocks (-1: the variant's).")
-flags.DEFINE_integer("front_blocks", -1, "Residual blocks of the front (-1: the variant's).")
+flags.DEFINE_integer("ar_blocks", None, "Masked residual blocks (default: the variant's).")
+flags.DEFINE_integer("front_blocks", None, "Residual blocks of the front (default: the variant's).")
 flags.DEFINE_list("attention_blocks", [], "Insert masked attention after these blocks (1-based).")
 flags.DEFINE_integer("attention_heads", 4, "Heads of each attention block.")
 flags.DEFINE_float("dropout", 0.0, "Dropout p inside the masked blocks.")
-flags.DEFINE_integer("overclustering", 0, "Clusters of the overclustering head (0: none).")
+flags.DEFINE_integer(
+    "overclustering", None, "Clusters of the overclustering head (default: no such head)."
+)
 
 # Objective and views.
 flags.DEFINE_enum("objective", "ac", ["ac", "arl"], "AC (mutual information) or ARL (InfoNCE).")
 flags.DEFINE_float("entropy_weight", 1.0, "lambda of the AC loss (1 = mutual information).")
 flags.DEFINE_float(
-    "over_entropy_weight", -1.0,
-    "lambda of the overclustering head's term (-1: the same as --entropy_weight).",
+    "over_entropy_weight", None,
+    "lambda of the overclustering head's term (default: the same as --entropy_weight).",
 )  # fmt: skip
 flags.DEFINE_float(
     "marginal_momentum", 0.0,
@@ -170,7 +173,8 @@ flags.DEFINE_string("export_name", None, "Exported model name (default: the run 
 def run_config():
     """The training flags as a plain dict (what flags.json holds)."""
     modules = (data_flags.__name__, __name__)
-    return {flag.name: flag.value for m in modules for flag in FLAGS.get_flags_for_module(m)}
+    values = {flag.name: flag.value for m in modules for flag in FLAGS.get_flags_for_module(m)}
+    return runs.unsentinel(values)
 
 
 def validate(config):
@@ -229,8 +233,8 @@ def validate(config):
         fail("num_orderings", f"--ordering_types={config['ordering_types']} has 8 orderings; "
                               "16 needs --ordering_types=both.")  # fmt: skip
     for flag in ("ar_blocks", "front_blocks"):
-        if config[flag] < -1:
-            fail(flag, "must be -1 (the variant's) or a number of blocks >= 0.")
+        if config[flag] is not None and config[flag] < 0:
+            fail(flag, "must be a number of blocks >= 0 (or not given: the variant's).")
     if not all(str(value).isdigit() for value in config["attention_blocks"]):
         fail("attention_blocks", "a comma-separated list of block numbers (1-based).")
     for flag in ("train_tiles", "eval_tiles"):
@@ -318,7 +322,6 @@ def main(argv):
         raise ValueError(flag_names(str(error))) from None
     commands.start_tensorflow()
     from tf_autoseg.training import experiment
-    from tf_autoseg.training import runs
 
     note = runs.finished(config)
     if note:

@@ -110,7 +110,9 @@ def build_data(config, start_batch=0):
 
 def build_model(config, input_shape):
     """The AutoSegModel the flags describe, compiled with Adam."""
-    overrides = {flag: config[flag] for flag in ("ar_blocks", "front_blocks") if config[flag] >= 0}
+    overrides = {
+        flag: config[flag] for flag in ("ar_blocks", "front_blocks") if config[flag] is not None
+    }
     model = AutoSegModel(
         num_classes=config["classes"],
         input_shape=tuple(input_shape),
@@ -120,12 +122,10 @@ def build_model(config, input_shape):
         attention_blocks=tuple(int(b) for b in config["attention_blocks"]),
         attention_heads=config["attention_heads"],
         dropout=config["dropout"],
-        overclustering=config["overclustering"] or None,
+        overclustering=config["overclustering"],
         objective=config["objective"],
         entropy_weight=config["entropy_weight"],
-        over_entropy_weight=(
-            None if config["over_entropy_weight"] < 0 else config["over_entropy_weight"]
-        ),
+        over_entropy_weight=config["over_entropy_weight"],
         marginal_momentum=config["marginal_momentum"],
         sobel=config["sobel"],
         input_downsample=config["downsample"],

@@ -15,7 +15,7 @@ from pathlib import Path
 from tf_autoseg import atomic
 
 # Flags added after runs were first recorded, with the value that trains as before.
-ADDED = {"downsample": 1, "over_entropy_weight": -1.0, "marginal_momentum": 0.0,
+ADDED = {"downsample": 1, "over_entropy_weight": None, "marginal_momentum": 0.0,
          "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
          "pipeline": "auto", "prepared_dir": "", "data_service": "",
          "train_sequences": [], "eval_sequences": [], "minutes": None,
@@ -86,6 +86,19 @@ def check_steps(config, done):
         )
 
 
+# Values that meant "not given" before these flags defaulted to None (2026-12-04): read as
+# None in flags.json, flagfiles and command lines, so older runs resume and compare equal.
+SENTINELS = {"overclustering": 0, "over_entropy_weight": -1.0, "ar_blocks": -1, "front_blocks": -1}
+
+
+def unsentinel(flags):
+    """`flags` (a dict) with the old "not given" values of `SENTINELS` as None."""
+    return {
+        name: None if name in SENTINELS and value == SENTINELS[name] else value
+        for name, value in flags.items()
+    }
+
+
 def check_same_flags(path, flags, ignored=(), added=None):
     """Raises if the run at `path` (flags.json) was started with other training flags.
 
@@ -94,7 +107,7 @@ def check_same_flags(path, flags, ignored=(), added=None):
     after a run may have been recorded to the value that behaves as before: a
     flags.json without one of them is read as holding that value.
     """
-    saved = {**(added or {}), **json.loads(Path(path).read_text())}
+    saved = unsentinel({**(added or {}), **json.loads(Path(path).read_text())})
     changed = {
         name: (saved.get(name), value)
         for name, value in flags.items()
