@@ -10,15 +10,25 @@ from tf_autoseg import datasets
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import data_flags
 
-# --classes when not given; a folder's classes are the user's to say.
-DEFAULT_CLASSES = {"potsdam": 6, "cocostuff": 15, "camvid": 3, "dubai": 5}
-
 
 # ------------------------------------------------------------------ command line
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_enum("dataset", None, list(datasets.PREPARED), "The dataset to prepare.")
+    flags.DEFINE_string(
+        "dataset", None,
+        f"<{'|'.join(datasets.PREPARED)}>, or a registered dataset with prepared parts: the "
+        "dataset to prepare.",
+    )  # fmt: skip
+
+    def prepared(name):
+        # At parsing: datasets registered after this module was imported are accepted.
+        known = [n for n in datasets.names() if datasets.get(n).prepared]
+        if name is not None and name not in known:
+            raise flags.ValidationError(f"--dataset must be one of {', '.join(known)}")
+        return True
+
+    flags.register_validator("dataset", prepared)
     data_flags.define()
     flags.adopt_module_key_flags(data_flags)
     flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
@@ -43,13 +53,14 @@ def main(argv):
     config = {name: flags.FLAGS[name].value for name in names}
     config["train_tiles"] = [int(t) for t in config["train_tiles"]]
     config["eval_tiles"] = [int(t) for t in config["eval_tiles"]]
-    if config["classes"] is None:
-        if config["dataset"] not in DEFAULT_CLASSES:
+    if config["classes"] is None:  # the dataset's first accepted count, if it has any
+        accepted = datasets.get(config["dataset"]).classes()
+        if not accepted:
             raise ValueError(
                 f"--classes is required for --dataset={config['dataset']}: the number of "
                 "classes you will train with (--classes of tf_autoseg.train)."
             )
-        config["classes"] = DEFAULT_CLASSES[config["dataset"]]
+        config["classes"] = accepted[0]
     commands.check_writable("output_dir", config["output_dir"])  # before TensorFlow, named
     commands.start_tensorflow()
     from tf_autoseg.training.prepare import prepare

@@ -27,12 +27,15 @@ class Dataset:
             `streamed_part(config, common, split, small)`: the streamed training part, or
             None to keep it in memory; `small(sources, downsample=1, shrink=1)` says whether
             the decoded images of `sources` fit the in-memory limit.
+            With `prepared`, `prepared_parts(config)`: the (parts, manifest fields) that
+            `python -m tf_autoseg.prepare` writes, built from `tf_autoseg.data.prepared`.
+            `NUM_CLASSES`' first entry is `prepare`'s default `--classes`.
         files: whether it reads files (`--data_dir`); synthetic scenes are generated.
         held_out: whether it has an evaluation split of its own; without one, evaluation
             reads the training images with their labels (`--eval_mode=same` only).
         downsample: whether `--downsample` applies.
         streams: whether `streamed_part` exists (`--pipeline=stream`).
-        prepared: whether `python -m tf_autoseg.prepare` writes its records.
+        prepared: whether `prepared_parts` exists (`python -m tf_autoseg.prepare`).
     """
 
     name: str

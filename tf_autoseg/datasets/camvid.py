@@ -13,6 +13,9 @@ another). See `tf_autoseg.datasets.folder` for the pipeline.
 from pathlib import Path
 
 from tf_autoseg import arguments
+from tf_autoseg.data import images as imageio
+from tf_autoseg.data.prepared import Reader
+from tf_autoseg.data.prepared import tiled_part
 from tf_autoseg.datasets import folder
 
 CLASSES11 = ("sky", "building", "pole", "road", "pavement", "tree", "sign-symbol", "fence",
@@ -132,3 +135,26 @@ def streamed_part(config, common, split, small):
         return None
     return streamed(root, "train", config["classes"], sequences=sequences,
                     **folder._stream_options(config, common), **split)  # fmt: skip
+
+
+# ------------------------------------------------------------ prepared records
+def prepared_parts(config):
+    """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
+    `tf_autoseg.datasets.Dataset`), from the files' headers."""
+    root, k, crop, d = (
+        Path(config["data_dir"]),
+        config["classes"],
+        config["crop"],
+        config["downsample"],
+    )
+    arguments.choice("classes", k, NUM_CLASSES)
+    label_map = MERGE3 if k == 3 else tuple(range(11))
+    reader = Reader(mask_format="index", label_map=label_map)
+    parts = {}
+    for part, split in (("train", "train"), ("eval", "val")):
+        sequences = config.get("train_sequences" if part == "train" else "eval_sequences")
+        found = imageio.list_files(frames(root, split, sequences))
+        pairs = [(f, root / "labels" / f"{f.stem}.png") for f in found]
+        parts[part] = tiled_part(pairs, reader, crop, d, False, whole=part == "eval")
+    names = CLASSES3 if k == 3 else CLASSES11
+    return parts, dict(num_classes=k, class_names=names)

@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from tf_autoseg import arguments
+from tf_autoseg import atomic
 from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
+from tf_autoseg.data.prepared import Part
+from tf_autoseg.data.prepared import Reader
 
 COCOSTUFF3 = ("sky", "plant", "ground")  # IIC's order (datasets/segmentation/cocostuff.py)
 NUM_CLASSES = (15, 3)  # COCO-Stuff-15, COCO-Stuff-3
@@ -236,3 +239,48 @@ def training_part(config, part, labels, common, downsample):
     curated = curate(root, split, classes, **curation)[0]
     return load(root, split=split, classes=classes, crop=config["crop"], curated=curated,
                 **curation, labels=labels, **common)  # fmt: skip
+
+
+# ------------------------------------------------------------ prepared records
+def prepared_parts(config):
+    """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
+    `tf_autoseg.datasets.Dataset`), from the files' headers."""
+    root, k, crop = Path(config["data_dir"]), config["classes"], config["crop"]
+    lut, names = class_map(root / "categories.json", k)
+    parts = {}
+    for part, split in (("train", "train"), ("eval", "val")):
+        stems, skipped = _curation(config, split)
+        keep = set(stems)
+        files = []
+        for image_path in imageio.list_files(root / f"{split}_img"):
+            if image_path.stem not in keep:
+                continue
+            h, w = (round(n * config["scale"]) for n in imageio.image_size(image_path))
+            if min(h, w) < crop:
+                skipped[str(image_path)] = (
+                    f"{h}x{w} after scale={config['scale']:g} is smaller than the "
+                    f"{crop}x{crop} crop"
+                )
+                continue
+            label = root / f"{split}_label" / f"{image_path.stem}.png"
+            files.append((str(image_path), str(label), (h, w)))
+        label_map = tuple(int(v) for v in lut)
+        reader = Reader(channels=3, mask_format="index", label_map=label_map, tolerance=0)
+        examples = [(f, 0, 0) for f in range(len(files))]
+        parts[part] = Part(files, examples, None, 1, None, reader, crop=crop, skipped=skipped)
+    return parts, dict(num_classes=k, class_names=names)
+
+
+def _curation(config, split):
+    """`curate`'s (stems, skipped), cached in the output folder: it reads every label."""
+    key = f"{split}-{config['classes']}-{config['min_side']}-{config['min_target_share']}"
+    cache = Path(config["output_dir"]) / f"curation-{key}.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        return saved["stems"], saved["skipped"]
+    stems, skipped = curate(
+        config["data_dir"], split, config["classes"],
+        min_side=config["min_side"], min_target_share=config["min_target_share"],
+    )  # fmt: skip
+    atomic.write_json(cache, {"stems": list(stems), "skipped": skipped})
+    return list(stems), skipped

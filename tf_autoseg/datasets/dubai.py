@@ -7,6 +7,9 @@ A folder of the images and colour masks of tiles `tile-1` ... `tile-8`, read thr
 import json
 from pathlib import Path
 
+from tf_autoseg.data import images as imageio
+from tf_autoseg.data.prepared import Reader
+from tf_autoseg.data.prepared import tiled_part
 from tf_autoseg.datasets import folder
 
 IGNORED = ("Unlabeled",)  # classes.json titles whose colour is ignored (255)
@@ -122,3 +125,22 @@ def streamed_part(config, common, split, small):
     if small([Path(root) / f"tile-{t}" / "images" for t in tiles], config["downsample"]):
         return None
     return streamed(root, tiles=tiles, **folder._stream_options(config, common), **split)
+
+
+# ------------------------------------------------------------ prepared records
+def prepared_parts(config):
+    """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
+    `tf_autoseg.datasets.Dataset`), from the files' headers."""
+    root, crop, d = Path(config["data_dir"]), config["crop"], config["downsample"]
+    names, colours = classes(root)
+    reader = Reader(mask_format="colour", colours=colours)
+    parts = {}
+    for part, tiles in (("train", config["train_tiles"]), ("eval", config["eval_tiles"])):
+        pairs = []
+        for t in tiles:
+            for image_path in imageio.list_files(root / f"tile-{t}" / "images"):
+                pairs.append(
+                    (image_path, image_path.parent.parent / "masks" / f"{image_path.stem}.png")
+                )
+        parts[part] = tiled_part(pairs, reader, crop, d, vertical_flip=True)
+    return parts, dict(num_classes=len(names), class_names=names)

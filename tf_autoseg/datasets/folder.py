@@ -5,6 +5,7 @@ colours. `tf_autoseg.datasets.dubai` and `tf_autoseg.datasets.camvid` are such f
 for what every pipeline yields.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import numpy as np
 from tf_autoseg import arguments
 from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
+from tf_autoseg.data.prepared import Reader
+from tf_autoseg.data.prepared import tiled_part
 
 
 def load(
@@ -199,3 +202,27 @@ def _stream_options(config, common):
     """The streaming keywords that folder, dubai and camvid share."""
     return dict(tile=config["crop"], downsample=config["downsample"],
                 check=config.get("file_check", "decode"), **common)  # fmt: skip
+
+
+# ------------------------------------------------------------ prepared records
+def prepared_parts(config):
+    """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
+    `tf_autoseg.datasets.Dataset`), from the files' headers."""
+    root, k, crop, d = (
+        Path(config["data_dir"]),
+        config["classes"],
+        config["crop"],
+        config["downsample"],
+    )
+    masks = config.get("masks_dir")
+    colours = config.get("colours")
+    if colours:
+        colours = json.loads(Path(colours).read_text())
+    reader = Reader(
+        mask_format=("colour" if colours else "index") if masks else None,
+        colours=colours,
+        num_classes=k,
+    )
+    pairs = [(f, find_mask(masks, f) if masks else None) for f in imageio.list_files(root)]
+    part = tiled_part(pairs, reader, crop, d, vertical_flip=False)
+    return {"train": part}, dict(num_classes=k, class_names=tuple(str(c) for c in range(k)))

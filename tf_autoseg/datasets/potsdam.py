@@ -13,6 +13,8 @@ import numpy as np
 from tf_autoseg import arguments
 from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
+from tf_autoseg.data.prepared import Part
+from tf_autoseg.data.prepared import Reader
 
 POTSDAM_CLASSES = ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter")
 POTSDAM_COLOURS = {
@@ -277,3 +279,38 @@ def streamed_part(config, common, split, small):
         return None
     check = config.get("file_check", "decode")
     return streamed(root, "train", config["classes"], check=check, **common, **split)
+
+
+# ------------------------------------------------------------ prepared records
+def prepared_parts(config):
+    """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
+    `tf_autoseg.datasets.Dataset`), from the files' headers."""
+    root = Path(config["data_dir"])
+    parts = {}
+    for part, split in (("train", "train"), ("eval", "test")):
+        found = plan(root, split, 6, 400, 200, 0.1, 0, labels=part == "eval")
+        colour = found.sources[0][2]  # the raw release: colour-coded TIFF labels
+        reader = Reader(
+            channels=None,
+            mask_format="colour" if colour else "index",
+            colours=POTSDAM_COLOURS if colour else None,
+            num_classes=6,
+            tolerance=0,
+        )
+        used = sorted({found.crops[i][0] for i in found.chosen})
+        position = {s: j for j, s in enumerate(used)}
+        files = [
+            (
+                str(found.sources[s][0]),
+                None if found.sources[s][1] is None else str(found.sources[s][1]),
+                None,
+            )
+            for s in used
+        ]
+        examples = [(position[found.crops[i][0]], *found.crops[i][1:]) for i in found.chosen]
+        parts[part] = Part(
+            files, examples, (400, 400), 2, (200, 200), reader, vertical_flip=True,
+            skipped=found.skipped,
+        )  # fmt: skip
+    merges = {"3": {"map": list(POTSDAM6_TO_3), "class_names": POTSDAM3_CLASSES}}
+    return parts, dict(num_classes=6, class_names=POTSDAM_CLASSES, merges=merges)
