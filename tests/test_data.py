@@ -607,3 +607,16 @@ def test_camvid_sequences_pick_frames_of_whole_video_sequences_from_every_split(
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_one_tile_rule_for_memory_stream_and_prepared():
+    assert core.tile_corners(50, 70, 16) == ([(0, 0), (0, 16), (0, 32), (0, 48), (16, 0),
+                                             (16, 16), (16, 32), (16, 48), (32, 0), (32, 16),
+                                             (32, 32), (32, 48)], None)  # fmt: skip
+    assert core.tile_corners(64, 40, 16, downsample=2) == ([(0, 0), (32, 0)], None)
+    assert core.tile_corners(30, 64, 16, downsample=2) == (
+        [],
+        "30x64 is smaller than the 16x16 tile once shrunk 2 times",
+    )
+    lut = core.label_lut([2, 0, 1])
+    np.testing.assert_array_equal(lut[[0, 1, 2, 3, 255]], [2, 0, 1, 255, 255])

@@ -88,6 +88,30 @@ class PipelineOptions:
             object.__setattr__(self, field.name, int(value) if field.type is int else bool(value))
 
 
+def label_lut(label_map):
+    """(256,) uint8 lookup table of label values: `label_map[v]` for v below its length,
+    `IGNORE` for every other value (255 included). Index masks go through it by `lut[mask]`."""
+    lut = np.full(256, IGNORE, np.uint8)
+    lut[: len(label_map)] = np.asarray(label_map, np.uint8)
+    return lut
+
+
+def tile_corners(height, width, tile, downsample=1):
+    """(corners, reason) of a file of height x width cut into `tile`-pixel tiles after
+    shrinking it `downsample` times: the top-left corners of the whole tiles in the file's
+    own pixels, raster order, and None; or ([], the reason it is skipped) when not one fits.
+
+    The one rule of the in-memory, streamed and prepared pipelines (`folder.load`,
+    `stream.folder`, `prepared.tiled_part`), so the three cut the same tiles.
+    """
+    d = downsample
+    if height // d < tile or width // d < tile:
+        shrunk = f" once shrunk {d} times" if d > 1 else ""
+        return [], f"{height}x{width} is smaller than the {tile}x{tile} tile{shrunk}"
+    rows, cols = height // d // tile, width // d // tile
+    return [(r * tile * d, c * tile * d) for r in range(rows) for c in range(cols)], None
+
+
 def check_batch_size(n, options):
     """Refuses a batch that `n` examples can never fill (every pipeline's rule): without
     `repeat` and with `drop_remainder`, the dataset would be empty. (With `repeat`, batches

@@ -10,8 +10,6 @@ import dataclasses
 import hashlib
 import json
 
-import numpy as np
-
 from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 
@@ -35,8 +33,7 @@ class Reader:
             if self.mask_format == "colour":
                 mask = imageio.read_colour_mask(mask_path, imageio.parse_colours(self.colours))
             elif self.label_map is not None:
-                lut = np.full(256, core.IGNORE, np.uint8)
-                lut[: len(self.label_map)] = self.label_map
+                lut = core.label_lut(self.label_map)
                 mask = lut[imageio.read_index_mask(mask_path, len(self.label_map))]
             else:
                 mask = imageio.read_index_mask(mask_path, self.num_classes)
@@ -105,15 +102,12 @@ def tiled_part(pairs, reader, tile, downsample, vertical_flip, whole=False):
                 )
             shape = (h // d, w // d)
             examples.append((len(files), 0, 0))
-        elif h // d < tile or w // d < tile:
-            shrunk = f" once shrunk {d} times" if d > 1 else ""
-            skipped[str(image_path)] = f"{h}x{w} is smaller than the {tile}x{tile} tile{shrunk}"
-            continue
         else:
-            rows, cols = h // d // tile, w // d // tile
-            examples += [
-                (len(files), r * tile * d, c * tile * d) for r in range(rows) for c in range(cols)
-            ]
+            corners, reason = core.tile_corners(h, w, tile, d)
+            if reason:
+                skipped[str(image_path)] = reason
+                continue
+            examples += [(len(files), top, left) for top, left in corners]
         files.append((str(image_path), None if mask_path is None else str(mask_path), None))
     if not files:
         raise ValueError(f"No usable image: {skipped}")

@@ -153,8 +153,7 @@ def _classes(manifest, classes):
             f"and list merges to {sorted(merges) or 'none'}"
         )
     merge = merges[str(classes)]
-    lut = np.full(256, core.IGNORE, np.uint8)
-    lut[: len(merge["map"])] = merge["map"]
+    lut = core.label_lut(merge["map"])
     return classes, merge["class_names"], lut
 
 

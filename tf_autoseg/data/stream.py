@@ -162,17 +162,13 @@ def tiled(found, tile, downsample):
     d = downsample
     file, corners, skipped, kept = [], [], {}, []
     for h in found:
-        rows, cols = h.height // d, h.width // d
         if tile is not None:
-            if rows < tile or cols < tile:
-                shrunk = f" once shrunk {d} times" if d > 1 else ""
-                skipped[str(h.path)] = (
-                    f"{h.height}x{h.width} is smaller than the {tile}x{tile} tile{shrunk}"
-                )
+            tiles, reason = core.tile_corners(h.height, h.width, tile, d)
+            if reason:
+                skipped[str(h.path)] = reason
                 continue
-            rows, cols = rows // tile, cols // tile
-            corners += [(r * tile * d, c * tile * d) for r in range(rows) for c in range(cols)]
-            file += [len(kept)] * (rows * cols)
+            corners += tiles
+            file += [len(kept)] * len(tiles)
         else:
             first = kept[0] if kept else h
             if (h.height // d, h.width // d) != (first.height // d, first.width // d):

@@ -81,8 +81,7 @@ def load(
         if num_classes is None and class_ids:
             num_classes = max(class_ids) + 1
     if label_map is not None:
-        lut = np.full(256, core.IGNORE, np.uint8)
-        lut[: len(label_map)] = np.asarray(label_map, np.uint8)
+        lut = core.label_lut(label_map)
     if labels and masks is None:
         raise ValueError("labels=True needs `masks`: a folder or a function image -> mask path")
     if labels and mask_format == "colour" and table is None:
@@ -91,10 +90,9 @@ def load(
     xs, ys, skipped, adjusted = [], [], {}, {}
     for image_path in paths:
         if tile is not None:
-            h, w = imageio.image_size(image_path)
-            if h // downsample < tile or w // downsample < tile:
-                shrunk = f" once shrunk {downsample} times" if downsample > 1 else ""
-                skipped[str(image_path)] = f"{h}x{w} is smaller than the {tile}x{tile} tile{shrunk}"
+            reason = core.tile_corners(*imageio.image_size(image_path), tile, downsample)[1]
+            if reason:
+                skipped[str(image_path)] = reason
                 continue
         image, note = imageio.read_image(image_path, channels)
         notes = [note] if note else []

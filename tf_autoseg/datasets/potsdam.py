@@ -88,8 +88,7 @@ def load(
     )
     adjusted = {}
     factor = crop // size
-    lut = np.full(256, core.IGNORE, np.uint8)
-    lut[:6] = POTSDAM6_TO_3 if classes == 3 else range(6)
+    lut = core.label_lut(POTSDAM6_TO_3 if classes == 3 else range(6))
     table = imageio.parse_colours(POTSDAM_COLOURS)
     xs, ys, bands = [], [], None
     for s in sorted({crops[i][0] for i in chosen}):
