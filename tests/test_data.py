@@ -135,9 +135,8 @@ def test_potsdam_split_is_over_crops_seeded_and_disjoint(tmp_path):
     assert len(labelled_train) == 12 and list(info.skipped.values()) == ["no label file"]
 
 
-@needs_data
-def test_potsdam_fixture_crop_is_tiled_with_the_fixture_ids():
-    root = DATA / "isprs-crops" / "potsdam"
+def test_potsdam_fixture_crop_is_tiled_with_the_fixture_ids(potsdam_crops):
+    root = potsdam_crops
     raw_image = pixels(root / "img_dir" / "2_10_0_0_512_512.png")
     raw_ids = pixels(root / "ann_dir" / "2_10_0_0_512_512.png")
     _, info = potsdam.load(root, "all", batch_size=1)
@@ -181,9 +180,8 @@ def _category(entries, name):
     return next(e for e in entries if e["name"] == name)["id"] - 1  # label value = id - 1
 
 
-@needs_data
-def test_cocostuff_ids_map_to_the_15_and_3_classes():
-    categories = DATA / "cocostuff-mini" / "categories.json"
+def test_cocostuff_ids_map_to_the_15_and_3_classes(cocostuff_mini):
+    categories = cocostuff_mini / "categories.json"
     entries = json.loads(categories.read_text())
     lut15, names15 = cocostuff.class_map(categories, 15)
     lut3, names3 = cocostuff.class_map(categories, 3)
@@ -209,9 +207,8 @@ def test_cocostuff_ids_map_to_the_15_and_3_classes():
     assert lut15[255] == lut3[255] == 255
 
 
-@needs_data
-def test_cocostuff_pipeline_labels_are_the_mapped_centre_crop():
-    root = DATA / "cocostuff-mini"
+def test_cocostuff_pipeline_labels_are_the_mapped_centre_crop(cocostuff_mini):
+    root = cocostuff_mini
     dataset, info = cocostuff.load(
         root, "val", 3, scale=1, min_target_share=0, labels=True, batch_size=1, shuffle=False
     )
@@ -226,9 +223,10 @@ def test_cocostuff_pipeline_labels_are_the_mapped_centre_crop():
     assert all("min_side=360" in r for r in info.skipped.values())  # share rule off here
 
 
-@needs_data
-def test_cocostuff_curation_is_counted_and_the_same_with_or_without_labels(monkeypatch):
-    root = DATA / "cocostuff-mini"
+def test_cocostuff_curation_is_counted_and_the_same_with_or_without_labels(
+    monkeypatch, cocostuff_mini
+):
+    root = cocostuff_mini
     kept, skipped = cocostuff.curate(root, "val", 15)
     assert len(kept) + len(skipped) == len(list((root / "val_img").glob("*.jpg")))
     assert kept and all("min_side" in r or "target share" in r for r in skipped.values())

@@ -29,9 +29,6 @@ from tf_autoseg.training import prepare
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WORKER = Path(__file__).with_name("prepared_worker.py")
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"real data fixtures absent ({DATA}; a fresh clone has no ../shared)"
-)
 
 
 def collect(dataset):
@@ -117,9 +114,10 @@ def test_potsdam_tiffs_prepare_to_the_in_memory_4band_crops_and_the_3_class_merg
     )
 
 
-@needs_data
-def test_cocostuff_curation_and_scale_are_done_once_and_match_the_in_memory_crops(tmp_path):
-    root = DATA / "cocostuff-mini"
+def test_cocostuff_curation_and_scale_are_done_once_and_match_the_in_memory_crops(
+    tmp_path, cocostuff_mini
+):
+    root = cocostuff_mini
     manifest = prepare.prepare(config("cocostuff", root, tmp_path / "out", classes=15, crop=128))
     memory, memory_info = cocostuff.load(root, "val", 15, labels=True, batch_size=1, shuffle=False)
     prepared, prepared_info = records.load(tmp_path / "out", "eval", labels=True, batch_size=1,
