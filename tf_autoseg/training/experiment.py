@@ -23,7 +23,6 @@ from tf_autoseg import atomic
 from tf_autoseg import datasets
 from tf_autoseg.evaluation import metrics
 from tf_autoseg.layers import orderings
-from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling.model import VARIANTS
 from tf_autoseg.modeling.model import AutoSegModel
 from tf_autoseg.training import callbacks
@@ -75,11 +74,7 @@ def pipeline(config, part, labels, start_batch=0):
     dataset, info = in_memory
     if start_batch:
         dataset = dataset.skip(start_batch)
-    if part == "train" and not labels and inputs.worker_split(config)[0] > 1:
-        # Keras 3's fit all-reduces a first batch under MultiWorkerMirroredStrategy, and
-        # collective ops refuse uint8: float32 in [0, 1] is what the model makes of uint8.
-        dataset = dataset.map(transforms.to_float_images, deterministic=True)
-    return dataset, info
+    return inputs.for_workers(config, dataset, part == "train" and not labels), info
 
 
 def _in_memory_pipeline(config, part, labels):

@@ -121,15 +121,23 @@ def pipeline_for(config, part, labels, start_batch=0):
         if built is None:
             return None
         dataset, info = built
-    if training and worker_split(config)[0] > 1:
-        # Keras 3's fit all-reduces the first batch to build the model under
-        # MultiWorkerMirroredStrategy (Trainer._maybe_symbolic_build), and collective ops
-        # refuse uint8: send float32 in [0, 1], exactly what the model makes of uint8.
-        dataset = dataset.map(transforms.to_float_images, deterministic=True)
+    dataset = for_workers(config, dataset, training)
     if service:
         job = os.path.basename(os.path.normpath(config.get("run_dir") or "tf_autoseg"))
         dataset = data_service.distribute(dataset, service, job_name=job)
     return dataset, info
+
+
+def for_workers(config, dataset, training):
+    """The training part as fit needs it under MultiWorkerMirroredStrategy (else as it is).
+
+    Keras 3's fit all-reduces the first batch to build the model there
+    (Trainer._maybe_symbolic_build), and collective ops refuse uint8: the batches go as
+    float32 in [0, 1], exactly what the model makes of uint8. Every input path calls this.
+    """
+    if training and worker_split(config)[0] > 1:
+        return dataset.map(transforms.to_float_images, deterministic=True)
+    return dataset
 
 
 def _streamed(config, common, split, force):
