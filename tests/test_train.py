@@ -35,13 +35,20 @@ QUICK = [
 ]
 
 
+def _terminal_signals():
+    # As from a terminal: a suite started in the background (`pytest &` in a script) ignores
+    # SIGINT, and its children would inherit that, so the Ctrl-C tests would test nothing.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train(args, run_dir, export_dir, wait=True, extra_env=None):
     command = [sys.executable, "-m", "tf_autoseg.train", *args,
                f"--run_dir={run_dir}", f"--export_dir={export_dir}"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_terminal_signals,
+    )  # fmt: skip
     if not wait:
         return process
     output, _ = process.communicate(timeout=600)
@@ -746,11 +753,16 @@ def test_ctrl_c_stops_fit_at_the_end_of_the_step_in_progress():
             if batch == 2:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    before = signal.getsignal(signal.SIGINT)
-    ctrl_c = callbacks.StopOnCtrlC()
-    model.fit(images, epochs=1, steps_per_epoch=10, callbacks=[CtrlCAtStep3(), ctrl_c], verbose=0)
-    assert ctrl_c.requested and int(model.optimizer.iterations) == 3  # no KeyboardInterrupt
-    assert signal.getsignal(signal.SIGINT) is before  # the program's handler is back
+    # As from a terminal (see _terminal_signals): Python's own Ctrl-C handler in place.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ctrl_c = callbacks.StopOnCtrlC()
+        model.fit(images, epochs=1, steps_per_epoch=10, callbacks=[CtrlCAtStep3(), ctrl_c],
+                  verbose=0)  # fmt: skip
+        assert ctrl_c.requested and int(model.optimizer.iterations) == 3  # no KeyboardInterrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_evaluating_a_saved_model_prints_no_grappler_error(tmp_path):
