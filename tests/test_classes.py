@@ -6,6 +6,7 @@ cluster maps, no model); tests/test_name_clusters.py drives the program and the 
 
 import http.client
 import json
+import re
 import threading
 
 import numpy as np
@@ -102,6 +103,44 @@ def test_the_pages_choices_merge_clusters_that_share_a_name():
         classes.from_clusters([*entries[:3], {"cluster": 2, "name": ""}, entries[4]], 5)
 
 
+def test_saving_again_keeps_class_ids_and_the_ignore_id():
+    previous = classes.parse({**MAPPING, "ignore_id": 200, "classes": [
+        {"id": 7, "name": "road", "clusters": [0, 3]}, {"id": 2, "name": "sky", "clusters": [1]},
+        {"id": 0, "name": "tree", "clusters": [4]}]})  # fmt: skip
+    entries = [  # cluster 4 moves from "tree" to a new class; "tree" is gone
+        {"cluster": 0, "name": "road"}, {"cluster": 1, "name": "Sky"},
+        {"cluster": 2, "ignored": True}, {"cluster": 3, "name": "road"},
+        {"cluster": 4, "name": "water"},
+    ]  # fmt: skip
+    mapped = classes.from_clusters(entries, 5, previous=previous)
+    assert {c.name: c.id for c in mapped.classes} == {"road": 7, "Sky": 2, "water": 0}
+    assert mapped.ignore_id == 200 and mapped.lookup().tolist() == [7, 2, 200, 7, 0]
+    assert (mapped.palette()[200] == 0).all()  # ignored pixels are drawn black
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"classes": [{"name": "a", "clusters": 7}]}, "has no cluster"),
+        ({"classes": [{"name": "a", "clusters": [0]}], "ignored": 3}, '"ignored" must be a list'),
+        ({"classes": [{"name": "a", "clusters": [0]}], "ignore_id": 1000}, "in [1, 255]"),
+        ({"classes": [{"name": "a", "clusters": [0]}], "num_clusters": 10**9}, "in [1, 65536]"),
+    ],
+)
+def test_a_malformed_file_without_a_count_is_one_line_not_a_traceback(value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        classes.parse(value)
+
+
+def test_two_mapping_files_in_one_folder_keep_separate_histories(tmp_path):
+    first = classes.save(tmp_path / "a.classes.json", classes.parse(MAPPING))
+    second = classes.save(tmp_path / "b.classes.json", classes.parse(MAPPING))
+    assert (first.version, second.version) == (1, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.classes.history", "a.classes.json", "b.classes.history", "b.classes.json",
+    ]  # fmt: skip
+
+
 def test_every_save_is_a_new_version_and_the_file_is_the_latest(tmp_path):
     path = tmp_path / "run" / "classes.json"
     path.parent.mkdir()
@@ -110,7 +149,8 @@ def test_every_save_is_a_new_version_and_the_file_is_the_latest(tmp_path):
     second = classes.save(path, classes.parse(renamed))
     assert (first.version, second.version) == (1, 2)
     assert classes.read(path) == second
-    history = path.parent / classes.HISTORY
+    history = classes.history_folder(path)
+    assert history == path.parent / "classes.history"
     assert sorted(p.name for p in history.iterdir()) == ["1.json", "2.json"]
     assert classes.read(history / "1.json") == first
     assert not [p for p in path.parent.rglob(".*")]  # no temporary file left
@@ -129,7 +169,7 @@ def test_saves_at_the_same_moment_take_different_versions(tmp_path):
     for thread in threads:
         thread.join()
     assert sorted(versions) == list(range(1, 9))
-    assert len(list((tmp_path / classes.HISTORY).glob("*.json"))) == 8
+    assert len(list(classes.history_folder(path).glob("*.json"))) == 8
 
 
 def test_the_mapping_lives_beside_the_model(tmp_path):
@@ -207,6 +247,19 @@ def test_the_server_answers_each_clusters_share_and_patches(served):
     assert status == 200 and b"Name the clusters" in page
 
 
+def test_an_image_that_fails_to_label_is_skipped_and_the_others_kept(tmp_path):
+    def predict(image):
+        if image[0, 0, 0] == 1:
+            raise MemoryError("too large")
+        return _labels(image)
+
+    files = [tmp_path / f"{i}.png" for i in range(3)]
+    sample = naming.ClusterSample(files, KNOWN, display_side=32)
+    naming.compute(sample, lambda path: np.full((8, 8, 3), int(path.stem), np.uint8), predict)
+    assert sample.ready and len(sample.images) == 2
+    assert sample.skipped == [(str(files[1]), "MemoryError: too large")]
+
+
 def test_patches_outline_their_cluster():
     mask = np.zeros((6, 6), bool)
     mask[1:5, 1:5] = True
@@ -263,6 +316,22 @@ def test_a_save_writes_the_mapping_and_state_shows_it(served):
     assert state["saved"] == saved.to_json()
 
 
+def test_a_save_from_the_page_keeps_the_saved_class_ids(served):
+    server, session = served
+    classes.save(session.classes_path, classes.parse({
+        "head": "main", "num_clusters": 4, "ignore_id": 99,
+        "classes": [{"id": 4, "name": "sky", "clusters": [0]},
+                    {"id": 9, "name": "road", "clusters": [1, 2, 3]}],
+    }))  # fmt: skip
+    body = json.dumps(_choices(["sky", "road", "road", None]))
+    status, _, answer = _request(
+        server, "POST", "/api/classes", body, {"Content-Type": "application/json"}
+    )
+    assert status == 200, answer
+    saved = classes.read(session.classes_path)
+    assert saved.version == 2 and saved.lookup().tolist() == [4, 9, 9, 99]
+
+
 @pytest.mark.parametrize(
     "body, headers, status",
     [
@@ -274,6 +343,17 @@ def test_a_save_writes_the_mapping_and_state_shows_it(served):
         ),
         (_choices(["a", "b", "", "d"]), {"Content-Type": "application/json"}, 400),
         (_choices(["a", "b"]), {"Content-Type": "application/json"}, 400),
+        ({"clusters": [None, 1, 2, 3]}, {"Content-Type": "application/json"}, 400),
+        (
+            {"clusters": [{"cluster": None, "name": "a"}] * 4},
+            {"Content-Type": "application/json"},
+            400,
+        ),
+        (
+            _choices(["a", "b", "c", "d"]),
+            {"Content-Type": "application/json", "Content-Length": "lots"},
+            400,
+        ),  # fmt: skip
     ],
 )
 def test_a_bad_save_writes_nothing(served, body, headers, status):

@@ -182,6 +182,17 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(model_dir, image_dir
     assert not (unreadable / "classes.json").exists()
 
 
+def test_the_other_heads_saved_mapping_is_not_replaced(model_dir, image_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    mapping = {"head": "main", "classes": [{"name": "all", "clusters": [0, 1, 2, 3]}]}
+    (run / "classes.json").write_text(json.dumps(mapping))
+    result = _run(f"--model={run}", f"--images={image_dir}", "--head=overclustering", "--port=0")
+    assert result.returncode == 2
+    assert "holds the main head's mapping" in result.stderr.strip().splitlines()[-1]
+    assert json.loads((run / "classes.json").read_text()) == mapping
+
+
 def test_a_mapping_written_by_hand_is_checked_against_the_model(model_dir, tmp_path):
     path = tmp_path / "classes.json"
     mapping = {

@@ -116,6 +116,22 @@ def _check(path):
     print(describe(named_classes.for_model(model, path)))
 
 
+def _check_other_head(path, head):
+    """Refuses to replace a saved mapping of the other head (export and segment take the
+    file beside the model by default): that needs a --classes_json of its own."""
+    if not path.is_file():
+        return
+    try:
+        saved = named_classes.read(path).head
+    except ValueError:
+        return  # a broken file: the page shows why, and a save replaces it
+    if saved != head:
+        raise ValueError(
+            f"{path} holds the {saved} head's mapping: name the {head} head's clusters into "
+            f"another file (--classes_json=<path>), or move that one away."
+        )
+
+
 def _first_readable(files, channels):
     for path in files:
         try:
@@ -173,10 +189,14 @@ def serve(server, files, chosen, classes_path):
             f"--images={FLAGS.images!r}: none of the {len(chosen)} sampled images (of "
             f"{len(files)}) can be read as a {channels}-channel image."
         )
+    _check_other_head(classes_path, head)
     sample = naming.ClusterSample(
         chosen, named_classes.head_clusters(model, head), FLAGS.display_side
     )
-    server.session = naming.Session(sample, head, str(FLAGS.model), classes_path, FLAGS.images)
+    baked = getattr(model, "classes", None)  # an export's own mapping: the starting point
+    server.session = naming.Session(
+        sample, head, str(FLAGS.model), classes_path, FLAGS.images, baked=baked
+    )
     read = lambda path: images.read_image(path, channels)[0]  # noqa: E731
     worker = threading.Thread(
         target=naming.compute, args=(sample, read, _predictor(model, head)), daemon=True

@@ -35,9 +35,9 @@ import numpy as np
 
 FORMAT = "tf_autoseg.classes"
 FILE = "classes.json"
-HISTORY = "classes.history"  # beside FILE: every saved version, <n>.json
 HEADS = ("main", "overclustering")
 IGNORE_ID = 255
+MAX_CLUSTERS = 65536  # cluster ids: 16-bit label maps at most
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -74,8 +74,9 @@ class Classes:
         return {named.id: named for named in self.classes}
 
     def palette(self):
-        """(max id + 1, 3) uint8 class colours by class id, for `visualize.colorize`."""
-        table = np.zeros((max(c.id for c in self.classes) + 1, 3), np.uint8)
+        """(ignore_id + 1, 3) uint8 class colours by class id, for `visualize.colorize`;
+        black for `ignore_id` and unused ids."""
+        table = np.zeros((self.ignore_id + 1, 3), np.uint8)
         for named in self.classes:
             table[named.id] = [int(named.colour[i : i + 2], 16) for i in (1, 3, 5)]
         return table
@@ -98,6 +99,12 @@ class Classes:
     def dumps(self):
         """`to_json()` as indented JSON text."""
         return json.dumps(self.to_json(), indent=2) + "\n"
+
+
+def _key(name):
+    """Names that are one class: the same after stripping spaces and lower-casing (the
+    naming page's rule, `name.trim().toLowerCase()`)."""
+    return name.strip().lower()
 
 
 def _fail(source, message):
@@ -135,8 +142,8 @@ def parse(value, num_clusters=None, head=None, source=FILE):
     inferred = count is None
     if inferred:  # written by hand without a count: `for_model` checks it against a model
         count = 1 + max(_claimed(value), default=0)
-    if not _int(count) or count < 1:
-        _fail(source, f'"num_clusters" must be a positive int, found {count!r}')
+    if not _int(count) or not 1 <= count <= MAX_CLUSTERS:
+        _fail(source, f'"num_clusters" must be an int in [1, {MAX_CLUSTERS}], found {count!r}')
     if num_clusters is not None and count != num_clusters:
         _fail(
             source,
@@ -144,8 +151,8 @@ def parse(value, num_clusters=None, head=None, source=FILE):
             f"{num_clusters}",
         )
     ignore_id = value.get("ignore_id", IGNORE_ID)
-    if not _int(ignore_id) or ignore_id < 1:
-        _fail(source, f'"ignore_id" must be a positive int, found {ignore_id!r}')
+    if not _int(ignore_id) or not 1 <= ignore_id <= 255:  # label maps are 8-bit PNGs
+        _fail(source, f'"ignore_id" must be an int in [1, 255], found {ignore_id!r}')
     entries = value.get("classes")
     if not isinstance(entries, list) or not entries:
         _fail(source, '"classes" must be a non-empty list of {"name", "clusters", ...} objects')
@@ -173,10 +180,10 @@ def parse(value, num_clusters=None, head=None, source=FILE):
             _fail(source, f'classes[{index}] needs a non-empty "name", found {name!r}')
         name = name.strip()
         where = f'class "{name}"'
-        if name.casefold() in names:
-            _fail(source, f'two classes are named "{name}" (classes[{names[name.casefold()]}] '
+        if _key(name) in names:
+            _fail(source, f'two classes are named "{name}" (classes[{names[_key(name)]}] '
                   f"and classes[{index}]): merge their clusters into one class")  # fmt: skip
-        names[name.casefold()] = index
+        names[_key(name)] = index
         class_id = entry.get("id", index)
         if not _int(class_id) or not 0 <= class_id < ignore_id:
             _fail(source, f"{where}: \"id\" must be an int in [0, {ignore_id - 1}], "
@@ -198,8 +205,8 @@ def parse(value, num_clusters=None, head=None, source=FILE):
         _fail(source, f'"ignored" must be a list of cluster ids, found {ignored!r}')
     for cluster in ignored:
         claim(cluster, '"ignored"')
-    missing = [c for c in range(count) if c not in owner]
-    if missing and not inferred:
+    missing = [] if inferred else [c for c in range(count) if c not in owner]
+    if missing:
         _fail(
             source,
             f"cluster {missing[0]} is in no class and not ignored "
@@ -247,9 +254,12 @@ def check_model(model, classes, source=None):
 
 def _claimed(value):
     """The int cluster ids a decoded mapping names (to infer a count it does not give)."""
-    ids = list(value.get("ignored") or [])
-    for entry in value.get("classes") or []:
-        ids += entry.get("clusters") or [] if isinstance(entry, dict) else []
+    ignored = value.get("ignored")
+    ids = list(ignored) if isinstance(ignored, list) else []
+    entries = value.get("classes")
+    for entry in entries if isinstance(entries, list) else []:
+        clusters = entry.get("clusters") if isinstance(entry, dict) else None
+        ids += clusters if isinstance(clusters, list) else []
     return [c for c in ids if _int(c)]
 
 
@@ -298,23 +308,30 @@ def default_colour(index):
     return "#" + "".join(f"{int(v):02x}" for v in PALETTE[index % len(PALETTE)])
 
 
-def from_clusters(entries, num_clusters, head="main"):
+def from_clusters(entries, num_clusters, head="main", previous=None):
     """The `Classes` of per-cluster choices, as the naming page sends them.
 
     Args:
         entries: one dict per cluster: `cluster` (its id), `name`, `colour`, `ignored`.
             Clusters given the same name (ignoring case and surrounding spaces) become one
-            class, with the colour of its lowest cluster; class ids follow the order of the
-            classes' lowest cluster.
+            class, with the colour of its lowest cluster.
         num_clusters: the head's cluster count.
         head: "main" or "overclustering".
+        previous: the mapping saved before (a `Classes`) or None. A class keeps its id when
+            its name was there (so an export's class ids stay what they were), as does
+            `ignore_id`; new names take the lowest free ids, in the order of their lowest
+            cluster.
 
     Raises:
-        ValueError: a cluster neither named nor ignored, or any `parse` problem.
+        ValueError: a malformed entry, a cluster neither named nor ignored, or any `parse`
+            problem.
     """
     groups, ignored = {}, []
-    for entry in sorted(entries, key=lambda e: e.get("cluster", -1)):
-        cluster = entry.get("cluster")
+    for entry in entries:
+        if not isinstance(entry, dict) or not _int(entry.get("cluster")):
+            raise ValueError(f'each entry needs an int "cluster"; found {entry!r}')
+    for entry in sorted(entries, key=lambda e: e["cluster"]):
+        cluster = entry["cluster"]
         if entry.get("ignored"):
             ignored.append(cluster)
             continue
@@ -322,17 +339,23 @@ def from_clusters(entries, num_clusters, head="main"):
         if not name:
             raise ValueError(f"cluster {cluster} has no name: name it, or mark it ignored")
         group = groups.setdefault(
-            name.casefold(), {"name": name, "colour": entry.get("colour"), "clusters": []}
+            _key(name), {"name": name, "colour": entry.get("colour"), "clusters": []}
         )
         group["clusters"].append(cluster)
-    classes = [
-        {"id": i, "name": g["name"], "colour": g["colour"] or default_colour(i),
-         "clusters": g["clusters"]}
-        for i, g in enumerate(groups.values())
-    ]  # fmt: skip
-    if not classes:
+    if not groups:
         raise ValueError("every cluster is ignored: name at least one")
-    value = {"head": head, "num_clusters": num_clusters, "classes": classes, "ignored": ignored}
+    kept = {_key(c.name): c.id for c in previous.classes} if previous is not None else {}
+    ignore_id = previous.ignore_id if previous is not None else IGNORE_ID
+    taken = {kept[key] for key in groups if key in kept}
+    free = (i for i in range(ignore_id) if i not in taken)
+    classes = []
+    for key, group in groups.items():
+        class_id = kept[key] if key in kept else next(free)
+        colour = group["colour"] or default_colour(class_id)
+        classes.append({"id": class_id, "name": group["name"], "colour": colour,
+                        "clusters": group["clusters"]})  # fmt: skip
+    value = {"head": head, "num_clusters": num_clusters, "classes": classes,
+             "ignored": ignored, "ignore_id": ignore_id}  # fmt: skip
     return parse(value, num_clusters, head, source="the page's classes")
 
 
@@ -353,33 +376,60 @@ def default_path(source):
     return (path.parent if path.name.isdigit() else path) / FILE
 
 
+def history_folder(path):
+    """Where the saved versions of the mapping at `path` stay: `<stem>.history/` beside it
+    (`classes.history/` for `classes.json`), one per mapping file."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.history")
+
+
 def save(path, classes):
     """Writes `classes` to `path` atomically as its next version; returns the saved `Classes`.
 
-    Each save also stays as `<folder>/classes.history/<n>.json` (never overwritten; two
-    savers at once take different numbers), so an earlier naming can be restored by copying
-    it back. `path` itself is replaced whole (a reader sees the old or the new mapping).
+    Each save also stays as `history_folder(path)/<n>.json` (never overwritten; two savers
+    at once take different numbers), so an earlier naming can be restored by copying it back.
+    `path` itself is replaced whole (a reader sees the old or the new mapping), and only by
+    the newest version: a slower saver of an older one leaves it.
     """
     from dataclasses import replace
 
     from tf_autoseg import atomic
 
     path = Path(path)
-    history = path.parent / HISTORY
+    history = history_folder(path)
     history.mkdir(parents=True, exist_ok=True)
+
+    def versions():
+        return [int(p.stem) for p in history.glob("*.json") if p.stem.isdigit()]
+
     for _ in range(1000):
-        numbers = [int(p.stem) for p in history.glob("*.json") if p.stem.isdigit()]
-        saved = replace(classes, version=max(numbers, default=0) + 1)
-        handle, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=history)
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(saved.dumps())
-            try:  # link() fails on an existing name: one saver claims each number, whole
-                os.link(temp, history / f"{saved.version}.json")
-            except FileExistsError:
-                continue
-        finally:
-            os.unlink(temp)
+        saved = replace(classes, version=max(versions(), default=0) + 1)
+        if _claim(history / f"{saved.version}.json", saved.dumps()):
+            break
+    else:
+        raise RuntimeError(f"could not claim a new version in {history}")
+    if max(versions()) == saved.version:
         atomic.write_text(path, saved.dumps())
-        return saved
-    raise RuntimeError(f"could not claim a new version in {history}")
+    return saved
+
+
+def _claim(target, text):
+    """Writes `text` as `target` if no such file exists, whole; False if one does."""
+    handle, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        try:  # link() fails on an existing name: one saver claims each number, whole
+            os.link(temp, target)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: claim the name, then fill it
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return False
+            os.replace(temp, target)
+        return True
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)

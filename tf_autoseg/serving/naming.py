@@ -20,6 +20,7 @@ import functools
 import io
 import json
 import re
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -175,18 +176,21 @@ def outlined(image, mask):
 def compute(sample, read, predict):
     """Fills `sample`: `read(path)` -> (H, W, C) image, `predict(image)` -> (H, W) ids.
 
-    A file that fails to read is skipped and listed; the sample is ready once all are done.
+    A file that fails to read or to label is skipped and listed; the sample is ready once
+    all are done.
     """
     start = time.perf_counter()
     try:
         for path in sample.files:
             try:
                 image = read(path)
-            except (OSError, ValueError) as error:
-                sample.skipped.append((str(path), str(error)))
+                labels = predict(image)
+            except Exception as error:  # noqa: BLE001 - one image (unreadable, too large) is
+                # skipped and listed on the page; the others are still labelled
+                sample.skipped.append((str(path), f"{type(error).__name__}: {error}"))
                 logging.warning("Skipped %s: %s", path, error)
             else:
-                sample.add(path, image, predict(image))
+                sample.add(path, image, labels)
             sample.done += 1
         sample.finish()
     except Exception as error:  # noqa: BLE001 - shown on the page and logged, not lost
@@ -196,30 +200,36 @@ def compute(sample, read, predict):
 
 
 class Session:
-    """What one page serves: the model's description, the sample, and the mapping's file."""
+    """What one page serves: the model's description, the sample, and the mapping's file.
 
-    def __init__(self, sample, head, model_name, classes_path, folder):
+    `baked`: the mapping an export carries (`SavedModelSegmenter.classes`), shown until a
+    mapping is saved beside it.
+    """
+
+    def __init__(self, sample, head, model_name, classes_path, folder, baked=None):
         self.sample = sample
         self.head = head
         self.model_name = model_name
         self.classes_path = Path(classes_path)
         self.folder = folder
+        self.baked = baked
         self.lock = threading.Lock()  # one save at a time
 
-    def saved(self):
-        """The mapping saved beside the model (JSON), or None; a broken one is reported."""
+    def current(self):
+        """(the mapping now: saved beside the model, else baked, else None; a problem)."""
         if not self.classes_path.is_file():
-            return None, None
+            return self.baked, None
         try:
             mapped = named_classes.read(
                 self.classes_path, num_clusters=self.sample.num_clusters, head=self.head
             )
         except ValueError as error:
             return None, str(error)
-        return mapped.to_json(), None
+        return mapped, None
 
     def state(self):
-        saved, problem = self.saved()
+        mapped, problem = self.current()
+        saved = None if mapped is None else mapped.to_json()
         return {
             "model": self.model_name,
             "head": self.head,
@@ -238,9 +248,16 @@ class Session:
             raise ValueError(
                 f"expected {{'clusters': [...]}} with {self.sample.num_clusters} entries"
             )
-        mapped = named_classes.from_clusters(entries, self.sample.num_clusters, self.head)
         with self.lock:
+            previous = self.current()[0]  # its class ids and ignore id are kept
+            mapped = named_classes.from_clusters(
+                entries, self.sample.num_clusters, self.head, previous
+            )
             return named_classes.save(self.classes_path, mapped).to_json()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 _ROUTES = {
@@ -332,12 +349,13 @@ def make_server(host="127.0.0.1", port=0, session=None):
                 return self._send(HTTPStatus.FORBIDDEN, {"error": "cross-origin save refused"})
             if not (self.headers.get("Content-Type") or "").startswith("application/json"):
                 return self._send(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
-            length = int(self.headers.get("Content-Length") or 0)
+            length = self.headers.get("Content-Length") or "0"
+            length = int(length) if length.isdigit() else 0
             if not 0 < length <= _MAX_BODY:
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": "empty or too large"})
             try:
                 saved = self.session.save(json.loads(self.rfile.read(length)))
-            except (ValueError, json.JSONDecodeError) as error:
+            except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": str(error)})
             except OSError as error:
                 return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(error)})
@@ -346,7 +364,8 @@ def make_server(host="127.0.0.1", port=0, session=None):
                 HTTPStatus.OK, {"saved": saved, "path": str(self.session.classes_path)}
             )
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server_class = _IPv6Server if ":" in host.strip("[]") else ThreadingHTTPServer
+    server = server_class((host.strip("[]"), port), Handler)
     server.daemon_threads = True
     server.session = session
     return server
