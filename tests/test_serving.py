@@ -144,12 +144,15 @@ def test_signature_errors_reach_the_caller_with_the_servers_message(grpc_target,
 
 def test_unknown_model_and_version_are_not_found(grpc_target, rest_url):
     images = _images((1, 8, 8, 3))
+    # The package's part: the status as a ServingError, with the server's own details passed
+    # on (whatever its wording).
     with GrpcClient(grpc_target, "missing") as client:
-        with pytest.raises(ServingError, match="NOT_FOUND.*missing"):
+        with pytest.raises(ServingError, match="NOT_FOUND") as grpc_error:
             client.predict(images)
-    with pytest.raises(ServingError, match="HTTP 404.*Specific") as error:
+    assert grpc_error.value.details
+    with pytest.raises(ServingError, match="HTTP 404") as error:
         RestClient(rest_url, NAME, version=7).predict(images)
-    assert error.value.code == 404
+    assert error.value.code == 404 and error.value.details
 
 
 def test_slow_server_raises_timeout(predictor, grpc_target, rest_url):

@@ -216,7 +216,7 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
             "--attention_blocks must be an int in [1, 1]. Received: --attention_blocks=4",
         ),
         (["--attention_blocks=a"], "--attention_blocks=['a']: a comma-separated list"),
-        (["--dropout=1.5"], "--dropout must be in [0, 1). Received: --dropout=1.5"),
+        (["--dropout=1.5"], "--dropout must be a number in [0, 1). Received: --dropout=1.5"),
         (["--width=0"], "--width must be a positive int. Received: --width=0"),
         (["--ar_blocks=-3"], "--ar_blocks=-3: must be a number of blocks >= 0"),
         (["--downsample=2"], "--downsample=2: applies to folder, dubai, camvid, not synthetic"),

@@ -41,7 +41,7 @@ def optional_integer(name, value, low=1, high=None):
 def rate(name, value):
     """Returns `value` as a float if it is a number (not a bool) in [0, 1); else ValueError.
 
-    For dropout rates, where 1 would drop everything.
+    For dropout rates, where 1 would drop everything, and momenta.
     """
     if (
         isinstance(value, (bool, np.bool_))
@@ -49,6 +49,17 @@ def rate(name, value):
         or not 0.0 <= value < 1.0
     ):
         raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
+    return float(value)
+
+
+def positive(name, value):
+    """Returns `value` as a float if it is a number (not a bool) above 0; else ValueError."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not value > 0
+    ):
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
     return float(value)
 
 

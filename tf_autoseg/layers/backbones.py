@@ -103,9 +103,7 @@ class ConvStem(keras.layers.Layer):
     def __init__(self, filters, stride=4, blocks=0, **kwargs):
         super().__init__(**kwargs)
         self.filters = arguments.integer("filters", filters)
-        if stride not in STRIDES:
-            raise ValueError(f"`stride` must be one of {STRIDES}. Received: stride={stride!r}")
-        self.stride = int(stride)
+        self.stride = int(arguments.choice("stride", stride, STRIDES))
         self.blocks = arguments.integer("blocks", blocks, low=0)
         policy = self.dtype_policy
         self.conv = keras.layers.Conv2D(

@@ -12,6 +12,8 @@ several replicas is then exactly the loss on the whole batch.
 
 import tensorflow as tf
 
+from tf_autoseg import arguments
+
 EPSILON = 1e-7
 
 
@@ -42,10 +44,7 @@ def joint_counts(p1, p2, displacement=0):
     Returns:
         A float32 (K, K) tensor.
     """
-    if isinstance(displacement, bool) or not isinstance(displacement, int) or displacement < 0:
-        raise ValueError(
-            f"`displacement` must be a non-negative int. Received: displacement={displacement!r}"
-        )
+    displacement = arguments.integer("displacement", displacement, 0)
     p1 = tf.convert_to_tensor(p1)
     p2 = tf.convert_to_tensor(p2)
     _validate_pair(p1, p2)
@@ -80,10 +79,7 @@ def joint_counts_per_offset(p1, p2, displacement):
     Returns:
         A float32 (T, K, K) tensor; offsets in raster order, (-d, -d) first.
     """
-    if isinstance(displacement, bool) or not isinstance(displacement, int) or displacement < 0:
-        raise ValueError(
-            f"`displacement` must be a non-negative int. Received: displacement={displacement!r}"
-        )
+    displacement = arguments.integer("displacement", displacement, 0)
     p1 = tf.cast(tf.convert_to_tensor(p1), tf.float32)
     p2 = tf.cast(tf.convert_to_tensor(p2), tf.float32)
     _validate_pair(p1, p2)
@@ -201,12 +197,8 @@ def arl_loss(z1, z2, temperature=0.1, num_negatives=255, seed=None):
         A float32 scalar, at least 0; log(num_negatives + 1) for random
         representations.
     """
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be positive. Received: temperature={temperature!r}")
-    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
-        raise ValueError(
-            f"`num_negatives` must be a positive int. Received: num_negatives={num_negatives!r}"
-        )
+    temperature = arguments.positive("temperature", temperature)
+    num_negatives = arguments.integer("num_negatives", num_negatives, 1)
     z1 = tf.convert_to_tensor(z1)
     z2 = tf.convert_to_tensor(z2)
     _validate_pair(z1, z2, ("z1", "z2"))

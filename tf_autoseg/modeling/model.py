@@ -192,9 +192,7 @@ class AutoSegModel(keras.Model):
             arguments.integer("attention_blocks", i, 1, self.ar_blocks) for i in attention_blocks
         )
         self.attention_heads = arguments.integer("attention_heads", attention_heads, 1)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = arguments.rate("dropout", dropout)
         if overclustering is not None and (
             arguments.integer("overclustering", overclustering, 1) <= self.num_classes
         ):
@@ -208,12 +206,7 @@ class AutoSegModel(keras.Model):
         self.over_entropy_weight = (
             None if over_entropy_weight is None else float(over_entropy_weight)
         )
-        if not 0.0 <= marginal_momentum < 1.0:
-            raise ValueError(
-                "`marginal_momentum` must be in [0, 1). "
-                f"Received: marginal_momentum={marginal_momentum!r}"
-            )
-        self.marginal_momentum = float(marginal_momentum)
+        self.marginal_momentum = arguments.rate("marginal_momentum", marginal_momentum)
         self.sobel = bool(sobel)
         self.input_downsample = arguments.integer("input_downsample", input_downsample, 1)
         self.labels_from = arguments.choice("labels_from", labels_from, LABEL_SOURCES)
@@ -234,11 +227,7 @@ class AutoSegModel(keras.Model):
         self.sampling = arguments.choice("sampling", sampling, SAMPLINGS)
         self.photometric = bool(photometric)
         self.geometric = arguments.choice("geometric", geometric, transforms.GEOMETRIC)
-        if not temperature > 0:
-            raise ValueError(
-                f"`temperature` must be positive. Received: temperature={temperature!r}"
-            )
-        self.temperature = float(temperature)
+        self.temperature = arguments.positive("temperature", temperature)
         self.num_negatives = arguments.integer("num_negatives", num_negatives, 1)
         self.max_attention_positions = arguments.integer(
             "max_attention_positions", max_attention_positions, 1
@@ -253,10 +242,7 @@ class AutoSegModel(keras.Model):
     @classmethod
     def variant(cls, name, num_classes, input_shape=None, **overrides):
         """One of the slides' variants: "F1".."F5", or "random" (F2, untrained)."""
-        if name not in VARIANTS:
-            raise ValueError(
-                f"`variant` must be one of {tuple(VARIANTS)}. Received: variant={name!r}"
-            )
+        arguments.choice("variant", name, tuple(VARIANTS))
         return cls(num_classes, input_shape, **{**VARIANTS[name], **overrides})
 
     # ----------------------------------------------------------------- layers

@@ -8,6 +8,8 @@ point. All draws are stateless: they depend only on the seed they are given.
 
 import tensorflow as tf
 
+from tf_autoseg import arguments
+
 GEOMETRIC = ("none", "flip", "rotate", "flip_rotate")
 
 # A dihedral element k has three bits: 1 = flip left-right, 2 = flip
@@ -36,8 +38,7 @@ def to_float_images(images):
 
 def sample_dihedral(mode, seed):
     """A random dihedral element id among those `mode` allows, as an int32 scalar."""
-    if mode not in _ELEMENTS:
-        raise ValueError(f"`geometric` must be one of {GEOMETRIC}. Received: geometric={mode!r}")
+    arguments.choice("geometric", mode, GEOMETRIC)
     elements = tf.constant(_ELEMENTS[mode], tf.int32)
     index = tf.random.stateless_uniform((), seed, maxval=len(_ELEMENTS[mode]), dtype=tf.int32)
     return elements[index]
