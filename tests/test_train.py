@@ -489,7 +489,7 @@ if where == "checkpoint":  # dies inside the second checkpoint's write, its file
         return real(path, writer, suffix)
     atomic.write = write
 else:  # dies inside the export, the SavedModel half written
-    def write_archive(model, directory):
+    def write_archive(model, directory, classes=None):
         (directory / "saved_model.pb").write_bytes(b"\x08")
         die()
     export._write_archive = write_archive
