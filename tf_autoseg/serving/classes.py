@@ -22,6 +22,10 @@ Every cluster 0 .. num_clusters - 1 is in exactly one class or in `ignored`; cla
 distinct and below `ignore_id`; names are distinct (ignoring case and surrounding spaces);
 colours are `#rrggbb`. `parse` checks all of it and names the first problem in one line.
 Standard library and NumPy only: checking a mapping loads no TensorFlow.
+
+Long (about 430 lines) because it is the format's one owner: the checks with their one-line
+errors, the lookup and palette, the page's choices, where a mapping lives and its versioned
+saves; the page, the export and segment only call it.
 """
 
 import json

@@ -14,6 +14,9 @@ writes a `classes.json` (`tf_autoseg.serving.classes`).
   so nothing outside the sample can be served (anything else is 404). On a loopback address
   it answers only requests whose `Host` is that address (a DNS-rebinding page gets 403), and
   a save must be a same-origin JSON POST.
+
+Long (about 370 lines) because the page's server and the data it serves change together;
+the page itself is `naming_page.html`, the mapping `tf_autoseg.serving.classes`.
 """
 
 import functools
