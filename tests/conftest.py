@@ -103,3 +103,69 @@ def cocostuff_mini(tmp_path_factory):
     """The COCO-Stuff fixture: ../shared/data's cocostuff-mini, else a generated replica."""
     real = SHARED_DATA / "cocostuff-mini"
     return real if real.is_dir() else make_cocostuff_mini(tmp_path_factory.mktemp("cocostuff"))
+
+
+# Dubai's published classes (title, colour); "Unlabeled" is left out of the five.
+DUBAI_CLASSES = [("Water", "#E2A929"), ("Land (unpaved area)", "#8429F6"), ("Road", "#6EC1E4"),
+                 ("Building", "#3C1098"), ("Vegetation", "#FEDD3A"), ("Unlabeled", "#9B9B9B")]  # fmt: skip
+
+
+def make_dubai_aerial(root, tiles=8, per_tile=2, shape=(300, 420)):
+    """The Dubai layout (classes.json, tile-<n>/images/*.jpg and masks/*.png colour masks)."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(13)
+    root.mkdir(parents=True, exist_ok=True)
+    classes = [{"title": t, "shape": "polygon", "color": c, "geometry_config": {}}
+               for t, c in DUBAI_CLASSES]  # fmt: skip
+    (root / "classes.json").write_text(json.dumps({"classes": classes, "tags": []}))
+    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for _, c in DUBAI_CLASSES])
+    for t in range(1, tiles + 1):
+        for k in range(1, per_tile + 1):
+            ids = _regions(rng, shape, np.arange(len(DUBAI_CLASSES)), cells=6)
+            image = np.clip(palette[ids] * 0.6 + rng.integers(0, 60, (*shape, 3)), 0, 255)
+            for folder in ("images", "masks"):
+                (root / f"tile-{t}" / folder).mkdir(parents=True, exist_ok=True)
+            stem = f"image_part_{k:03d}"
+            Image.fromarray(image.astype(np.uint8)).save(
+                root / f"tile-{t}" / "images" / f"{stem}.jpg"
+            )
+            Image.fromarray(palette[ids].astype(np.uint8)).save(
+                root / f"tile-{t}" / "masks" / f"{stem}.png"
+            )
+    return root
+
+
+def make_camvid(root, shape=(120, 160)):
+    """CamVid's SegNet layout: images/<split>-<sequence>_<frame>.jpg, labels/ (ids 0-10, 255)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(17)
+    frames = [("train", "0016E5", 4), ("train", "0006R0", 3), ("train", "0001TP", 3),
+              ("val", "0016E5", 2)]  # fmt: skip
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for split, sequence, count in frames:
+        for k in range(count):
+            ids = _regions(rng, shape, np.array([*range(11), 255]), cells=5)
+            image = np.clip(ids[..., None] * 20 + rng.integers(0, 40, (*shape, 3)), 0, 255)
+            stem = f"{split}-{sequence}_{k * 30:06d}"
+            Image.fromarray(image.astype(np.uint8)).save(root / "images" / f"{stem}.jpg")
+            Image.fromarray(ids).save(root / "labels" / f"{stem}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def dubai_aerial(tmp_path_factory):
+    """The Dubai fixture: ../shared/data's dubai-aerial, else a generated replica."""
+    real = SHARED_DATA / "dubai-aerial"
+    return real if real.is_dir() else make_dubai_aerial(tmp_path_factory.mktemp("dubai"))
+
+
+@pytest.fixture(scope="session")
+def camvid_trainval(tmp_path_factory):
+    """The CamVid fixture: ../shared/data's camvid-trainval, else a generated replica."""
+    real = SHARED_DATA / "camvid-trainval"
+    return real if real.is_dir() else make_camvid(tmp_path_factory.mktemp("camvid"))

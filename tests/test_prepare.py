@@ -1,8 +1,8 @@
 """python -m tf_autoseg.prepare and tf_autoseg.data.records: the in-memory examples in shards, a
 manifest, resumable preparation, resumable reading, and MultiWorker training by shard file.
 
-Files are written into tmp_path; the COCO-Stuff check reads ../shared/data in place and skips
-when it is absent.
+Files are written into tmp_path; the COCO-Stuff check reads ../shared/data in place, or
+conftest's generated replica when it is absent.
 """
 
 import json
@@ -27,7 +27,6 @@ from tf_autoseg.training import inputs
 from tf_autoseg.training import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 WORKER = Path(__file__).with_name("prepared_worker.py")
 
 

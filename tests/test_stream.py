@@ -1,8 +1,8 @@
 """Streaming pipelines: the in-memory batches, a graph and memory that do not grow with the files,
 resume without reading what was skipped, and bad files named before training.
 
-Files are written into tmp_path (tiny images); the Dubai check reads ../shared/data in place
-and skips when it is absent.
+Files are written into tmp_path (tiny images); the Dubai check reads ../shared/data in place,
+or conftest's generated replica when it is absent.
 """
 
 import json
@@ -22,10 +22,6 @@ from tf_autoseg.datasets import folder as folder_in_memory
 from tf_autoseg.training import inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"real data fixtures absent ({DATA}; a fresh clone has no ../shared)"
-)
 
 
 def batches(dataset, count=None):
@@ -80,10 +76,9 @@ def test_same_seed_gives_the_in_memory_batches(tmp_path, tile, downsample):
     assert not np.array_equal(batches(other, 1)[0], batches(streamed, 1)[0])
 
 
-@needs_data
 @pytest.mark.slow
-def test_dubai_jpeg_tiles_stream_to_the_in_memory_pixels():
-    root = DATA / "dubai-aerial"
+def test_dubai_jpeg_tiles_stream_to_the_in_memory_pixels(dubai_aerial):
+    root = dubai_aerial
     options = dict(tiles=(8,), tile=200, batch_size=8, seed=3, repeat=True, augment=True)
     memory, memory_info = dubai.load(root, **options)
     streamed, streamed_info = dubai.streamed(root, **options)

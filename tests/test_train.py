@@ -23,7 +23,6 @@ from tf_autoseg.training import checkpoints
 from tf_autoseg.training import runs
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 QUICK = [
     "--flagfile=experiments/quickstart.cfg",
     "--synthetic_images=16",
@@ -271,12 +270,10 @@ def test_unwritable_output_fails_before_any_work(tmp_path):
 
 
 FLAGFILES = sorted((ROOT / "experiments").glob("*.cfg"))
-# The datasets whose flagfiles need ../shared/data (a fixture per dataset); potsdam and
-# cocostuff use conftest's fixtures (generated without ../shared); the others always run.
-FIXTURES = {
-    "dubai": SHARED_DATA / "dubai-aerial",
-    "camvid": SHARED_DATA / "camvid-trainval",
-}
+# The datasets whose flagfiles need data: conftest's fixtures (../shared/data's, else generated
+# replicas in their layouts); the others (synthetic, folder) are generated here.
+FIXTURES = {"potsdam": "potsdam_crops", "cocostuff": "cocostuff_mini", "dubai": "dubai_aerial",
+            "camvid": "camvid_trainval"}  # fmt: skip
 
 
 def test_the_experiments_folder_holds_the_flagfiles():
@@ -297,15 +294,10 @@ def test_experiment_flagfile_parses_and_builds(tmp_path, path, request):
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", f"--flagfile={path}", f"--run_dir={tmp_path / path.stem}"])
         config = train.run_config()
-        if config["dataset"] in ("potsdam", "cocostuff"):  # real, else generated (conftest)
-            fixture = {"potsdam": "potsdam_crops", "cocostuff": "cocostuff_mini"}
-            config["data_dir"] = str(request.getfixturevalue(fixture[config["dataset"]]))
+        if config["dataset"] in FIXTURES:  # real, else generated (conftest)
+            config["data_dir"] = str(request.getfixturevalue(FIXTURES[config["dataset"]]))
             # 13 COCO images cannot pass IIC's curation: keep them all here.
             config.update(min_side=0, min_target_share=0.0)
-        elif config["dataset"] in FIXTURES:
-            if not FIXTURES[config["dataset"]].is_dir():
-                pytest.skip(f"../shared/data is absent: {FIXTURES[config['dataset']]}")
-            config["data_dir"] = str(FIXTURES[config["dataset"]])
         if config["dataset"] == "folder":  # the user's own images: a few generated ones
             config["data_dir"] = str(tmp_path / "images")
             os.mkdir(config["data_dir"])
