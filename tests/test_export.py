@@ -330,7 +330,7 @@ def test_a_run_with_named_classes_exports_class_ids_readable_without_tf_autoseg(
     np.testing.assert_array_equal(labels, np.array([1, 0, 1])[clusters])  # class ids
     assert len(np.unique(clusters)) >= 2, "the image should show more than one cluster"
     # The names and colours travel with the model: a variable, and a file beside the graph.
-    for text in (report["classes_json"], (version / export.METADATA).read_text()):
+    for text in (report["classes_json"], (version / "assets.extra" / "classes.json").read_text()):
         carried = json.loads(text)
         assert [(c["id"], c["name"], c["clusters"]) for c in carried["classes"]] == [
             (1, "field", [0, 2]),

@@ -462,6 +462,17 @@ def test_raising_steps_continues_a_run_and_removes_what_a_kill_left(tmp_path, ab
     assert sorted(p.name for p in (saved / "quickstart").iterdir()) == ["1", "2"]
 
 
+def test_a_run_whose_clusters_were_named_exports_class_ids(tmp_path):
+    _main([_tiny_flagfile(tmp_path)])
+    run_dir, saved = tmp_path / "run", tmp_path / "saved"
+    assert not (saved / "quickstart" / "1" / "assets.extra").exists()  # no mapping, as before
+    mapping = {"classes": [{"name": "a", "clusters": [0, 2]}, {"name": "b", "clusters": [1]}]}
+    (run_dir / "classes.json").write_text(json.dumps(mapping))
+    _main([_tiny_flagfile(tmp_path, steps=20)])
+    baked = json.loads((saved / "quickstart" / "2" / "assets.extra" / "classes.json").read_text())
+    assert [(c["name"], c["clusters"]) for c in baked["classes"]] == [("a", [0, 2]), ("b", [1])]
+
+
 _KILLER = """
 import os, signal, sys
 from absl import flags

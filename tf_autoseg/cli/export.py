@@ -76,21 +76,13 @@ def _validate_model_flag(value):
     return True
 
 
-def _classes_path(flag, model):
-    """The mapping `--classes_json` names: None for "none", the model's own by default."""
-    if flag is not None:
-        return None if flag.strip().lower() == "none" else Path(flag)
-    path = named_classes.default_path(model)
-    return path if path.is_file() else None
-
-
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     values = flags.FLAGS
     commands.check_writable("output_dir", values.output_dir)
     read_models_config(values.output_dir)  # a broken models.config is named before TensorFlow
-    classes = _classes_path(values.classes_json, values.model)
+    classes = named_classes.named_path(values.classes_json, values.model)
     if classes is not None:
         named_classes.read(classes)  # a broken mapping is named before TensorFlow
         logging.info("Baking the class names of %s into the export", classes)

@@ -64,8 +64,9 @@ def main(argv):
             f"{ALIGN} larger than 2 * --overlap, and --overlap a multiple of 8."
         ) from None
     commands.check_writable("output", output)
-    if FLAGS.classes_json and FLAGS.classes_json.lower() != "none":
-        named_classes.read(FLAGS.classes_json)  # a broken mapping is named before TensorFlow
+    named = FLAGS.classes_json and named_classes.named_path(FLAGS.classes_json, FLAGS.model)
+    if named:
+        named_classes.read(named)  # a broken mapping is named before TensorFlow
     commands.start_tensorflow()
     import tensorflow as tf
 

@@ -42,6 +42,9 @@ FILE = "classes.json"
 HEADS = ("main", "overclustering")
 IGNORE_ID = 255
 MAX_CLUSTERS = 65536  # cluster ids: 16-bit label maps at most
+# Where an export carries its mapping, inside the version folder (TensorFlow Serving reads
+# only warm-up requests from assets.extra).
+IN_EXPORT = "assets.extra/classes.json"
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -72,10 +75,6 @@ class Classes:
         for named in self.classes:
             table[list(named.clusters)] = named.id
         return table
-
-    def by_id(self):
-        """{class id: NamedClass}."""
-        return {named.id: named for named in self.classes}
 
     def palette(self):
         """(ignore_id + 1, 3) uint8 class colours by class id, for `visualize.colorize`;
@@ -378,6 +377,18 @@ def default_path(source):
         name = FILE if path.name == loading.MODEL_FILE else f"{path.stem}.{FILE}"
         return path.parent / name
     return (path.parent if path.name.isdigit() else path) / FILE
+
+
+def named_path(flag, source):
+    """The mapping file a `--classes_json` value names for the model at `source`.
+
+    "none" (any case): None, cluster ids; a path: that file; None (not given): the model's
+    own, `default_path(source)`, if that file exists, else None.
+    """
+    if flag is not None:
+        return None if flag.strip().lower() == "none" else Path(flag)
+    path = default_path(source)
+    return path if path.is_file() else None
 
 
 def history_folder(path):

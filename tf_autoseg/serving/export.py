@@ -50,9 +50,6 @@ CONFIG_FILE = "models.config"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Temporary export folders: TensorFlow Serving loads only all-digit folder names.
 TEMP_PREFIX = ".export-"
-# The class mapping inside a version folder (TensorFlow Serving reads only warm-up requests
-# from assets.extra).
-METADATA = "assets.extra/classes.json"
 
 
 def _check_images(images, channels):
@@ -155,8 +152,8 @@ def _write_archive(model, directory, classes=None):
         archive.add_variable_collection("classes_json", [text])
     archive.write_out(str(directory), verbose=False)
     if classes is not None:
-        (Path(directory) / METADATA).parent.mkdir(exist_ok=True)
-        (Path(directory) / METADATA).write_text(classes.dumps())
+        (Path(directory) / named_classes.IN_EXPORT).parent.mkdir(exist_ok=True)
+        (Path(directory) / named_classes.IN_EXPORT).write_text(classes.dumps())
 
 
 def export_model(model, name, output_dir="saved_models", serving_root="/models", classes=None):

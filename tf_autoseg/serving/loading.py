@@ -153,10 +153,10 @@ class SavedModelSegmenter:
         channels = int(default.structured_input_signature[1]["images"].shape[-1])
         self.image_shape = (None, None, channels)  # any height and width
         self.classes = None
-        metadata = self.path / "assets.extra" / "classes.json"  # serving.export.METADATA
-        if metadata.is_file():
-            from tf_autoseg.serving import classes
+        from tf_autoseg.serving import classes
 
+        metadata = self.path / classes.IN_EXPORT
+        if metadata.is_file():
             self.classes = classes.read(metadata, num_clusters=self.num_classes)
         self.exported_head = self.classes.head if self.classes else "main"
 

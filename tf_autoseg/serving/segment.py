@@ -132,17 +132,10 @@ def mapping(model, source, flag=None):
     """
     from tf_autoseg.serving import classes
 
-    if flag is not None and flag.strip().lower() == "none":
-        return None
-    if flag is None:
-        if getattr(model, "classes", None) is not None:
-            return model.classes
-        path = classes.default_path(source)
-        if not path.is_file():
-            return None
-    else:
-        path = Path(flag)
-    return classes.for_model(model, path)
+    if flag is None and getattr(model, "classes", None) is not None:
+        return model.classes
+    path = classes.named_path(flag, source)
+    return None if path is None else classes.for_model(model, path)
 
 
 def write_legend(output, mapped):

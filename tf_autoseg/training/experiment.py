@@ -329,14 +329,15 @@ def _run(config, hold):
             from tf_autoseg.serving import export
 
             name = config["export_name"] or run_dir.resolve().name
+            from tf_autoseg.serving import classes
+
             # A run whose clusters were named (name_clusters) exports class ids.
-            classes = run_dir / "classes.json"
             results["export"] = str(
                 export.export_model(
                     model,
                     name,
                     output_dir=config["export_dir"],
-                    classes=classes if classes.is_file() else None,
+                    classes=classes.named_path(None, run_dir),
                 )
             )
         atomic.write_json(run_dir / "metrics.json", results)
