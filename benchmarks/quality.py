@@ -62,19 +62,19 @@ flags.DEFINE_string("save_models", None, "Folder to save each seed's final model
 flags.DEFINE_string("out", None, "Where to write the JSON report ('' = nowhere).")
 
 TASKS = {
-    "dubai": dict(dataset="dubai", sub="dubai-aerial", classes=5, train_tiles=["1", "2", "3", "4"],
+    "dubai": dict(dataset="dubai", sub="dubai-aerial", num_classes=5, train_tiles=["1", "2", "3", "4"],
                   eval_tiles=["5", "6"], eval_mode="holdout"),
-    "dubai_report": dict(dataset="dubai", sub="dubai-aerial", classes=5,
+    "dubai_report": dict(dataset="dubai", sub="dubai-aerial", num_classes=5,
                          train_tiles=["1", "2", "3", "4", "5", "6"], eval_tiles=["7", "8"],
                          eval_mode="holdout"),
-    "camvid3": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same"),
-    "camvid11": dict(dataset="camvid", sub="camvid-trainval", classes=11, eval_mode="same"),
+    "camvid3": dict(dataset="camvid", sub="camvid-trainval", num_classes=3, eval_mode="same"),
+    "camvid11": dict(dataset="camvid", sub="camvid-trainval", num_classes=11, eval_mode="same"),
     # By video sequence: the scored sequence is never trained on (val-* is 0016E5's frames).
-    "camvid_0006R0": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same",
+    "camvid_0006R0": dict(dataset="camvid", sub="camvid-trainval", num_classes=3, eval_mode="same",
                           train_sequences=["0016E5", "0001TP"], eval_sequences=["0006R0"]),
-    "camvid_0001TP": dict(dataset="camvid", sub="camvid-trainval", classes=3, eval_mode="same",
+    "camvid_0001TP": dict(dataset="camvid", sub="camvid-trainval", num_classes=3, eval_mode="same",
                           train_sequences=["0016E5", "0006R0"], eval_sequences=["0001TP"]),
-    "cocostuff3": dict(dataset="cocostuff", sub="cocostuff-mini", classes=3, eval_mode="same",
+    "cocostuff3": dict(dataset="cocostuff", sub="cocostuff-mini", num_classes=3, eval_mode="same",
                        min_target_share=0.0, min_side=300),
 }  # fmt: skip
 SAMPLE = 200_000  # pixels that fit each k-means

@@ -39,8 +39,8 @@ def example_ids(images):
 
 def main(prepared, out, steps):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    config = dict(dataset="folder", data_dir=prepared, prepared_dir=prepared, classes=3,
-                  crop=16, downsample=1, batch_size=8, seed=0, pipeline="auto",
+    config = dict(dataset="folder", data_dir=prepared, prepared_dir=prepared, num_classes=3,
+                  tile=16, downsample=1, batch_size=8, seed=0, pipeline="auto",
                   data_service="", distribution="multiworker", run_dir="unused")  # fmt: skip
     dataset, info = inputs.pipeline_for(config, "train", False)
     ids = [example_ids(batch) for batch in dataset.take(steps)]

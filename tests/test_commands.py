@@ -58,7 +58,7 @@ def test_help_exits_0_before_tensorflow_loads(program):
 
 def test_evaluate_help_lists_its_flags_and_the_data_flags_it_reads():
     result = _run(["-m", "tf_autoseg.evaluate", "--help"])
-    for flag in ("--model", "--dataset", "--data_dir", "--classes", "--eval_mode"):
+    for flag in ("--model", "--dataset", "--data_dir", "--num_classes", "--eval_mode"):
         assert f"  {flag}:" in result.stdout, flag
 
 
@@ -80,7 +80,7 @@ def test_noise_is_told_apart_from_other_lines():
     assert all(commands.is_noise(line) for line in NOISE)
     kept = [
         "E0000 00:00:1796192513.868779    7925 op_kernel.cc:1] Out of memory\n",
-        "error: --classes=9: synthetic accepts (2, 3, 4, 5, 6).\n",
+        "error: --num_classes=9: synthetic accepts (2, 3, 4, 5, 6).\n",
         "/usr/lib/python3/dist-packages/x.py:3: DeprecationWarning: y\n",
     ]
     assert not any(commands.is_noise(line) for line in kept)
@@ -186,7 +186,7 @@ def test_prepare_names_a_bad_output_folder_and_a_folder_without_classes(tmp_path
     (tmp_path / "file").write_text("")
     result = _run(["-m", "tf_autoseg.prepare", "--dataset=folder", f"--data_dir={source}",
                    f"--output_dir={tmp_path / 'out'}"])  # fmt: skip
-    _assert_one_line_error(result, "--classes is required for --dataset=folder")
+    _assert_one_line_error(result, "--num_classes is required for --dataset=folder")
     result = _run(["-m", "tf_autoseg.prepare", "--dataset=dubai", f"--data_dir={source}",
                    f"--output_dir={tmp_path / 'file' / 'out'}"])  # fmt: skip
     _assert_one_line_error(result, "--output_dir=", "not a folder")
@@ -209,7 +209,7 @@ def test_a_typo_in_a_flagfile_is_one_line(tmp_path):
     _assert_one_line_error(_run(["-m", "tf_autoseg.train", "--steps=abc"]), "--steps=abc")
 
 
-@pytest.mark.parametrize("arg", ["--classes=1", "--width=0", "--stride=3", "--minutes=0"])
+@pytest.mark.parametrize("arg", ["--num_classes=1", "--width=0", "--stride=3", "--minutes=0"])
 def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
     probe = (
         "import runpy, sys\n"

@@ -412,7 +412,7 @@ def test_random_crops_stay_inside_each_image_and_follow_the_seed(tmp_path):
         return collect(
             cocostuff.load(
                 tmp_path,
-                classes=3,
+                num_classes=3,
                 crop=32,
                 scale=1,
                 min_side=0,

@@ -56,7 +56,7 @@ def test_two_service_workers_serve_each_example_of_an_epoch_once_and_training_ru
 ):
     source = id_images(tmp_path / "src", 48)
     options = dict(dataset="folder", data_dir=str(source), output_dir=str(tmp_path / "out"),
-                   classes=3, crop=16, downsample=1, shard_size=8, jobs=1)  # fmt: skip
+                   num_classes=3, tile=16, downsample=1, shard_size=8, jobs=1)  # fmt: skip
     prepare.prepare(options, log=lambda line: None)
     dataset, info = records.load(tmp_path / "out", batch_size=8, seed=0, repeat=True, augment=True)
     served = service.distribute(dataset, launcher, job_name="test")
@@ -90,7 +90,7 @@ def test_a_missing_dispatcher_is_named_within_the_timeout_and_leaves_no_run(tmp_
         port = probe.getsockname()[1]
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
-               "--dataset=folder", f"--data_dir={id_images(tmp_path / 'src', 8)}", "--crop=16",
+               "--dataset=folder", f"--data_dir={id_images(tmp_path / 'src', 8)}", "--tile=16",
                "--batch_size=4", "--steps=2", "--checkpoint_every=2",
                f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=3",
                f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'saved'}"]  # fmt: skip

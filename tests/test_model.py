@@ -15,7 +15,7 @@ from tf_autoseg.modeling import losses
 from tf_autoseg.modeling import objective
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling import views
-from tf_autoseg.modeling.model import VARIANTS
+from tf_autoseg.modeling.config import VARIANTS
 
 TINY = dict(width=8, attention_heads=2)
 
@@ -438,3 +438,32 @@ def test_input_shape_may_be_left_open_and_crops_are_checked_when_a_step_is_trace
         other.fit(wide, steps_per_epoch=1, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="input_shape"):
         AutoSegModel(3, (32, 32, None))
+
+
+def test_model_config_is_exactly_the_models_arguments_with_its_defaults():
+    import dataclasses
+    import inspect
+
+    from tf_autoseg.modeling.config import ModelConfig
+
+    def default(value):
+        return None if value in (inspect.Parameter.empty, dataclasses.MISSING) else value
+
+    signature = inspect.signature(AutoSegModel.__init__).parameters.values()
+    arguments = {p.name: default(p.default) for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD}
+    del arguments["self"], arguments["input_shape"]  # the data's, not the configuration's
+    fields = {f.name: default(f.default) for f in dataclasses.fields(ModelConfig)}
+    assert fields == arguments
+
+
+def test_training_flags_become_model_arguments():
+    from tf_autoseg.training.config import RunConfig
+
+    flags = RunConfig(variant="F3", ar_blocks=2, num_classes=4, attention_blocks=["1"],
+                      downsample=2, ordering_types="both", num_orderings=16)  # fmt: skip
+    model = flags.model
+    assert (model.front, model.front_blocks, model.ar_blocks) == ("residual", 1, 2)
+    assert model.attention_blocks == (1,) and model.input_downsample == 2
+    assert len(model.orderings) == 16 and model.num_classes == 4
+    built = AutoSegModel(input_shape=(16, 16, 3), **model.arguments())
+    assert built.ar_blocks == 2 and len(built.orderings) == 16

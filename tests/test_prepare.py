@@ -38,8 +38,8 @@ def collect(dataset):
 
 
 def config(dataset, data_dir, output_dir, **overrides):
-    values = dict(dataset=dataset, data_dir=str(data_dir), output_dir=str(output_dir), classes=3,
-                  crop=8, downsample=1, scale=1 / 3, min_side=360, min_target_share=0.75,
+    values = dict(dataset=dataset, data_dir=str(data_dir), output_dir=str(output_dir), num_classes=3,
+                  tile=8, downsample=1, scale=1 / 3, min_side=360, min_target_share=0.75,
                   train_tiles=[1], eval_tiles=[2], masks_dir=None, colours=None, shard_size=4,
                   jobs=1)  # fmt: skip
     return {**values, **overrides}
@@ -95,13 +95,15 @@ def raw_potsdam(folder, size=1200):
 
 def test_potsdam_tiffs_prepare_to_the_in_memory_4band_crops_and_the_3_class_merge(tmp_path):
     raw_potsdam(tmp_path / "potsdam")
-    manifest = prepare.prepare(config("potsdam", tmp_path / "potsdam", tmp_path / "out", classes=6))
+    manifest = prepare.prepare(
+        config("potsdam", tmp_path / "potsdam", tmp_path / "out", num_classes=6)
+    )
     assert manifest["channels"] == 4 and manifest["num_classes"] == 6
     for part, split in (("train", "train"), ("eval", "test")):
         for classes in (6, 3):
             memory, _ = potsdam.load(tmp_path / "potsdam", split, classes, labels=True,
                                      batch_size=1, shuffle=False)  # fmt: skip
-            prepared, info = records.load(tmp_path / "out", part, labels=True, classes=classes,
+            prepared, info = records.load(tmp_path / "out", part, labels=True, num_classes=classes,
                                           batch_size=1, shuffle=False)  # fmt: skip
             for a, b in zip(collect(memory), collect(prepared), strict=True):
                 np.testing.assert_array_equal(a, b)
@@ -117,7 +119,9 @@ def test_cocostuff_curation_and_scale_are_done_once_and_match_the_in_memory_crop
     tmp_path, cocostuff_mini
 ):
     root = cocostuff_mini
-    manifest = prepare.prepare(config("cocostuff", root, tmp_path / "out", classes=15, crop=128))
+    manifest = prepare.prepare(
+        config("cocostuff", root, tmp_path / "out", num_classes=15, tile=128)
+    )
     memory, memory_info = cocostuff.load(root, "val", 15, labels=True, batch_size=1, shuffle=False)
     prepared, prepared_info = records.load(tmp_path / "out", "eval", labels=True, batch_size=1,
                                            shuffle=False)  # fmt: skip
@@ -164,7 +168,7 @@ def test_sigkill_mid_preparation_then_rerun_completes_it(tmp_path):
     for k in range(400):
         Image.fromarray(np.full((16, 16, 3), k % 256, np.uint8)).save(source / f"im{k:04d}.png")
     args = [sys.executable, "-m", "tf_autoseg.prepare", "--dataset=folder", f"--data_dir={source}",
-            f"--output_dir={tmp_path / 'out'}", "--crop=16", "--shard_size=20", "--classes=3"]  # fmt: skip
+            f"--output_dir={tmp_path / 'out'}", "--tile=16", "--shard_size=20", "--num_classes=3"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -187,7 +191,24 @@ def test_a_rerun_with_other_flags_is_refused_naming_the_folder(tmp_path):
     options = config("folder", images, tmp_path / "out")
     prepare.prepare(options, log=lambda line: None)
     with pytest.raises(ValueError, match=f"{tmp_path / 'out'} holds a preparation with other"):
-        prepare.prepare({**options, "crop": 4}, log=lambda line: None)
+        prepare.prepare({**options, "tile": 4}, log=lambda line: None)
+
+
+def test_a_folder_prepared_under_the_old_flag_names_is_the_same_preparation(tmp_path):
+    # Before 2026-12-05 plan.json recorded --num_classes as "classes" and --tile as "crop".
+    images, _ = labelled_folder(tmp_path / "src")
+    options = config("folder", images, tmp_path / "out")
+    prepare.prepare(options, log=lambda line: None)
+    plan_path = tmp_path / "out" / prepare.PLAN
+    plan = json.loads(plan_path.read_text())
+    flags = plan["flags"]
+    flags["classes"], flags["crop"] = flags.pop("num_classes"), flags.pop("tile")
+    plan_path.write_text(json.dumps(plan))
+    lines = []
+    prepare.prepare(options, log=lines.append)  # not refused: nothing is written again
+    assert lines and all("already written" in line for line in lines)
+    with pytest.raises(ValueError, match="holds a preparation with other"):
+        prepare.prepare({**options, "tile": 4}, log=lambda line: None)
 
 
 def id_images(folder, count, size=16):
@@ -215,7 +236,7 @@ def test_prepared_graph_has_the_same_size_for_16_and_2000_examples(tmp_path):
     for count in (16, 2000):
         source = id_images(tmp_path / f"src{count:05d}", count, size=8)
         out = tmp_path / f"out{count:05d}"
-        prepare.prepare(config("folder", source, out, crop=8, shard_size=4096), log=lambda _: 0)
+        prepare.prepare(config("folder", source, out, tile=8, shard_size=4096), log=lambda _: 0)
         dataset, info = records.load(out, batch_size=8, repeat=True, augment=True)
         assert info.num_examples == count
         sizes.append(len(dataset._as_serialized_graph().numpy()))
@@ -225,7 +246,7 @@ def test_prepared_graph_has_the_same_size_for_16_and_2000_examples(tmp_path):
 def test_records_resume_reads_the_same_remaining_batches_and_skips_whole_shards(tmp_path):
     source = id_images(tmp_path / "src", 40)
     out = tmp_path / "out"
-    prepare.prepare(config("folder", source, out, crop=16, shard_size=8), log=lambda _: 0)
+    prepare.prepare(config("folder", source, out, tile=16, shard_size=8), log=lambda _: 0)
     options = dict(batch_size=4, seed=3, repeat=True, augment=True, window=6)
     whole = [np.asarray(b) for b in records.load(out, **options)[0].take(30)]
     seen = np.concatenate([ids(b) for b in whole[:10]])
@@ -244,9 +265,9 @@ def test_records_resume_reads_the_same_remaining_batches_and_skips_whole_shards(
 
 def test_pipeline_for_reads_prepared_parts_and_leaves_absent_labels_to_memory(tmp_path):
     source = id_images(tmp_path / "src", 12)
-    prepare.prepare(config("folder", source, tmp_path / "out", crop=16), log=lambda _: 0)
+    prepare.prepare(config("folder", source, tmp_path / "out", tile=16), log=lambda _: 0)
     run = dict(dataset="folder", data_dir=str(source), prepared_dir=str(tmp_path / "out"),
-               classes=3, crop=16, downsample=1, batch_size=4, seed=1, pipeline="auto",
+               num_classes=3, tile=16, downsample=1, batch_size=4, seed=1, pipeline="auto",
                data_service="", distribution="auto", run_dir="unused")  # fmt: skip
     resumed, info = inputs.pipeline_for(run, "train", False, start_batch=2)
     whole, _ = records.load(tmp_path / "out", batch_size=4, seed=1, repeat=True, augment=True)
@@ -269,7 +290,7 @@ def _free_ports(count):
 def test_prepared_set_trains_under_multiworker_each_worker_reading_its_own_shards(tmp_path):
     source = id_images(tmp_path / "src", 64)
     out = tmp_path / "out"
-    prepare.prepare(config("folder", source, out, crop=16, shard_size=8), log=lambda _: 0)
+    prepare.prepare(config("folder", source, out, tile=16, shard_size=8), log=lambda _: 0)
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -306,10 +327,10 @@ def test_prepared_set_trains_under_multiworker_each_worker_reading_its_own_shard
 
 def test_a_folder_trains_from_its_prepared_records_without_data_dir(tmp_path):
     source = id_images(tmp_path / "src", 12)
-    prepare.prepare(config("folder", source, tmp_path / "out", crop=16), log=lambda _: 0)
+    prepare.prepare(config("folder", source, tmp_path / "out", tile=16), log=lambda _: 0)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
-               "--dataset=folder", f"--prepared_dir={tmp_path / 'out'}", "--crop=16",
+               "--dataset=folder", f"--prepared_dir={tmp_path / 'out'}", "--tile=16",
                "--width=8", "--ar_blocks=1", "--batch_size=4", "--steps=2",
                "--checkpoint_every=2", "--noexport", f"--run_dir={run_dir}"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
@@ -321,7 +342,7 @@ def test_a_folder_trains_from_its_prepared_records_without_data_dir(tmp_path):
 def test_prepared_records_are_checked_before_training(tmp_path):
     source = id_images(tmp_path / "src", 12)
     out = tmp_path / "out"
-    prepare.prepare(config("folder", source, out, crop=16, shard_size=4), log=lambda _: 0)
+    prepare.prepare(config("folder", source, out, tile=16, shard_size=4), log=lambda _: 0)
     records.load(out, batch_size=4)  # as written: fine
     manifest = json.loads((out / records.MANIFEST).read_text())
 
@@ -347,7 +368,7 @@ def test_a_preparation_that_failed_before_its_first_shard_does_not_lock_its_fold
     source = id_images(tmp_path / "src", 6)
     bad = source / "im999.png"
     bad.write_bytes((source / "im00000.png").read_bytes()[:60])  # a header, then nothing
-    options = config("folder", source, tmp_path / "out", crop=16)
+    options = config("folder", source, tmp_path / "out", tile=16)
     with pytest.raises(ValueError):
         prepare.prepare(options, log=lambda _: 0)
     bad.unlink()

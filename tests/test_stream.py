@@ -237,7 +237,7 @@ def test_training_refuses_a_file_that_does_not_decode_fully_whatever_the_pipelin
     _damaged_jpeg(folder / "broken.jpg")
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
-               "--dataset=folder", f"--data_dir={folder}", "--crop=32", "--width=8",
+               "--dataset=folder", f"--data_dir={folder}", "--tile=32", "--width=8",
                "--batch_size=4", "--steps=2", "--checkpoint_every=2", f"--pipeline={pipeline}",
                f"--run_dir={run_dir}", "--noexport"]  # fmt: skip
     result = subprocess.run(
@@ -260,7 +260,7 @@ def test_tiff_is_refused_with_the_prepare_command(tmp_path):
 
 
 def _config(**overrides):
-    config = dict(dataset="folder", data_dir=None, classes=3, crop=8, downsample=1,
+    config = dict(dataset="folder", data_dir=None, num_classes=3, tile=8, downsample=1,
                   batch_size=4, seed=0, pipeline="auto", prepared_dir="", data_service="",
                   distribution="auto", run_dir="runs/x", train_tiles=["1"])  # fmt: skip
     return {**config, **overrides}

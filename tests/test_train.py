@@ -21,6 +21,7 @@ from tf_autoseg.serving import loading
 from tf_autoseg.serving import segment
 from tf_autoseg.training import checkpoints
 from tf_autoseg.training import runs
+from tf_autoseg.training.config import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [
@@ -183,11 +184,44 @@ def test_runs_recorded_with_the_old_not_given_values_resume_with_none(tmp_path):
     runs.check_same_flags(tmp_path / "flags.json", {**now, "steps": 10})
     with pytest.raises(ValueError, match="--ar_blocks was None, now 2"):
         runs.check_same_flags(tmp_path / "flags.json", {**now, "ar_blocks": 2, "steps": 10})
-    assert runs.unsentinel({**old, "overclustering": 25}) == {**now, "overclustering": 25}
+    assert upgrade({**old, "overclustering": 25}) == {**now, "overclustering": 25}
+
+
+def test_runs_recorded_with_the_old_flag_names_resume_and_evaluate(tmp_path):
+    # Before 2026-12-05 --num_classes was --classes and --tile was --crop: a run recorded then
+    # resumes under the new names (and refuses a changed value by its new name).
+    (tmp_path / "flags.json").write_text(json.dumps({"classes": 5, "crop": 64, "steps": 10}))
+    now = {"num_classes": 5, "tile": 64, "steps": 10}
+    runs.check_same_flags(tmp_path / "flags.json", now)
+    with pytest.raises(ValueError, match="--tile was 64, now 32"):
+        runs.check_same_flags(tmp_path / "flags.json", {**now, "tile": 32})
+    from tf_autoseg.cli import evaluate
+
+    assert evaluate.recorded_flags(tmp_path) == now
+
+
+def test_the_old_flag_names_are_aliases_on_command_lines_and_in_flagfiles(tmp_path):
+    from absl import flags
+
+    from tf_autoseg.cli import train
+
+    flagfile = tmp_path / "old.cfg"
+    flagfile.write_text("--classes=5\n--crop=48\n")
+    try:
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", f"--flagfile={flagfile}", "--run_dir=x"])
+        parsed = train.run_config()
+        assert (parsed.num_classes, parsed.tile) == (5, 48)
+        assert flags.FLAGS["num_classes"].present  # evaluate: "given on the command line"
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", "--crop=40", "--run_dir=x"])
+        assert train.run_config().tile == 40
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_path):
-    from tf_autoseg.training.runs import ADDED
+    from tf_autoseg.training.config import ADDED
 
     saved = tmp_path / "flags.json"
     saved.write_text(json.dumps({"dataset": "dubai", "steps": 10}))  # recorded before --downsample
@@ -202,8 +236,8 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
     "args,message",
     [
         (["--steps=25", "--checkpoint_every=10"], "--checkpoint_every=10: must divide --steps=25"),
-        (["--classes=9"], "--classes=9: synthetic accepts"),
-        (["--overclustering=2"], "Received: --overclustering=2, --classes=3"),
+        (["--num_classes=9"], "--num_classes=9: synthetic accepts"),
+        (["--overclustering=2"], "Received: --overclustering=2, --num_classes=3"),
         (
             ["--dataset=potsdam", "--data_dir=/nonexistent/potsdam"],
             "--data_dir='/nonexistent/potsdam': no such directory",
@@ -293,7 +327,7 @@ def test_experiment_flagfile_parses_and_builds(tmp_path, path, request):
     try:
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", f"--flagfile={path}", f"--run_dir={tmp_path / path.stem}"])
-        config = train.run_config()
+        config = dict(train.run_config())
         if config["dataset"] in FIXTURES:  # real, else generated (conftest)
             config["data_dir"] = str(request.getfixturevalue(FIXTURES[config["dataset"]]))
             # 13 COCO images cannot pass IIC's curation: keep them all here.
@@ -302,7 +336,7 @@ def test_experiment_flagfile_parses_and_builds(tmp_path, path, request):
             config["data_dir"] = str(tmp_path / "images")
             os.mkdir(config["data_dir"])
             for i in range(config["batch_size"] // 4):
-                pixels = np.random.default_rng(i).integers(0, 256, (2 * config["crop"],) * 2 + (3,))
+                pixels = np.random.default_rng(i).integers(0, 256, (2 * config["tile"],) * 2 + (3,))
                 Image.fromarray(pixels.astype(np.uint8)).save(f"{config['data_dir']}/{i}.png")
         config["export_dir"] = str(tmp_path / "saved")
         train.validate(config)
@@ -311,7 +345,7 @@ def test_experiment_flagfile_parses_and_builds(tmp_path, path, request):
         images = next(iter(train_set.take(1)))
         assert images.dtype == tf.uint8 and images.shape[0] == config["batch_size"]
         model = experiment.build_model(config, train_set.element_spec.shape[1:])
-        assert model.num_classes == config["classes"]
+        assert model.num_classes == config["num_classes"]
     finally:
         flags.FLAGS.unparse_flags()
         os.chdir(cwd)
@@ -389,15 +423,15 @@ def _main(args):
 def test_a_dataset_registered_from_the_test_tree_trains_and_evaluates(tmp_path):
     import toy_dataset  # its module is all it needs: importing it registers "toy"
 
-    _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--classes=2", "--eval_mode=same",
+    _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--num_classes=2", "--eval_mode=same",
            "--noexport"])  # fmt: skip
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 10
     assert metrics["dataset"]["train"]["num_examples"] == 24  # the toy's own part
     assert metrics["dataset"]["evaluation"]["class_names"] == ["dark", "bright"]
     assert 0 <= metrics["evaluation"]["main"]["mean_iou"] <= 1
-    with pytest.raises(ValueError, match=r"--classes=3.*toy accepts \(2,\)"):
-        _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--classes=3"])
+    with pytest.raises(ValueError, match=r"--num_classes=3.*toy accepts \(2,\)"):
+        _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--num_classes=3"])
     assert toy_dataset.NUM_CLASSES == (2,)
 
 
@@ -530,7 +564,7 @@ def test_skipped_and_converted_files_are_named_in_metrics_and_the_log(tmp_path, 
     Image.new("RGB", (40, 40), (200, 10, 10)).save(data / "big.png")
     Image.new("RGB", (8, 8)).save(data / "small.png")
     Image.new("RGBA", (40, 40), (10, 10, 200, 128)).save(data / "rgba.png")
-    _main(["--dataset=folder", f"--data_dir={data}", "--crop=16", "--classes=3", "--width=8",
+    _main(["--dataset=folder", f"--data_dir={data}", "--tile=16", "--num_classes=3", "--width=8",
            "--ar_blocks=1", "--batch_size=2", "--steps=2", "--checkpoint_every=2",
            "--summary_images=1", "--noexport", f"--run_dir={tmp_path / 'run'}"])  # fmt: skip
     train = json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"]["train"]
@@ -550,7 +584,7 @@ def test_library_errors_name_flags_not_python_arguments(tmp_path):
     data.mkdir()
     Image.new("RGB", (32, 32)).save(data / "a.png")  # a colour mask given without --colours
     with pytest.raises(ValueError) as raised:
-        _main(["--dataset=folder", f"--data_dir={data}", f"--masks_dir={data}", "--crop=16",
+        _main(["--dataset=folder", f"--data_dir={data}", f"--masks_dir={data}", "--tile=16",
                "--width=8", "--steps=2", "--checkpoint_every=2", "--noexport",
                f"--run_dir={tmp_path / 'run'}"])  # fmt: skip
     message = str(raised.value)
@@ -560,7 +594,8 @@ def test_library_errors_name_flags_not_python_arguments(tmp_path):
         "`num_classes` must be in [2, 6]. Received: num_classes=9, tile=4, input_shape=(1,)"
     )
     assert (
-        wording == "--classes must be in [2, 6]. Received: --classes=9, --crop=4, input_shape=(1,)"
+        wording
+        == "--num_classes must be in [2, 6]. Received: --num_classes=9, --tile=4, input_shape=(1,)"
     )
 
 
@@ -616,17 +651,17 @@ def test_precision_auto_trains_in_the_policy_its_probe_timed_faster(tmp_path, ab
 
 def test_evaluate_a_run_directory_alone_reads_its_data_flags(tmp_path):
     run_dir = tmp_path / "run"
-    _main([*QUICK, "--classes=4", "--steps=10", "--checkpoint_every=10", "--noexport",
+    _main([*QUICK, "--num_classes=4", "--steps=10", "--checkpoint_every=10", "--noexport",
            f"--run_dir={run_dir}"])  # fmt: skip
     result = _evaluate(f"--model={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout.strip().splitlines()[-1])["main"]
     recorded = json.loads((run_dir / "metrics.json").read_text())["evaluation"]["main"]
     assert scores["pixel_accuracy"] == pytest.approx(recorded["pixel_accuracy"])
-    wrong = _evaluate(f"--model={run_dir}", "--classes=3")  # the command line wins
+    wrong = _evaluate(f"--model={run_dir}", "--num_classes=3")  # the command line wins
     assert wrong.returncode == 2, wrong.stderr[-3000:]
     assert wrong.stderr.strip() == (
-        "error: --classes=3 but the model's run was trained with --classes=4."
+        "error: --num_classes=3 but the model's run was trained with --num_classes=4."
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from tf_autoseg import datasets
 from tf_autoseg.data import core
 
-NUM_CLASSES = (2,)  # the --classes it accepts
+NUM_CLASSES = (2,)  # the --num_classes it accepts
 
 
 def training_part(config, part, labels, common, downsample):

@@ -21,7 +21,8 @@ from absl import flags
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import train  # defines the data and evaluation flags
 from tf_autoseg.serving import loading
-from tf_autoseg.training import runs
+from tf_autoseg.training.config import EVALUATE
+from tf_autoseg.training.config import upgrade
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -29,11 +30,8 @@ flags.DEFINE_string(
     "A run directory (its flags.json gives the data flags not given here), a .keras file or a "
     "SavedModel folder.",
 )  # fmt: skip
-# The training flags this command reads: listed by --help.
-DATA_FLAGS = ("dataset", "data_dir", "classes", "crop", "downsample", "min_side",
-              "min_target_share", "masks_dir", "colours", "synthetic_images", "synthetic_size",
-              "train_tiles", "eval_tiles", "train_sequences", "eval_sequences", "batch_size", "seed", "eval_mode", "eval_batches")  # fmt: skip
-for _name in DATA_FLAGS:
+# The training flags this command reads (metadata of the table): listed by --help.
+for _name in EVALUATE:
     flags.declare_key_flag(_name)
 
 
@@ -44,18 +42,18 @@ def recorded_flags(model):
     if not saved.is_file():
         return {}
     try:
-        return json.loads(saved.read_text())
+        return upgrade(json.loads(saved.read_text()))  # older names, "not given" values
     except json.JSONDecodeError as error:
         raise ValueError(f"{saved} is not JSON ({error}).") from None
 
 
 def evaluation_config(model):
     """The flags to evaluate with: the command line's, else the run's, else the defaults."""
-    config = train.run_config()
-    for name, value in recorded_flags(model).items():
-        if name in config and not FLAGS[name].present:
-            config[name] = value
-    return runs.unsentinel(config)  # a run recorded before the flags defaulted to None
+    given = train.run_config()
+    recorded = recorded_flags(model)
+    return given.replace(**{
+        name: value for name, value in recorded.items() if name in given and not FLAGS[name].present
+    })  # fmt: skip
 
 
 def main(argv):
@@ -66,11 +64,11 @@ def main(argv):
     loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     config = evaluation_config(FLAGS.model)
     train.validate_data(config)
-    recorded = recorded_flags(FLAGS.model).get("classes", config["classes"])
-    if recorded != config["classes"]:
+    recorded = recorded_flags(FLAGS.model).get("num_classes", config["num_classes"])
+    if recorded != config["num_classes"]:
         raise ValueError(
-            f"--classes={config['classes']} but the model's run was trained with --classes="
-            f"{recorded}."
+            f"--num_classes={config['num_classes']} but the model's run was trained with "
+            f"--num_classes={recorded}."
         )
     commands.start_tensorflow()
     from tf_autoseg.training import experiment
@@ -78,9 +76,9 @@ def main(argv):
     if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
         commands.without_remapper()
     model = loading.load(FLAGS.model)
-    if model.num_classes != config["classes"]:
+    if model.num_classes != config["num_classes"]:
         raise ValueError(
-            f"--classes={config['classes']} but the model has {model.num_classes} clusters."
+            f"--num_classes={config['num_classes']} but the model has {model.num_classes} clusters."
         )
     try:
         _, held_out, fit = experiment.build_data(config)

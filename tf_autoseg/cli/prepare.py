@@ -8,18 +8,28 @@ import sys
 
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
-from tf_autoseg.cli import data_flags
-
+from tf_autoseg.cli import run_flags
 
 # ------------------------------------------------------------------ command line
+# The training flags that choose and cut the data, defined from the training table.
+DATA = ("dataset", "data_dir", "num_classes", "tile", "downsample", "min_side", "min_target_share",
+        "masks_dir", "colours", "train_tiles", "eval_tiles", "train_sequences", "eval_sequences")  # fmt: skip
+
+
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string(
-        "dataset", None,
-        f"<{'|'.join(datasets.PREPARED)}>, or a registered dataset with prepared parts: the "
-        "dataset to prepare.",
-    )  # fmt: skip
+    run_flags.define(
+        DATA,
+        defaults={"dataset": None, "num_classes": None},
+        helps={
+            "dataset": f"<{'|'.join(datasets.PREPARED)}>, or a registered dataset with "
+            "prepared parts: the dataset to prepare.",
+            "num_classes": "Classes: potsdam 6 (default; 3 is chosen when training), cocostuff "
+            "15 (default) or 3, camvid 3 (default) or 11, dubai 5; folder: required, the "
+            "classes you will train with.",
+        },
+    )
 
     def prepared(name):
         # At parsing: datasets registered after this module was imported are accepted.
@@ -29,12 +39,8 @@ def _define_flags():
         return True
 
     flags.register_validator("dataset", prepared)
-    data_flags.define()
-    flags.adopt_module_key_flags(data_flags)
+    flags.adopt_module_key_flags(run_flags)
     flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
-    flags.DEFINE_integer("classes", None, "Classes: potsdam 6 (default; 3 is chosen when "
-                         "training), cocostuff 15 (default) or 3, camvid 3 (default) or 11, dubai "
-                         "5; folder: required, the classes you will train with.")  # fmt: skip
     flags.DEFINE_float("scale", 1 / 3, "cocostuff: image scale (IIC: 1/3).")
     flags.DEFINE_integer("shard_size", 512, "Examples per shard file (MultiWorker: >= 1 shard "
                          "per worker; about 100-200 MB a shard reads well).")  # fmt: skip
@@ -47,20 +53,20 @@ def main(argv):
 
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    names = ("dataset", "data_dir", "output_dir", "classes", "crop", "downsample", "scale",
-             "min_side", "min_target_share", "train_tiles", "eval_tiles", "train_sequences", "eval_sequences",
-             "masks_dir", "colours", "shard_size", "jobs")  # fmt: skip
-    config = {name: flags.FLAGS[name].value for name in names}
+    config = run_flags.values(DATA)
+    config.update(
+        {name: flags.FLAGS[name].value for name in ("output_dir", "scale", "shard_size", "jobs")}
+    )
     config["train_tiles"] = [int(t) for t in config["train_tiles"]]
     config["eval_tiles"] = [int(t) for t in config["eval_tiles"]]
-    if config["classes"] is None:  # the dataset's first accepted count, if it has any
+    if config["num_classes"] is None:  # the dataset's first accepted count, if it has any
         accepted = datasets.get(config["dataset"]).classes()
         if not accepted:
             raise ValueError(
-                f"--classes is required for --dataset={config['dataset']}: the number of "
-                "classes you will train with (--classes of tf_autoseg.train)."
+                f"--num_classes is required for --dataset={config['dataset']}: the number of "
+                "classes you will train with (--num_classes of tf_autoseg.train)."
             )
-        config["classes"] = accepted[0]
+        config["num_classes"] = accepted[0]
     commands.check_writable("output_dir", config["output_dir"])  # before TensorFlow, named
     commands.start_tensorflow()
     from tf_autoseg.training.prepare import prepare

@@ -116,14 +116,14 @@ def check_part(folder, part="train"):
             )
 
 
-def info(folder, part="train", labels=False, classes=None):
+def info(folder, part="train", labels=False, num_classes=None):
     """The `DatasetInfo` of one part of a prepared folder."""
     manifest = read_manifest(folder)
     entry = _part(manifest, folder, part)
-    classes, names, _ = _classes(manifest, classes)
+    num_classes, names, _ = _classes(manifest, num_classes)
     count = sum(s["labelled" if labels else "examples"] for s in entry["shards"])
     return core.DatasetInfo(
-        num_classes=classes,
+        num_classes=num_classes,
         channels=manifest["channels"],
         class_names=tuple(names),
         num_examples=count,
@@ -141,20 +141,20 @@ def _part(manifest, folder, part):
     return manifest["parts"][part]
 
 
-def _classes(manifest, classes):
-    """(classes, names, lut): the manifest's classes, or a merge it lists (Potsdam-3)."""
+def _classes(manifest, num_classes):
+    """(num_classes, names, lut): the manifest's classes, or a merge it lists (Potsdam-3)."""
     lut = np.arange(256, dtype=np.uint8)
-    if classes is None or classes == manifest["num_classes"]:
+    if num_classes is None or num_classes == manifest["num_classes"]:
         return manifest["num_classes"], manifest["class_names"], lut
     merges = manifest.get("merges", {})
-    if str(classes) not in merges:
+    if str(num_classes) not in merges:
         raise ValueError(
-            f"`classes`={classes}: the prepared labels have {manifest['num_classes']} classes "
+            f"`num_classes`={num_classes}: the prepared labels have {manifest['num_classes']} classes "
             f"and list merges to {sorted(merges) or 'none'}"
         )
-    merge = merges[str(classes)]
+    merge = merges[str(num_classes)]
     lut = core.label_lut(merge["map"])
-    return classes, merge["class_names"], lut
+    return num_classes, merge["class_names"], lut
 
 
 def load(
@@ -162,7 +162,7 @@ def load(
     part="train",
     *,
     labels=False,
-    classes=None,
+    num_classes=None,
     crop=None,
     window=1024,
     start=0,
@@ -176,7 +176,7 @@ def load(
         folder: written by `python -m tf_autoseg.prepare`.
         part: "train" or "eval".
         labels: yield (images, labels), reading only examples that have labels.
-        classes: the manifest's classes (None) or a merge it lists (Potsdam 6 -> 3).
+        num_classes: the manifest's classes (None) or a merge it lists (Potsdam 6 -> 3).
         crop: the side of square crops, for parts of several image sizes (COCO-Stuff): drawn
             at random with `augment`, else centred. Default: the manifest's.
         window: consecutive examples shuffled together.
@@ -211,7 +211,7 @@ def load(
         core.check_batch_size(n, options)
     except ValueError as error:
         raise ValueError(f"{folder} ({part}): {error}") from None
-    classes, names, lut = _classes(manifest, classes)
+    num_classes, names, lut = _classes(manifest, num_classes)
     crop = crop or entry.get("crop")
     shape = entry.get("shape")
     if shape is None and not crop:
@@ -301,4 +301,4 @@ def load(
         repeat,
         start,
     )
-    return dataset, info(folder, part, labels, classes)
+    return dataset, info(folder, part, labels, num_classes)

@@ -18,7 +18,7 @@ class Dataset:
     Attributes:
         name: the `--dataset` value.
         module: the importable module holding the dataset's hooks (imported on first use;
-            its `NUM_CLASSES`, if any, are the `--classes` it accepts):
+            its `NUM_CLASSES`, if any, are the `--num_classes` it accepts):
             `training_part(config, part, labels, common, downsample)`: the in-memory
             `(dataset, DatasetInfo)` of `part` ("train" or "eval"; labelled when `labels`),
             with `common` the `tf_autoseg.data.core.PipelineOptions` keywords and
@@ -29,7 +29,7 @@ class Dataset:
             the decoded images of `sources` fit the in-memory limit.
             With `prepared`, `prepared_parts(config)`: the (parts, manifest fields) that
             `python -m tf_autoseg.prepare` writes, built from `tf_autoseg.data.prepared`.
-            `NUM_CLASSES`' first entry is `prepare`'s default `--classes`.
+            `NUM_CLASSES`' first entry is `prepare`'s default `--num_classes`.
         files: whether it reads files (`--data_dir`); synthetic scenes are generated.
         held_out: whether it has an evaluation split of its own; without one, evaluation
             reads the training images with their labels (`--eval_mode=same` only).
@@ -51,7 +51,7 @@ class Dataset:
         return importlib.import_module(self.module)
 
     def classes(self):
-        """The `--classes` the module accepts (its `NUM_CLASSES`), or None for any from 2."""
+        """The `--num_classes` the module accepts (its `NUM_CLASSES`), or None for any from 2."""
         return getattr(self.hooks(), "NUM_CLASSES", None)
 
 

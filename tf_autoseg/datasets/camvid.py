@@ -1,8 +1,8 @@
-"""CamVid street scenes (SegNet's 480x360 preparation): `load(path, split, classes)`.
+"""CamVid street scenes (SegNet's 480x360 preparation): `load(path, split, num_classes)`.
 
 The Cambridge-driving Labeled Video Database as `images/<split>-<stem>.jpg` with
 `labels/<split>-<stem>.png` (one channel of class ids 0..10, 255 = void): sky, building, pole,
-road, pavement, tree, sign-symbol, fence, car, pedestrian, bicyclist. `classes=3` is the
+road, pavement, tree, sign-symbol, fence, car, pedestrian, bicyclist. `num_classes=3` is the
 "stuff" reading that IIC uses for COCO-Stuff-3: sky (sky), ground (road + pavement), plant
 (tree); every other class is ignored. Training reads the `train-*` frames without labels;
 `val-*` frames come from 0016E5, the sequence of most training frames, so they reward
@@ -42,9 +42,9 @@ def frames(path, split="train", sequences=None):
     return [str(images / f"*-{sequence}_*") for sequence in sequences]
 
 
-def _checked(path, classes):
+def _checked(path, num_classes):
     """`path` as a Path, once the class count and the frames folder are checked."""
-    arguments.choice("classes", classes, NUM_CLASSES)
+    arguments.choice("num_classes", num_classes, NUM_CLASSES)
     path = Path(path)
     if not (path / "images").is_dir():
         raise ValueError(f"No CamVid frames: {path / 'images'} is not a folder")
@@ -54,7 +54,7 @@ def _checked(path, classes):
 def load(
     path,
     split="train",
-    classes=3,
+    num_classes=3,
     *,
     tile=None,
     downsample=1,
@@ -67,7 +67,7 @@ def load(
     Args:
         path: the folder holding `images/` and `labels/`.
         split: "train", "val" or "test": the frames named `<split>-*`.
-        classes: 3 (sky, ground, plant) or 11.
+        num_classes: 3 (sky, ground, plant) or 11.
         tile: cut frames into tile x tile pieces (remainder dropped); None: whole frames.
         downsample: shrink frames (block mean; labels block majority) this many times first.
         labels: yield (images, labels) instead of images.
@@ -79,13 +79,13 @@ def load(
     Returns:
         (dataset, info).
     """
-    path = _checked(path, classes)
+    path = _checked(path, num_classes)
     return folder.load(
         frames(path, split, sequences),
         lambda image: path / "labels" / f"{image.stem}.png",
-        label_map=MERGE3 if classes == 3 else range(11),
-        num_classes=classes,
-        class_names=CLASSES3 if classes == 3 else CLASSES11,
+        label_map=MERGE3 if num_classes == 3 else range(11),
+        num_classes=num_classes,
+        class_names=CLASSES3 if num_classes == 3 else CLASSES11,
         tile=tile,
         downsample=downsample,
         labels=labels,
@@ -93,7 +93,9 @@ def load(
     )
 
 
-def streamed(path, split="train", classes=3, *, tile=None, downsample=1, sequences=None, **options):
+def streamed(
+    path, split="train", num_classes=3, *, tile=None, downsample=1, sequences=None, **options
+):
     """`load` for training, streamed: the `<split>-*` frames (or those of
     `sequences`), flipped left-right.
 
@@ -101,13 +103,13 @@ def streamed(path, split="train", classes=3, *, tile=None, downsample=1, sequenc
     """
     from tf_autoseg.data import stream  # TensorFlow: loaded only to stream
 
-    path = _checked(path, classes)
+    path = _checked(path, num_classes)
     return stream.folder(
         frames(path, split, sequences),
         tile=tile,
         downsample=downsample,
-        num_classes=classes,
-        class_names=CLASSES3 if classes == 3 else CLASSES11,
+        num_classes=num_classes,
+        class_names=CLASSES3 if num_classes == 3 else CLASSES11,
         **options,
     )
 
@@ -122,7 +124,7 @@ def training_part(config, part, labels, common, downsample):
     training = part == "train" and not labels
     return load(
         config["data_dir"], split="train" if part == "train" else "val",
-        classes=config["classes"], tile=config["crop"] if training else None,
+        num_classes=config["num_classes"], tile=config["tile"] if training else None,
         downsample=downsample,
         sequences=config["train_sequences" if part == "train" else "eval_sequences"], labels=labels, **common,
     )  # fmt: skip
@@ -133,7 +135,7 @@ def streamed_part(config, common, split, small):
     root, sequences = config["data_dir"], config["train_sequences"]
     if small(frames(root, "train", sequences), config["downsample"]):
         return None
-    return streamed(root, "train", config["classes"], sequences=sequences,
+    return streamed(root, "train", config["num_classes"], sequences=sequences,
                     **folder._stream_options(config, common), **split)  # fmt: skip
 
 
@@ -143,11 +145,11 @@ def prepared_parts(config):
     `tf_autoseg.datasets.Dataset`), from the files' headers."""
     root, k, crop, d = (
         Path(config["data_dir"]),
-        config["classes"],
-        config["crop"],
+        config["num_classes"],
+        config["tile"],
         config["downsample"],
     )
-    arguments.choice("classes", k, NUM_CLASSES)
+    arguments.choice("num_classes", k, NUM_CLASSES)
     label_map = MERGE3 if k == 3 else tuple(range(11))
     reader = Reader(mask_format="index", label_map=label_map)
     parts = {}

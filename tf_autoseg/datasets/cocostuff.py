@@ -1,4 +1,4 @@
-"""COCO-Stuff-15 / -3 with IIC's curation: `load(path, split, classes)` returns `(dataset, info)`.
+"""COCO-Stuff-15 / -3 with IIC's curation: `load(path, split, num_classes)` returns `(dataset, info)`.
 
 `class_map` maps label values to the 15 stuff supercategories or to IIC's sky, plant,
 ground; `curate` is the preparation step that reads the labels once to apply IIC's
@@ -21,7 +21,7 @@ COCOSTUFF3 = ("sky", "plant", "ground")  # IIC's order (datasets/segmentation/co
 NUM_CLASSES = (15, 3)  # COCO-Stuff-15, COCO-Stuff-3
 
 
-def class_map(categories, classes=15):
+def class_map(categories, num_classes=15):
     """Maps COCO-Stuff label values (category id - 1) to COCO-Stuff-15 or -3 classes.
 
     COCO-Stuff-15: the 15 stuff supercategories of `categories.json` (isthing 0; the catch-all
@@ -35,12 +35,12 @@ def class_map(categories, classes=15):
 
     Args:
         categories: path of `categories.json` (entries with id, name, supercategory, isthing).
-        classes: 15 or 3.
+        num_classes: 15 or 3.
 
     Returns:
         (lut, class_names): uint8 lut[256] from label value to class id or 255.
     """
-    arguments.choice("classes", classes, NUM_CLASSES)
+    arguments.choice("num_classes", num_classes, NUM_CLASSES)
     try:
         entries = json.loads(Path(categories).read_text())
         stuff = sorted(
@@ -49,8 +49,8 @@ def class_map(categories, classes=15):
         ids = [(int(e["id"]), e["supercategory"], e["isthing"]) for e in entries]
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(f"Cannot read COCO-Stuff categories from {categories}: {error}") from error
-    names = tuple(stuff) if classes == 15 else COCOSTUFF3
-    if (classes == 15 and len(stuff) != 15) or not set(names) <= set(stuff):
+    names = tuple(stuff) if num_classes == 15 else COCOSTUFF3
+    if (num_classes == 15 and len(stuff) != 15) or not set(names) <= set(stuff):
         raise ValueError(f"{categories}: expected the 15 stuff supercategories, found {stuff}")
     lut = np.full(256, core.IGNORE, np.uint8)
     for category_id, supercategory, isthing in ids:
@@ -59,7 +59,7 @@ def class_map(categories, classes=15):
     return lut, names
 
 
-def curate(path, split="train", classes=15, *, min_side=360, min_target_share=0.75):
+def curate(path, split="train", num_classes=15, *, min_side=360, min_target_share=0.75):
     """IIC's curated image list for a split, made once from its label files.
 
     Keeps images whose shorter side is >= `min_side` and at least `min_target_share` of whose
@@ -69,7 +69,7 @@ def curate(path, split="train", classes=15, *, min_side=360, min_target_share=0.
     Returns:
         (stems, skipped): the kept file stems, and image path -> reason for the others.
     """
-    lut, _ = class_map(Path(path) / "categories.json", classes)
+    lut, _ = class_map(Path(path) / "categories.json", num_classes)
     stems, skipped = [], {}
     for image_path in imageio.list_files(Path(path) / f"{split}_img"):
         label = imageio.read_index_mask(_coco_label_path(path, split, image_path))
@@ -84,7 +84,7 @@ def curate(path, split="train", classes=15, *, min_side=360, min_target_share=0.
 def load(
     path,
     split="train",
-    classes=15,
+    num_classes=15,
     *,
     crop=128,
     scale=1 / 3,
@@ -111,7 +111,7 @@ def load(
     Args:
         path: the folder with `categories.json`, `<split>_img/` and `<split>_label/`.
         split: "train" or "val".
-        classes: 15 or 3.
+        num_classes: 15 or 3.
         crop, scale, min_side, min_target_share: IIC's 128, 1/3, 360, 0.75 by default.
         curated: file stems to keep (a sequence, or a text file with one per line).
         random_crop: True for random crops (drawn from `seed` per epoch); default
@@ -125,14 +125,15 @@ def load(
     """
     options = core.PipelineOptions(**options)
     arguments.choice("split", split, ("train", "val"))
-    if not (isinstance(crop, int) and crop >= 1 and 0 < scale <= 1):
-        raise ValueError(f"Need crop >= 1 and 0 < scale <= 1. Received: {crop=}, {scale=}")
+    arguments.integer("crop", crop)
+    if not arguments.positive("scale", scale) <= 1:
+        raise ValueError(f"`scale` must be in (0, 1]. Received: scale={scale!r}")
     path = Path(path)
-    lut, names = class_map(path / "categories.json", classes)
+    lut, names = class_map(path / "categories.json", num_classes)
     if not labels and curated is None and min_target_share > 0:
         raise ValueError(
             "`min_target_share` needs the label files, which a labels=False (training) "
-            "pipeline never opens: pass curated=cocostuff.curate(path, split, classes)[0] "
+            "pipeline never opens: pass curated=cocostuff.curate(path, split, num_classes)[0] "
             f"or min_target_share=0. Received: min_target_share={min_target_share}"
         )
     keep = None if curated is None else set(_read_stems(curated))
@@ -189,7 +190,7 @@ def load(
         shapes=shapes,
     )
     info = core.DatasetInfo(
-        num_classes=classes,
+        num_classes=num_classes,
         channels=3,
         class_names=names,
         num_examples=len(xs),
@@ -233,11 +234,11 @@ def training_part(config, part, labels, common, downsample):
     IIC's curation reads the label files once, as a preparation step; the pipeline then
     opens images only.
     """
-    root, classes = config["data_dir"], config["classes"]
+    root, num_classes = config["data_dir"], config["num_classes"]
     split = "train" if part == "train" else "val"
     curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
-    curated = curate(root, split, classes, **curation)[0]
-    return load(root, split=split, classes=classes, crop=config["crop"], curated=curated,
+    curated = curate(root, split, num_classes, **curation)[0]
+    return load(root, split=split, num_classes=num_classes, crop=config["tile"], curated=curated,
                 **curation, labels=labels, **common)  # fmt: skip
 
 
@@ -245,7 +246,7 @@ def training_part(config, part, labels, common, downsample):
 def prepared_parts(config):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
     `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root, k, crop = Path(config["data_dir"]), config["classes"], config["crop"]
+    root, k, crop = Path(config["data_dir"]), config["num_classes"], config["tile"]
     lut, names = class_map(root / "categories.json", k)
     parts = {}
     for part, split in (("train", "train"), ("eval", "val")):
@@ -273,13 +274,13 @@ def prepared_parts(config):
 
 def _curation(config, split):
     """`curate`'s (stems, skipped), cached in the output folder: it reads every label."""
-    key = f"{split}-{config['classes']}-{config['min_side']}-{config['min_target_share']}"
+    key = f"{split}-{config['num_classes']}-{config['min_side']}-{config['min_target_share']}"
     cache = Path(config["output_dir"]) / f"curation-{key}.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
         return saved["stems"], saved["skipped"]
     stems, skipped = curate(
-        config["data_dir"], split, config["classes"],
+        config["data_dir"], split, config["num_classes"],
         min_side=config["min_side"], min_target_share=config["min_target_share"],
     )  # fmt: skip
     atomic.write_json(cache, {"stems": list(stems), "skipped": skipped})

@@ -114,7 +114,7 @@ def training_part(config, part, labels, common, downsample):
     """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`):
     the tiles of `--train_tiles` or `--eval_tiles`."""
     tiles = config["train_tiles" if part == "train" else "eval_tiles"]
-    return load(config["data_dir"], tiles=[int(t) for t in tiles], tile=config["crop"],
+    return load(config["data_dir"], tiles=[int(t) for t in tiles], tile=config["tile"],
                 downsample=downsample, labels=labels, **common)  # fmt: skip
 
 
@@ -131,7 +131,7 @@ def streamed_part(config, common, split, small):
 def prepared_parts(config):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
     `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root, crop, d = Path(config["data_dir"]), config["crop"], config["downsample"]
+    root, crop, d = Path(config["data_dir"]), config["tile"], config["downsample"]
     names, colours = classes(root)
     reader = Reader(mask_format="colour", colours=colours)
     parts = {}

@@ -71,8 +71,7 @@ def load(
     """
     options = core.PipelineOptions(**options)
     arguments.choice("mask_format", mask_format, ("index", "colour"))
-    if tile is not None and not (isinstance(tile, int) and tile >= 1):
-        raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
+    tile = arguments.optional_integer("tile", tile)
     downsample = arguments.integer("downsample", downsample)
     table = None
     if mask_format == "colour" and colours is not None:
@@ -180,8 +179,8 @@ def training_part(config, part, labels, common, downsample):
         return None
     return load(
         config["data_dir"], masks=config["masks_dir"] if labels else None,
-        num_classes=config["classes"], mask_format="colour" if config["colours"] else "index",
-        colours=config["colours"], tile=config["crop"], downsample=downsample, labels=labels, **common,
+        num_classes=config["num_classes"], mask_format="colour" if config["colours"] else "index",
+        colours=config["colours"], tile=config["tile"], downsample=downsample, labels=labels, **common,
     )  # fmt: skip
 
 
@@ -192,13 +191,13 @@ def streamed_part(config, common, split, small):
     root, downsample = config["data_dir"], config["downsample"]
     if small(root, downsample):
         return None
-    return stream.folder(root, num_classes=config["classes"], **_stream_options(config, common),
+    return stream.folder(root, num_classes=config["num_classes"], **_stream_options(config, common),
                          **split)  # fmt: skip
 
 
 def _stream_options(config, common):
     """The streaming keywords that folder, dubai and camvid share."""
-    return dict(tile=config["crop"], downsample=config["downsample"],
+    return dict(tile=config["tile"], downsample=config["downsample"],
                 check=config.get("file_check", "decode"), **common)  # fmt: skip
 
 
@@ -208,8 +207,8 @@ def prepared_parts(config):
     `tf_autoseg.datasets.Dataset`), from the files' headers."""
     root, k, crop, d = (
         Path(config["data_dir"]),
-        config["classes"],
-        config["crop"],
+        config["num_classes"],
+        config["tile"],
         config["downsample"],
     )
     masks = config.get("masks_dir")

@@ -1,4 +1,4 @@
-"""ISPRS Potsdam as IIC prepares it: `load(path, split, classes)` returns `(dataset, info)`.
+"""ISPRS Potsdam as IIC prepares it: `load(path, split, num_classes)` returns `(dataset, info)`.
 
 From the raw release (4-band `top_potsdam_<row>_<col>_RGBIR.tif` with colour-coded
 `*_label.tif`) or from a folder of cut crops (`img_dir/` PNGs with index labels in
@@ -37,7 +37,7 @@ CROP, SIZE, TEST_FRACTION, SPLIT_SEED = 400, 200, 0.1, 0
 def load(
     path,
     split="train",
-    classes=6,
+    num_classes=6,
     *,
     crop=CROP,
     size=SIZE,
@@ -70,7 +70,7 @@ def load(
     Args:
         path: the folder.
         split: "train", "test" or "all".
-        classes: 6 (Potsdam-6) or 3 (Potsdam-3: IIC's merge, see `POTSDAM6_TO_3`).
+        num_classes: 6 (Potsdam-6) or 3 (Potsdam-3: IIC's merge, see `POTSDAM6_TO_3`).
         crop, size: crop side in source pixels and output side; `crop` a multiple of `size`.
         test_fraction, split_seed: the held-out share of labelled crops and its seed (kept
             apart from `seed`, so that reshuffling never moves crops between splits).
@@ -84,11 +84,11 @@ def load(
     """
     options = core.PipelineOptions(**options)
     sources, crops, chosen, skipped = plan(
-        path, split, classes, crop, size, test_fraction, split_seed, labels
+        path, split, num_classes, crop, size, test_fraction, split_seed, labels
     )
     adjusted = {}
     factor = crop // size
-    lut = core.label_lut(POTSDAM6_TO_3 if classes == 3 else range(6))
+    lut = core.label_lut(POTSDAM6_TO_3 if num_classes == 3 else range(6))
     table = imageio.parse_colours(POTSDAM_COLOURS)
     xs, ys, bands = [], [], None
     for s in sorted({crops[i][0] for i in chosen}):
@@ -117,9 +117,9 @@ def load(
         vertical_flip=True,
     )
     info = core.DatasetInfo(
-        num_classes=classes,
+        num_classes=num_classes,
         channels=bands,
-        class_names=POTSDAM_CLASSES if classes == 6 else POTSDAM3_CLASSES,
+        class_names=POTSDAM_CLASSES if num_classes == 6 else POTSDAM3_CLASSES,
         num_examples=len(xs),
         skipped=skipped,
         adjusted=adjusted,
@@ -143,10 +143,10 @@ class Plan(NamedTuple):
     skipped: dict
 
 
-def plan(path, split, classes, crop, size, test_fraction, split_seed, labels):
+def plan(path, split, num_classes, crop, size, test_fraction, split_seed, labels):
     """The crops of a split, as `load` takes them (see `load` for the arguments)."""
     arguments.choice("split", split, ("train", "test", "all"))
-    arguments.choice("classes", classes, NUM_CLASSES)
+    arguments.choice("num_classes", num_classes, NUM_CLASSES)
     if not (isinstance(crop, int) and isinstance(size, int) and size >= 1 and crop % size == 0):
         raise ValueError(
             f"`crop` must be a positive multiple of `size`. Received: crop={crop!r}, size={size!r}"
@@ -204,7 +204,7 @@ def _sources(path):
 def streamed(
     path,
     split="train",
-    classes=6,
+    num_classes=6,
     *,
     crop=CROP,
     size=SIZE,
@@ -227,7 +227,7 @@ def streamed(
     from tf_autoseg.data import stream  # TensorFlow: loaded only to stream
 
     options = core.PipelineOptions(**options)
-    layout = plan(path, split, classes, crop, size, test_fraction, split_seed, labels=False)
+    layout = plan(path, split, num_classes, crop, size, test_fraction, split_seed, labels=False)
     tiffs = [str(s[0]) for s in layout.sources if s[0].suffix.lower() in (".tif", ".tiff")]
     if tiffs:
         raise ValueError(
@@ -251,9 +251,9 @@ def streamed(
         worker=worker,
     )
     info = core.DatasetInfo(
-        num_classes=classes,
+        num_classes=num_classes,
         channels=channels or 3,
-        class_names=POTSDAM_CLASSES if classes == 6 else POTSDAM3_CLASSES,
+        class_names=POTSDAM_CLASSES if num_classes == 6 else POTSDAM3_CLASSES,
         num_examples=len(examples),
         skipped=layout.skipped,
         adjusted={str(h.path): h.note for h in found if h.note},
@@ -265,7 +265,9 @@ def streamed(
 def training_part(config, part, labels, common, downsample):
     """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`)."""
     split = "train" if part == "train" else "test"
-    return load(config["data_dir"], split=split, classes=config["classes"], labels=labels, **common)
+    return load(
+        config["data_dir"], split=split, num_classes=config["num_classes"], labels=labels, **common
+    )
 
 
 def streamed_part(config, common, split, small):
@@ -277,7 +279,7 @@ def streamed_part(config, common, split, small):
     if small(str(Path(root) / "img_dir" / "**" / "*"), shrink=4):  # crops are halved
         return None
     check = config.get("file_check", "decode")
-    return streamed(root, "train", config["classes"], check=check, **common, **split)
+    return streamed(root, "train", config["num_classes"], check=check, **common, **split)
 
 
 # ------------------------------------------------------------ prepared records

@@ -106,5 +106,5 @@ def training_part(config, part, labels, common, downsample):
     The evaluation scenes are another seed's: scenes the training never saw.
     """
     seed = common["seed"] + (0 if part == "train" else 1000)
-    return load(config["synthetic_images"], config["synthetic_size"], config["classes"],
+    return load(config["synthetic_images"], config["synthetic_size"], config["num_classes"],
                 labels=labels, **{**common, "seed": seed})  # fmt: skip

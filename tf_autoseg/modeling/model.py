@@ -25,23 +25,13 @@ from tf_autoseg.layers.masked_conv import MaskedResidualBlock
 from tf_autoseg.modeling import centres as centres_lib
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling import views
+from tf_autoseg.modeling.config import VARIANTS
 from tf_autoseg.modeling.objective import loss_and_mi
 
 FRONTS = ("identity", "stem", "residual", "resnet18")
 LABEL_SOURCES = ("head", "features", "overclustering")
 OBJECTIVES = ("ac", "arl")
 SAMPLINGS = ("random", "no_repeat", "hard")
-
-# The slides' table "Variations of the model F" (h, g_ar), plus the untrained
-# baseline, which is F2's architecture never trained.
-VARIANTS = {
-    "F1": dict(front="identity", ar_blocks=5),
-    "F2": dict(front="stem", ar_blocks=5),
-    "F3": dict(front="residual", front_blocks=1, ar_blocks=4),
-    "F4": dict(front="residual", front_blocks=5, ar_blocks=0),
-    "F5": dict(front="resnet18", ar_blocks=0),
-    "random": dict(front="stem", ar_blocks=5),
-}
 
 
 def cluster_ids(probabilities):

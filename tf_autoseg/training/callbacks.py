@@ -160,7 +160,7 @@ class SummaryCallback(keras.callbacks.Callback):
         sample = next(iter(source.unbatch().batch(count).take(1)))
         self.images, self.labels = sample if evaluation_set is not None else (sample, None)
         self.evaluation_set = evaluation_set
-        self.num_classes = config["classes"]
+        self.num_classes = config["num_classes"]
         self.eval_batches = config["eval_batches"] or 4
         self.log_every = config["log_every"]
 

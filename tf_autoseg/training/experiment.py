@@ -22,13 +22,12 @@ from absl import logging
 from tf_autoseg import atomic
 from tf_autoseg import datasets
 from tf_autoseg.evaluation import metrics
-from tf_autoseg.layers import orderings
-from tf_autoseg.modeling.model import VARIANTS
 from tf_autoseg.modeling.model import AutoSegModel
 from tf_autoseg.training import callbacks
 from tf_autoseg.training import checkpoints
 from tf_autoseg.training import inputs
 from tf_autoseg.training import runs
+from tf_autoseg.training.config import model_config
 
 
 def make_strategy(kind):
@@ -104,37 +103,9 @@ def build_data(config, start_batch=0):
 
 
 def build_model(config, input_shape):
-    """The AutoSegModel the flags describe, compiled with Adam."""
-    overrides = {
-        flag: config[flag] for flag in ("ar_blocks", "front_blocks") if config[flag] is not None
-    }
-    model = AutoSegModel(
-        num_classes=config["classes"],
-        input_shape=tuple(input_shape),
-        **{**VARIANTS[config["variant"]], **overrides},
-        width=config["width"],
-        stride=config["stride"],
-        attention_blocks=tuple(int(b) for b in config["attention_blocks"]),
-        attention_heads=config["attention_heads"],
-        dropout=config["dropout"],
-        overclustering=config["overclustering"],
-        objective=config["objective"],
-        entropy_weight=config["entropy_weight"],
-        over_entropy_weight=config["over_entropy_weight"],
-        marginal_momentum=config["marginal_momentum"],
-        sobel=config["sobel"],
-        input_downsample=config["downsample"],
-        labels_from=config["labels_from"],
-        displacement=config["displacement"],
-        per_offset=config["per_offset"],
-        orderings=orderings.default_set(config["ordering_types"], config["num_orderings"]),
-        sampling=config["sampling"],
-        photometric=config["photometric"],
-        geometric=config["geometric"],
-        temperature=config["temperature"],
-        num_negatives=config["num_negatives"],
-        seed=config["seed"],
-    )
+    """The AutoSegModel the flags describe (`config.model_config`), compiled with Adam."""
+    arguments = model_config(config).arguments()
+    model = AutoSegModel(input_shape=tuple(input_shape), **arguments)
     model.compile(optimizer=optimizer(config))
     return model
 
@@ -165,7 +136,7 @@ def _batches(dataset, limit):
 
 def evaluate(model, config, evaluation_set, fit_set):
     """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one)."""
-    k, limit = config["classes"], config["eval_batches"]
+    k, limit = config["num_classes"], config["eval_batches"]
     heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
     score = metrics.model_confusions(model, _batches(evaluation_set, limit), k, heads)
     fit = (

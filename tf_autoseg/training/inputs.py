@@ -100,11 +100,14 @@ def pipeline_for(config, part, labels, start_batch=0):
     split = dict(start=start_batch * batch_size if training else 0, num_workers=workers,
                  worker=worker)  # fmt: skip
     if config.get("prepared_dir"):
-        classes = config["classes"]
-        if labels and not records.info(config["prepared_dir"], part, True, classes).num_examples:
+        num_classes = config["num_classes"]
+        if (
+            labels
+            and not records.info(config["prepared_dir"], part, True, num_classes).num_examples
+        ):
             return None  # no labels were prepared (a folder without masks has none)
         dataset, info = records.load(
-            config["prepared_dir"], part, labels=labels, classes=classes, **common, **split
+            config["prepared_dir"], part, labels=labels, num_classes=num_classes, **common, **split
         )
     elif not training or config.get("pipeline", "auto") == "memory":
         return None

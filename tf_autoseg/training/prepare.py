@@ -9,11 +9,11 @@ so that training only reads and decodes PNG records (`tf_autoseg.data.records`):
 - potsdam: IIC's 400 px crops of the 4-band TIFFs (read with tifffile; TensorFlow cannot decode
   TIFF) shrunk to 200 px, labels by block majority; "train" is `potsdam.load`'s train split
   (unlabelled crops included), "eval" its seeded test split. Labels are kept as Potsdam-6 ids;
-  the manifest lists the Potsdam-3 merge, chosen when training (`--classes=3`).
+  the manifest lists the Potsdam-3 merge, chosen when training (`--num_classes=3`).
 - cocostuff: IIC's curation (`cocostuff.curate`, which reads every label file once and is cached
   in the output folder), images scaled by 1/3 and kept whole: training draws its 128 px crops,
   evaluation takes the centre; "train" and "eval" are the train and val splits.
-- dubai, camvid, folder: the tiles (`--crop`) the in-memory pipelines cut, after `--downsample`.
+- dubai, camvid, folder: the tiles (`--tile`) the in-memory pipelines cut, after `--downsample`.
   "eval" holds dubai's `--eval_tiles` or camvid's val frames, whole.
 
 The manifest (`manifest.json`) counts examples per part and shard, names the classes, and lists
@@ -36,11 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_autoseg import arguments
 from tf_autoseg import atomic
 from tf_autoseg import datasets
 from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data import records
+from tf_autoseg.training import config as run_config
 
 PLAN = "plan.json"
 
@@ -107,6 +109,14 @@ def write_shard(folder, name, part, chosen):
     return entry
 
 
+def _read_plan(path):
+    """A plan.json, its flags under today's names (a plan of before `--classes` was
+    `--num_classes` is the same plan)."""
+    plan = json.loads(path.read_text())
+    plan["flags"] = run_config.upgrade(plan.get("flags", {}))
+    return plan
+
+
 def _key(shard):
     """(part, index) of a shard file name."""
     part, index, _, _ = shard.removesuffix(".tfrecord").split("-")
@@ -121,15 +131,14 @@ def prepare(config, log=print):
     """Writes (or completes) the prepared folder the config describes; returns its manifest.
 
     Args:
-        config: dataset, data_dir, output_dir, classes, crop, downsample, scale, min_side,
+        config: dataset, data_dir, output_dir, num_classes, tile, downsample, scale, min_side,
             min_target_share, train_tiles, eval_tiles, masks_dir, colours, shard_size, jobs.
         log: called with a line per shard written or found.
     """
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     shard_size = config["shard_size"]
-    if not (isinstance(shard_size, int) and shard_size >= 1):
-        raise ValueError(f"`shard_size` must be a positive int. Received: {shard_size!r}")
+    arguments.integer("shard_size", shard_size)
     parts, fields = plan(config)
     flags = {k: v for k, v in sorted(config.items()) if k not in ("output_dir", "jobs")}
     recorded = {
@@ -139,9 +148,7 @@ def prepare(config, log=print):
         },
     }
     plan_path = out / PLAN
-    if plan_path.is_file() and json.loads(plan_path.read_text()) != json.loads(
-        json.dumps(recorded)
-    ):
+    if plan_path.is_file() and _read_plan(plan_path) != json.loads(json.dumps(recorded)):
         if (out / records.MANIFEST).is_file():
             raise ValueError(
                 f"{out} holds a preparation with other flags or sources ({plan_path}): "

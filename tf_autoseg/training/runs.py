@@ -3,7 +3,8 @@
 A run directory (`--run_dir`) holds `flags.json`, written once when the run starts, and
 `metrics.json`, written last. Running the same command again resumes the run; it must be the
 same run, so every training flag but those in `RESUMABLE` must match `flags.json` (flags added
-since, `ADDED`, are read at the value that trains as before). Standard library only.
+since, `ADDED`, are read at the value that trains as before): both are metadata of the flags'
+table, `tf_autoseg.training.config`. Standard library only.
 """
 
 import contextlib
@@ -13,17 +14,9 @@ import socket
 from pathlib import Path
 
 from tf_autoseg import atomic
-
-# Flags added after runs were first recorded, with the value that trains as before.
-ADDED = {"downsample": 1, "over_entropy_weight": None, "marginal_momentum": 0.0,
-         "sobel": False, "per_offset": False, "labels_from": "head", "lr_schedule": "constant", "weight_ema": 0.0,
-         "pipeline": "auto", "prepared_dir": "", "data_service": "",
-         "train_sequences": [], "eval_sequences": [], "minutes": None,
-         "data_service_timeout": 60.0}  # fmt: skip
-# Flags that may change when a run is resumed: the rest must match flags.json.
-RESUMABLE = {"steps", "eval_batches", "summary_images", "log_every", "export", "export_dir", "export_name",
-             "distribution", "eval_mode", "run_dir", "data_dir", "pipeline", "data_service", "minutes", "data_service_timeout",
-             "file_check"}  # fmt: skip
+from tf_autoseg.training.config import ADDED
+from tf_autoseg.training.config import RESUMABLE
+from tf_autoseg.training.config import upgrade
 
 
 def check_run_dir(config):
@@ -38,7 +31,7 @@ def record_flags(config):
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "flags.json").exists():
-        atomic.write_json(run_dir / "flags.json", config)
+        atomic.write_json(run_dir / "flags.json", _plain(config))
     return run_dir
 
 
@@ -86,17 +79,9 @@ def check_steps(config, done):
         )
 
 
-# Values that meant "not given" before these flags defaulted to None (2026-12-04): read as
-# None in flags.json, flagfiles and command lines, so older runs resume and compare equal.
-SENTINELS = {"overclustering": 0, "over_entropy_weight": -1.0, "ar_blocks": -1, "front_blocks": -1}
-
-
-def unsentinel(flags):
-    """`flags` (a dict) with the old "not given" values of `SENTINELS` as None."""
-    return {
-        name: None if name in SENTINELS and value == SENTINELS[name] else value
-        for name, value in flags.items()
-    }
+def _plain(flags):
+    """A mapping of flag values as JSON holds them (tuples as lists)."""
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in flags.items()}
 
 
 def check_same_flags(path, flags, ignored=(), added=None):
@@ -105,12 +90,13 @@ def check_same_flags(path, flags, ignored=(), added=None):
     A resumed run must be the same run; flags listed in `ignored` (e.g. the
     number of steps, output folders) may change. `added` maps flags introduced
     after a run may have been recorded to the value that behaves as before: a
-    flags.json without one of them is read as holding that value.
+    flags.json without one of them is read as holding that value. Older names
+    and "not given" values in flags.json read as today's (`config.upgrade`).
     """
-    saved = unsentinel({**(added or {}), **json.loads(Path(path).read_text())})
+    saved = {**(added or {}), **upgrade(json.loads(Path(path).read_text()))}
     changed = {
         name: (saved.get(name), value)
-        for name, value in flags.items()
+        for name, value in _plain(flags).items()
         if name not in ignored and saved.get(name) != value
     }
     if changed:
