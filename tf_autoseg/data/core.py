@@ -155,17 +155,16 @@ def in_memory_dataset(images, labels, options, *, vertical_flip=False, crop=None
     height, width = (crop, crop) if crop else images.shape[1:3]
 
     def example(epoch, index):
-        x = tf.gather(data, index)
-        draws = shuffling.example_draws(seed, n, epoch, index)
-        if crop:
-            top, left = shuffling.random_window(draws, tf.gather(sizes, index), crop)
-            x = x[top : top + crop, left : left + crop]
-        if options.augment:
-            x = shuffling.random_flips(x, draws, vertical_flip)
-        x = tf.ensure_shape(x, (height, width, stacked.shape[-1]))
-        if labels is None:
-            return x
-        return x[..., :channels], tf.cast(x[..., channels], tf.int32)
+        return shuffling.example_step(
+            tf.gather(data, index),
+            shuffling.example_draws(seed, n, epoch, index),
+            (height, width, stacked.shape[-1]),
+            crop=crop,
+            size=tf.gather(sizes, index) if crop else None,
+            augment=options.augment,
+            vertical_flip=vertical_flip,
+            channels=None if labels is None else channels,
+        )
 
     dataset = shuffling.example_stream(n, seed, options.shuffle, repeat)
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -271,21 +271,17 @@ def load(
         if labels:
             y = tf.gather(lut_t, tf.cast(tf.io.decode_png(parsed["label"], 1), tf.int32))
             x = tf.concat([x, y], -1)
-        draws = shuffling.example_draws(seed_t, n, epoch, position)
-        if crop and shape is None:
-            size = tf.shape(x)[:2]
-            if options.augment:
-                top, left = shuffling.random_window(draws, size, crop)
-            else:
-                top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
-            x = x[top : top + crop, left : left + crop]
-        if options.augment:
-            x = shuffling.random_flips(x, draws, entry.get("vertical_flip", False))
         side = (crop, crop) if shape is None else tuple(shape)
-        x = tf.ensure_shape(x, (*side, channels + int(labels)))
-        if not labels:
-            return x
-        return x[..., :channels], tf.cast(x[..., channels], tf.int32)
+        return shuffling.example_step(
+            x,
+            shuffling.example_draws(seed_t, n, epoch, position),
+            (*side, channels + int(labels)),
+            crop=crop if shape is None else None,
+            centred=not options.augment,
+            augment=options.augment,
+            vertical_flip=entry.get("vertical_flip", False),
+            channels=channels if labels else None,
+        )
 
     last_epoch = 2**62 if repeat else 1
     dataset = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_records)

@@ -1,8 +1,9 @@
 """The seeded reading order and per-example random draws that every input pipeline shares.
 
 The in-memory pipeline (`tf_autoseg.data.core.in_memory_dataset`) and the streaming one
-(`tf_autoseg.data.stream`) read examples in the order `example_stream` gives and crop and flip them
-with `example_draws`, so the same seed gives them the same batches. Every draw is stateless:
+(`tf_autoseg.data.stream`) and the prepared records (`tf_autoseg.data.records`) read examples in
+the order `example_stream` gives and crop and flip each with `example_step`, from its
+`example_draws`, so the same seed gives them the same batches. Every draw is stateless:
 
 - the order of epoch e is the argsort of uniform keys drawn from (seed, -1 - e);
 - the crop and flips of example i in epoch e come from (seed, e * N + i).
@@ -80,6 +81,35 @@ def random_flips(x, draws, vertical_flip=False):
     if vertical_flip:
         x = tf.cond(flips[1], lambda: tf.reverse(x, [0]), lambda: x)
     return x
+
+
+def example_step(x, draws, shape, *, crop=None, size=None, centred=False, augment=False,
+                 vertical_flip=False, channels=None):  # fmt: skip
+    """The step every pipeline applies to one example: its window, its flips, its shape.
+
+    Args:
+        x: (H, W, C) uint8, the label band last when `channels` is given.
+        draws: the example's `example_draws`.
+        shape: its static (height, width, bands) after the window.
+        crop: the side of a square window to cut (None: the whole of `x`): drawn inside the
+            top-left `size` region of `x` (default: all of it), or its centre with `centred`.
+        augment: flip left-right, and up-down with `vertical_flip`, each with p = 1/2.
+        channels: the image's bands when `x` carries a label band after them: then
+            (image, int32 labels) is returned.
+    """
+    if crop:
+        size = tf.shape(x)[:2] if size is None else size
+        if centred:
+            top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
+        else:
+            top, left = random_window(draws, size, crop)
+        x = x[top : top + crop, left : left + crop]
+    if augment:
+        x = random_flips(x, draws, vertical_flip)
+    x = tf.ensure_shape(x, shape)
+    if channels is None:
+        return x
+    return x[..., :channels], tf.cast(x[..., channels], tf.int32)
 
 
 def batched(dataset, n, batch_size, drop_remainder, repeat, start=0, num_workers=1):

@@ -114,11 +114,10 @@ def examples_dataset(
             ],
         )
         x = block_mean(tf.ensure_shape(x, (*window, channels)), factor)
-        if options.augment:
-            x = shuffling.random_flips(
-                x, shuffling.example_draws(seed, n, epoch, index), vertical_flip
-            )
-        return tf.ensure_shape(x, shape)
+        draws = shuffling.example_draws(seed, n, epoch, index)
+        return shuffling.example_step(
+            x, draws, shape, augment=options.augment, vertical_flip=vertical_flip
+        )
 
     dataset = shuffling.example_stream(n, seed, options.shuffle, repeat, start, num_workers, worker)
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -221,8 +220,7 @@ def folder(
     Returns:
         (dataset, info).
     """
-    if tile is not None and not (isinstance(tile, int) and tile >= 1):
-        raise ValueError(f"`tile` must be None or a positive int. Received: tile={tile!r}")
+    tile = arguments.optional_integer("tile", tile)
     downsample = arguments.integer("downsample", downsample)
     options = core.PipelineOptions(**options)
     found = headers.scan(imageio.list_files(images), channels, check)
