@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_autoseg import arguments
 from tf_autoseg.evaluation import metrics
 from tf_autoseg.modeling.transforms import to_float_images
 
@@ -18,8 +19,7 @@ KINDS = ("linear", "mlp")
 
 def make_probe(num_classes, kind="linear", hidden=256):
     """A per-pixel head: a 1x1 conv ("linear") or 1x1 conv-ReLU-1x1 conv ("mlp")."""
-    if kind not in KINDS:
-        raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
+    arguments.choice("kind", kind, KINDS)
     layers = [keras.layers.Conv2D(hidden, 1, activation="relu")] if kind == "mlp" else []
     return keras.Sequential([*layers, keras.layers.Conv2D(num_classes, 1, dtype="float32")])
 

@@ -212,12 +212,6 @@ def default_set(types, count):
 
     Example: `default_set("raster", 2) == (0, 3)`: row-major from opposite corners.
     """
-    if types not in _PREFERRED:
-        raise ValueError(f"`types` must be one of {TYPES}. Received: types={types!r}")
-    available = len(_PREFERRED[types])
-    if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= available:
-        raise ValueError(
-            f"`count` must be an int in [2, {available}] for {types!r} orderings. "
-            f"Received: count={count!r}"
-        )
+    arguments.choice("types", types, TYPES)
+    count = arguments.integer("count", count, 2, len(_PREFERRED[types]))
     return tuple(sorted(_PREFERRED[types][:count]))

@@ -30,6 +30,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from tf_autoseg import arguments
+
 # Input dtype of each signature that `tf_autoseg.export` writes.
 SIGNATURE_DTYPES = {"serving_default": np.dtype(np.uint8), "serving_float": np.dtype(np.float32)}
 INPUT = "images"
@@ -114,29 +116,11 @@ class _Client:
             raise ValueError(
                 f"`model_name` must be a non-empty string. Received: model_name={model_name!r}"
             )
-        if version is not None and (
-            isinstance(version, bool) or not isinstance(version, int) or version < 1
-        ):
-            raise ValueError(
-                f"`version` must be None or an int >= 1. Received: version={version!r}"
-            )
-        if signature_name not in SIGNATURE_DTYPES:
-            raise ValueError(
-                f"`signature_name` must be one of {tuple(SIGNATURE_DTYPES)}. "
-                f"Received: signature_name={signature_name!r}"
-            )
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"`timeout` must be positive seconds. Received: timeout={timeout!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}"
-            )
-        if channels is not None and (
-            isinstance(channels, bool) or not isinstance(channels, int) or channels < 1
-        ):
-            raise ValueError(
-                f"`channels` must be None or an int >= 1. Received: channels={channels!r}"
-            )
+        version = arguments.optional_integer("version", version)
+        arguments.choice("signature_name", signature_name, tuple(SIGNATURE_DTYPES))
+        timeout = arguments.positive("timeout", timeout)
+        batch_size = arguments.integer("batch_size", batch_size)
+        channels = arguments.optional_integer("channels", channels)
         self.model_name = model_name
         self.version = version
         self.signature_name = signature_name
