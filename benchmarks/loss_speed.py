@@ -6,7 +6,7 @@ Times forward + backward of `losses.ac_loss` on the main and overclustering head
 - "box": `losses.joint_counts` (one depthwise box filter, one contraction);
 - "loop": the earlier implementation kept here as the reference, one slice pair and one
   contraction per offset of the (2d + 1)^2 window.
-Both give the same counts (checked here and in tests/test_losses.py). With `--model_steps`,
+Both give the same counts (checked here and in tests/modeling/test_losses.py). With `--model_steps`,
 also times whole training steps (`train_on_batch`) of the model of experiments/dubai.cfg
 (F2, width 64, 4 masked blocks, overclustering 25, flips/rotations, colour jitter) at
 `--batch`x(4 `--size`)^2x3, one model per implementation, interleaved. Prints one JSON object.

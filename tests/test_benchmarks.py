@@ -119,12 +119,6 @@ def test_example_figure_draws_a_camvid_frame_with_a_tiny_model(tmp_path):
     assert (drawn[:, 24:30] == 255).all()
 
 
-if __name__ == "__main__":
-    # Bazel runs this file as the test's main: run the slow tests too (the
-    # target is chosen explicitly; setup.cfg's default would deselect them).
-    raise SystemExit(pytest.main([__file__, "-q", "-m", "slow or not slow"]))
-
-
 def test_quality_table_takes_means_over_seeds_and_says_whether_mi_picked_the_best():
     from benchmarks import quality_table
 

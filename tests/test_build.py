@@ -5,13 +5,15 @@ fails under Bazel with ModuleNotFoundError while plain pytest passes. So every
 `py_library` and `py_test` must depend on exactly the targets that hold the
 files its sources import (found with `ast`, imports inside functions
 included), every module of `tf_autoseg` and `benchmarks` must be in a
-`py_library`, and every `tests/test_*.py` in a `py_test`.
+`py_library`, and every `tests/**/test_*.py` in a `pytest_test` (tools/bazel/pytest.bzl: a
+`py_test` whose main, tests/support/pytest_main.py, runs pytest on the file).
 
 The derived dependencies of a target, from the files in its `srcs` (and, for
 a `py_test`, the Python scripts listed in its `data`, which it runs):
 - each first-party file they import (`import a.b`, `from a import b`,
-  `from a.b import c`, relative imports, and a bare `import helper` of a file
-  beside a test) gives the target whose `srcs` hold it;
+  `from a.b import c`, relative imports, and, for the test tree, `from support import
+  helper`: tests/ is on sys.path, as pytest puts the folder of tests/conftest.py there)
+  gives the target whose `srcs` hold it;
 - importing a file of a package from outside it also runs the package's
   `__init__.py` (so a test's `from tf_autoseg import orderings` needs
   `:tf_autoseg`);
@@ -30,7 +32,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ("py_library", "py_test", "py_binary")
+RULES = ("py_library", "py_test", "py_binary", "pytest_test")
+# The main of every pytest_test (tools/bazel/pytest.bzl): pytest on the test file.
+PYTEST_MAIN = "tests/support/pytest_main.py"
 # Directories whose every .py file must be in a target's srcs.
 LIBRARY_DIRS = ("tf_autoseg", "benchmarks")
 
@@ -51,13 +55,19 @@ def parse_build(text, root=ROOT):
             continue
         args = {k.arg: k.value for k in call.keywords}
         data = _labels(args.get("data"), root)
+        macro = call.func.id == "pytest_test"  # a py_test of `src`, run by PYTEST_MAIN
+        srcs = [(ast.literal_eval(args["src"]), True)] if macro else _labels(args.get("srcs"), root)
         targets[ast.literal_eval(args["name"])] = {
-            "rule": call.func.id,
-            "srcs": _paths(_labels(args.get("srcs"), root)),
+            "rule": "py_test" if macro else call.func.id,
+            "srcs": _paths(srcs),
             "deps": [label for label, _ in _labels(args.get("deps"), root)],
             "data": _paths(data),
             "data_scripts": [label for label, named in data if named and label.endswith(".py")],
-            "main": ast.literal_eval(args["main"]) if "main" in args else None,
+            "main": PYTEST_MAIN
+            if macro
+            else ast.literal_eval(args["main"])
+            if "main" in args
+            else None,
         }
     return targets
 
@@ -83,15 +93,25 @@ def _labels(node, root):
 
 
 def _paths(labels):
-    return sorted({label.removeprefix(":") for label, _ in labels})
+    """Paths of file labels: `:f` and `f` in the root package, `//pkg:f` in another."""
+    return sorted(
+        {label.removeprefix(":").replace("//", "").replace(":", "/") for label, _ in labels}
+    )
 
 
-def _module_file(dotted, root):
-    """The file `import dotted` loads, relative to root, or None if not first-party."""
-    base = root.joinpath(*dotted.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate.relative_to(root).as_posix()
+def _module_file(dotted, root, path=None):
+    """The file `import dotted` loads, relative to root, or None if not first-party.
+
+    For a file of the test tree (`path` under tests/), tests/ is on sys.path too.
+    """
+    bases = [root]
+    if path is not None and Path(path).parts[0] == "tests":
+        bases.append(root / "tests")
+    for base_dir in bases:
+        base = base_dir.joinpath(*dotted.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate.relative_to(root).as_posix()
     return None
 
 
@@ -114,10 +134,10 @@ def imported_files(path, root=ROOT, source=None):
     for node in ast.walk(ast.parse(source, filename=str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                file = _module_file(alias.name, root)
+                file = _module_file(alias.name, root, path)
                 if file is None and here is None and "." not in alias.name:
-                    # A bare `import helper` of a file beside a script (tests/
-                    # is on sys.path for its tests, and not a package).
+                    # A bare `import helper` of a file beside a script (its folder is
+                    # sys.path[0] when it runs).
                     local = Path(path).parent / f"{alias.name}.py"
                     file = local.as_posix() if (root / local).is_file() else None
                 found.add(file)
@@ -130,7 +150,10 @@ def imported_files(path, root=ROOT, source=None):
                 base = ".".join(parts + ([base] if base else []))
             for alias in node.names:
                 # `from a import b`: the module a.b if there is one, else a name of a.
-                found.add(_module_file(f"{base}.{alias.name}", root) or _module_file(base, root))
+                found.add(
+                    _module_file(f"{base}.{alias.name}", root, path)
+                    or _module_file(base, root, path)
+                )
         elif (
             isinstance(node, ast.Assign)
             and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
@@ -224,42 +247,39 @@ def test_every_module_has_a_library_and_every_test_a_py_test(build):
     modules = sorted(p.as_posix() for d in LIBRARY_DIRS for p in Path(ROOT, d).rglob("*.py"))
     modules = [Path(p).relative_to(ROOT).as_posix() for p in modules]
     assert [m for m in modules if targets.get(owner.get(m), {}).get("rule") != "py_library"] == []
-    tests = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("test_*.py"))
+    tests = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py"))
     assert [t for t in tests if targets.get(owner.get(t), {}).get("rule") != "py_test"] == []
-    # The other files of tests/ are libraries (conftest, stand-ins) or scripts
-    # a test runs, named in its data.
-    scripts = {s for target in targets.values() for s in target["data_scripts"]}
-    helpers = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("*.py"))
+    # The other files of tests/ are libraries (conftest, stand-ins), scripts a
+    # test runs, named in its data, and the pytest_test main.
+    scripts = {s for target in targets.values() for s in target["data_scripts"]} | {PYTEST_MAIN}
+    helpers = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py"))
     assert [h for h in helpers if h not in owner and h not in scripts] == []
 
 
-# Test files whose py_test runs nothing under Bazel (no `pytest.main` under
-# `if __name__ == "__main__"`), still to be fixed in files this change did not
-# own. Remove a file from here once it has the block.
-MAIN_MISSING = set()
+def test_the_test_tree_mirrors_the_packages():
+    """tests/<package>/ for each sub-package of tf_autoseg that has tests; helpers in support/."""
+    packages = {p.parent.name for p in (ROOT / "tf_autoseg").glob("*/__init__.py")}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name[0] not in "._"}
+    assert folders - {"support"} <= packages, sorted(folders - packages)
+    assert sorted(p.name for p in (ROOT / "tests" / "support").glob("test_*.py")) == []
 
 
-def _runs_pytest_as_main(source):
-    for node in ast.parse(source).body:
-        if (
-            isinstance(node, ast.If)
-            and ast.unparse(node.test) in ("__name__ == '__main__'", "'__main__' == __name__")
-            and "pytest.main(" in ast.unparse(node)
-        ):
-            return True
-    return False
-
-
-def test_every_py_test_runs_its_tests_as_main(build):
-    """Bazel runs a py_test's `main` as a script: without `pytest.main` it runs no test and passes."""
+def test_every_py_test_is_run_by_pytest_on_its_file(build):
+    """Bazel runs a py_test's `main` as a script: a main that ran no test would pass. Every test
+    target is a pytest_test, whose main runs pytest on the file the macro passes as argument."""
     targets, _, _ = build
-    mains = [
-        target["main"] or f"{name}.py"  # Bazel's default main is <name>.py
-        for name, target in targets.items()
-        if target["rule"] == "py_test"
-    ]
-    missing = {m for m in mains if not _runs_pytest_as_main((ROOT / m).read_text())}
-    assert missing == MAIN_MISSING
+    assert [
+        n for n, t in targets.items() if t["rule"] == "py_test" and t["main"] != PYTEST_MAIN
+    ] == []
+    macro = (ROOT / "tools" / "bazel" / "pytest.bzl").read_text()
+    assert "main = _MAIN" in macro and "args = [src] + pytest_args" in macro
+    assert f'_MAIN = "{PYTEST_MAIN}"' in macro
+    runner = ast.parse((ROOT / PYTEST_MAIN).read_text())
+    guarded = [
+        node for node in runner.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"
+    ]  # fmt: skip
+    assert guarded and "pytest.main([*sys.argv[1:]" in ast.unparse(guarded[0])
 
 
 def test_every_file_named_in_build_exists(build):
@@ -356,7 +376,3 @@ def test_comparison_catches_a_new_import_and_a_dead_dep(tmp_path):
 def test_an_import_of_a_file_in_no_target_is_named(tmp_path):
     with pytest.raises(ValueError, match="pkg/b.py imports pkg/c.py, which no target"):
         _fake_tree(tmp_path, **{"pkg/b.py": "from pkg import c\n", "pkg/c.py": ""})
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -73,10 +73,6 @@ def test_python_block_runs(code, user_folder):
     exec(compile(code, "<readme block>", "exec"), {"__name__": "readme_block"})
 
 
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
-
-
 @pytest.mark.parametrize("name", DOCTESTED)
 def test_docstring_examples_run(name):
     """Every `>>>` example of the module runs and prints what it shows."""

@@ -1,7 +1,7 @@
 """Named classes: the classes.json checks, versioned saves, and the naming page's server.
 
 The server is driven here over HTTP with a sample labelled by a stand-in predictor (known
-cluster maps, no model); tests/test_name_clusters.py drives the program and the page.
+cluster maps, no model); tests/serving/test_name_clusters.py drives the program and the page.
 """
 
 import http.client
@@ -362,7 +362,3 @@ def test_a_bad_save_writes_nothing(served, body, headers, status):
     assert answer[0] == status
     assert not session.classes_path.exists()
     assert not list(session.classes_path.parent.iterdir())
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

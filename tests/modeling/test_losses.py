@@ -183,7 +183,3 @@ def test_a_given_marginal_replaces_the_joints_own():
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call(tf.fill((1, 3, 3, 2), 0.5))
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

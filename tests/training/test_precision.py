@@ -76,7 +76,3 @@ def test_probe_times_the_real_model_under_both_policies():
     assert precision.choose(timings) in precision.POLICIES
     with pytest.raises(ValueError, match="empty"):
         precision.choose({})
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

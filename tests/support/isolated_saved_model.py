@@ -1,8 +1,8 @@
 """Runs an export with TensorFlow alone, where tf_autoseg cannot be imported.
 
-Started by tests/test_export.py as
+Started by tests/serving/test_export.py as
 
-    python -I tests/isolated_saved_model.py EXPORT_DIR INPUTS.npz OUT_PREFIX SOURCE_ROOT
+    python -I tests/support/isolated_saved_model.py EXPORT_DIR INPUTS.npz OUT_PREFIX SOURCE_ROOT
 
 `-I` (isolated mode) drops PYTHONPATH, the user site and the script's and
 current directories from `sys.path`; this script also drops SOURCE_ROOT and the

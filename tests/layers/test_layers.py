@@ -451,7 +451,3 @@ def test_attention_needs_static_size_only_under_an_ordering():
     )
     with pytest.raises(ValueError, match="static height and width"):
         masked(tf.zeros((1, 3, 7, 2)))
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -136,10 +136,6 @@ def test_probes_learn_from_labels_on_frozen_features(kind):
         np.testing.assert_array_equal(a, b)
 
 
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
-
-
 def test_keras_metric_equals_the_protocol_and_evaluate_reports_it():
     from tf_autoseg.evaluation.keras_metric import MatchedSegmentationScore
 

@@ -416,10 +416,6 @@ def test_ac_training_learns_the_classes_and_a_random_network_does_not():
     assert float(model.mi_tracker.result()) > 0.5 * np.log(3)
 
 
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
-
-
 def test_input_shape_may_be_left_open_and_crops_are_checked_when_a_step_is_traced(tmp_path):
     model = AutoSegModel.variant("F2", 3, width=8, ar_blocks=1, geometric="rotate")
     assert model.image_shape == (None, None, 3)

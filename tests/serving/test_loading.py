@@ -14,7 +14,7 @@ from tf_autoseg.modeling.model import cluster_ids
 from tf_autoseg.serving import export
 from tf_autoseg.serving import loading
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Labels are compared where the top two probabilities differ by more than this (elsewhere
 # float rounding may break the tie either way).
 TIE = 1e-5
@@ -137,7 +137,3 @@ def test_export_loads_through_the_loader(saved, tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "load", spy)
     export.export_model(run_dir, "spied", tmp_path)
     assert seen == [run_dir]
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

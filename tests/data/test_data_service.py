@@ -17,7 +17,7 @@ from tf_autoseg.data import records
 from tf_autoseg.data import service
 from tf_autoseg.training import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def id_images(folder, count, size=16):
@@ -124,7 +124,3 @@ def test_the_service_program_stops_cleanly_on_sigterm_and_ctrl_c():
             process.kill()
         assert process.returncode == 0, err[-2000:]
         assert "stopped" in out and "Traceback" not in err
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

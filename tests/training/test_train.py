@@ -23,7 +23,7 @@ from tf_autoseg.training import checkpoints
 from tf_autoseg.training import runs
 from tf_autoseg.training.config import upgrade
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = [
     "--flagfile=experiments/quickstart.cfg",
     "--synthetic_images=16",
@@ -271,7 +271,7 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, args, message):
-    # In this process, as the program runs them (tests/test_commands.py checks that such an
+    # In this process, as the program runs them (tests/cli/test_commands.py checks that such an
     # error is one line and exit status 2 in the program itself; the first case does here).
     from absl import flags
 
@@ -421,7 +421,7 @@ def _main(args):
 
 
 def test_a_dataset_registered_from_the_test_tree_trains_and_evaluates(tmp_path):
-    import toy_dataset  # its module is all it needs: importing it registers "toy"
+    from support import toy_dataset  # its module is all it needs: importing it registers "toy"
 
     _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--num_classes=2", "--eval_mode=same",
            "--noexport"])  # fmt: skip
@@ -673,10 +673,6 @@ def test_evaluate_refuses_holdout_on_a_folder(tmp_path):
     assert result.stderr.strip() == (
         "error: --eval_mode='holdout': --dataset=folder has no held-out split; use --eval_mode=same."
     )
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
 
 
 def test_minutes_stops_training_on_the_clock_and_records_the_steps_it_reached(

@@ -300,7 +300,3 @@ def test_the_page_names_and_merges_clusters_and_shows_them_again(model_dir, imag
     finally:
         driver.quit()
         _stop(process)
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -26,8 +26,8 @@ from tf_autoseg.datasets import potsdam
 from tf_autoseg.training import inputs
 from tf_autoseg.training import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("prepared_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parents[1] / "support" / "prepared_worker.py"
 
 
 def collect(dataset):
@@ -374,7 +374,3 @@ def test_a_preparation_that_failed_before_its_first_shard_does_not_lock_its_fold
     bad.unlink()
     manifest = prepare.prepare(options, log=lambda _: 0)
     assert manifest["parts"]["train"]["examples"] == 6
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -1,6 +1,6 @@
 """model.fit under MirroredStrategy (2 logical CPUs) and MultiWorkerMirroredStrategy (2 processes).
 
-Each run happens in a fresh process (tests/distributed_worker.py): logical
+Each run happens in a fresh process (tests/support/distributed_worker.py): logical
 devices and TF_CONFIG must be set before TensorFlow initialises.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-WORKER = Path(__file__).with_name("distributed_worker.py")
-ROOT = WORKER.parent.parent
+WORKER = Path(__file__).resolve().parents[1] / "support" / "distributed_worker.py"
+ROOT = WORKER.parents[2]
 STEPS = 3
 # Stated tolerance: the global joint is all-reduced, so only float summation
 # order differs between one device and two replicas.
@@ -102,9 +102,3 @@ def test_multi_worker_run_ends_with_identical_weights(tmp_path):
     assert np.isfinite(first["losses"]).all()
     for a, b in zip(first_weights, second_weights):
         np.testing.assert_array_equal(a, b)
-
-
-if __name__ == "__main__":
-    # Bazel runs this file as the test's main: run the slow tests too (the
-    # target is chosen explicitly; setup.cfg's default would deselect them).
-    raise SystemExit(pytest.main([__file__, "-q", "-m", "slow or not slow"]))

@@ -16,7 +16,7 @@ from tf_autoseg.cli import commands
 from tf_autoseg.data import images
 from tf_autoseg.serving import segment
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,3 @@ def test_segment_lists_the_suffixes_training_reads(tmp_path):
     ]
     with pytest.raises(ValueError, match=r"--input='.*nowhere'"):
         segment.list_inputs(str(tmp_path / "nowhere"))
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

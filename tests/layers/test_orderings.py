@@ -172,7 +172,3 @@ def test_good_kernel_size_comes_back_as_an_int():
 def test_bad_grid_size_is_named():
     with pytest.raises(ValueError, match="`width` must be a positive int"):
         orderings.rank(0, 3, 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -1,9 +1,9 @@
 """Trains a tiny AutoSegModel for a few steps under a strategy; saves weights and losses.
 
-Run by tests/test_distributed.py in a fresh process (device layout and
+Run by tests/training/test_distributed.py in a fresh process (device layout and
 TF_CONFIG must be set before TensorFlow starts):
 
-    python tests/distributed_worker.py {single|mirrored|multiworker} OUT.npz STEPS
+    python tests/support/distributed_worker.py {single|mirrored|multiworker} OUT.npz STEPS
 """
 
 import os

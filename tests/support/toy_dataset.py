@@ -1,7 +1,7 @@
 """A dataset that lives in the test tree: importing this module is all `--dataset=toy` needs.
 
 Two classes: a dark left half and a bright right half, with noise; another seed's images for
-evaluation. tests/test_train.py trains and evaluates on it through the training program.
+evaluation. tests/training/test_train.py trains and evaluates on it through the training program.
 """
 
 import numpy as np

@@ -17,8 +17,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from tf_autoseg import AutoSegModel
 from tf_autoseg.serving import export
 
-ISOLATED = Path(__file__).with_name("isolated_saved_model.py")
-ROOT = ISOLATED.parent.parent
+ISOLATED = Path(__file__).resolve().parents[1] / "support" / "isolated_saved_model.py"
+ROOT = ISOLATED.parents[2]
 SIZES = [(17, 23), (32, 32), (9, 40)]
 # Labels are compared where the top two probabilities differ by more than this
 # (elsewhere float rounding may break the tie either way).
@@ -57,7 +57,7 @@ def _images(size, seed):
 
 @pytest.fixture(scope="module")
 def isolated(exported, tmp_path_factory):
-    """Runs tests/isolated_saved_model.py once; returns (report, outputs, inputs)."""
+    """Runs tests/support/isolated_saved_model.py once; returns (report, outputs, inputs)."""
     _, path = exported
     work = tmp_path_factory.mktemp("isolated")
     inputs = {}
@@ -336,7 +336,3 @@ def test_a_run_with_named_classes_exports_class_ids_readable_without_tf_autoseg(
             (1, "field", [0, 2]),
             (0, "sky", [1]),
         ]
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -348,7 +348,7 @@ def test_dataset_modules_and_their_class_counts_load_without_tensorflow():
         "counts = [m.NUM_CLASSES for m in (camvid, cocostuff, dubai, potsdam, synthetic)]\n"
         "print('tensorflow' in sys.modules, counts)\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, PYTHONPATH=str(root)),
@@ -596,10 +596,6 @@ def test_camvid_sequences_pick_frames_of_whole_video_sequences_from_every_split(
     _, info = camvid.load(tmp_path, "val", 3, labels=True, sequences=["0016E5"], batch_size=2,
                           drop_remainder=False)  # fmt: skip
     assert info.num_examples == 3
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
 
 
 def test_one_tile_rule_for_memory_stream_and_prepared():

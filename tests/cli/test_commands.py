@@ -9,7 +9,7 @@ import pytest
 
 from tf_autoseg.cli import commands
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ("train", "evaluate", "segment", "export", "prepare", "data_service", "name_clusters")
 TINY = ["--synthetic_images=16", "--synthetic_size=32", "--width=8", "--ar_blocks=1",
         "--batch_size=4", "--steps=10", "--checkpoint_every=10"]  # fmt: skip
@@ -242,7 +242,3 @@ def test_every_program_has_a_console_script_that_runs_it():
         program = name.removeprefix("tf-autoseg-").replace("-", "_")
         assert module == f"tf_autoseg.cli.{program}" and function == "run", target
         assert callable(getattr(importlib.import_module(module), function))
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

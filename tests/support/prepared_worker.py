@@ -2,10 +2,10 @@
 MultiWorkerMirroredStrategy workers; saves the losses, the weights and the example ids
 this worker's pipeline read.
 
-Run by tests/test_prepare.py in a fresh process (TF_CONFIG must be set before TensorFlow
+Run by tests/training/test_prepare.py in a fresh process (TF_CONFIG must be set before TensorFlow
 starts):
 
-    python tests/prepared_worker.py PREPARED_DIR OUT.npz STEPS
+    python tests/support/prepared_worker.py PREPARED_DIR OUT.npz STEPS
 """
 
 import os

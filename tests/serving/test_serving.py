@@ -1,4 +1,4 @@
-"""Serving clients against TEST STAND-INS of TensorFlow Serving (tests/serving_standins.py).
+"""Serving clients against TEST STAND-INS of TensorFlow Serving (tests/support/serving_standins.py).
 
 The stand-ins run the export through TensorFlow's own SavedModel loader and
 answer the documented gRPC and REST predict APIs; TensorFlow Serving's binary
@@ -8,7 +8,7 @@ cannot be installed here.
 import grpc
 import numpy as np
 import pytest
-import serving_standins
+from support import serving_standins
 
 from tf_autoseg import AutoSegModel
 from tf_autoseg.serving import export
@@ -193,7 +193,3 @@ def test_bad_client_arguments_are_named(kwargs, match):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         RestClient(**arguments)
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))

@@ -21,7 +21,7 @@ from tf_autoseg.datasets import dubai
 from tf_autoseg.datasets import folder as folder_in_memory
 from tf_autoseg.training import inputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def batches(dataset, count=None):
@@ -343,7 +343,3 @@ def test_input_speed_benchmark_prints_every_figure(tmp_path):
         assert figures["examples"] == 24 and figures["images_per_s"] > 0
         assert figures["peak_rss_mb"] > 0 and figures["graph_mb"] > 0
     assert report["train_step"][0]["shape"] == "16x16x3"
-
-
-if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
