@@ -20,13 +20,13 @@ from pathlib import Path
 from absl import flags
 from absl import logging
 
-from tf_autoseg import arguments
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import run_flags
 from tf_autoseg.training import runs
 from tf_autoseg.training.config import FIELDS
 from tf_autoseg.training.config import RunConfig
+from tf_autoseg.training.config import model_config
 
 FLAGS = flags.FLAGS
 
@@ -57,8 +57,10 @@ def validate(config):
 
     What is checked here is about flags: the run directory and the outputs (writable), their
     formats, TF_CONFIG, and flags that only make sense together. Each model and data argument
-    has one owner, its constructor or loader: `experiment.check_model` builds the model once,
-    before any data is read, and `main` words their errors with the flags' names.
+    has one owner: the model's, `ModelConfig`, checks them here, before TensorFlow loads;
+    `experiment.check_model` builds the model once, before any data is read, for the checks
+    that depend on the input; a loader checks its own; `main` words their errors with the
+    flags' names.
     """
     from tf_autoseg.layers import orderings
 
@@ -86,12 +88,6 @@ def validate(config):
     if config["downsample"] > 1 and not datasets.get(config["dataset"]).downsample:
         shrinks = [name for name in datasets.names() if datasets.get(name).downsample]
         fail("downsample", f"applies to {', '.join(shrinks)}, not {config['dataset']}.")
-    # The model's own checks of these arguments, made here before TensorFlow loads (the
-    # model makes them again when it is built).
-    arguments.integer("num_classes", config["num_classes"], 2)
-    arguments.integer("width", config["width"])
-    arguments.integer("attention_heads", config["attention_heads"])
-    arguments.choice("stride", config["stride"], (1, 2, 4))
     if config["steps"] % config["checkpoint_every"]:
         fail("checkpoint_every", f"must divide --steps={config['steps']}.")
     if not config["learning_rate"] > 0:
@@ -112,6 +108,7 @@ def validate(config):
             fail(flag, "must be a number of blocks >= 0 (or not given: the variant's).")
     if not all(str(value).isdigit() for value in config["attention_blocks"]):
         fail("attention_blocks", "a comma-separated list of block numbers (1-based).")
+    model_config(config)  # every model argument's own check (ModelConfig), before TensorFlow
     for flag in ("train_tiles", "eval_tiles"):
         if not all(str(t).isdigit() for t in config[flag]):
             fail(flag, "a comma-separated list of tile numbers.")

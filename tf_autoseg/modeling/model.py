@@ -26,12 +26,8 @@ from tf_autoseg.modeling import centres as centres_lib
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling import views
 from tf_autoseg.modeling.config import VARIANTS
+from tf_autoseg.modeling.config import ModelConfig
 from tf_autoseg.modeling.objective import loss_and_mi
-
-FRONTS = ("identity", "stem", "residual", "resnet18")
-LABEL_SOURCES = ("head", "features", "overclustering")
-OBJECTIVES = ("ac", "arl")
-SAMPLINGS = ("random", "no_repeat", "hard")
 
 
 def cluster_ids(probabilities):
@@ -155,7 +151,21 @@ class AutoSegModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_classes = arguments.integer("num_classes", num_classes, 2)
+        # Every argument but the input shape is checked, and normalised, by its config.
+        self.model_config = ModelConfig(
+            num_classes=num_classes, front=front, front_blocks=front_blocks,
+            ar_blocks=ar_blocks, width=width, stride=stride, attention_blocks=attention_blocks,
+            attention_heads=attention_heads, dropout=dropout, overclustering=overclustering,
+            objective=objective, entropy_weight=entropy_weight,
+            over_entropy_weight=over_entropy_weight, marginal_momentum=marginal_momentum,
+            sobel=sobel, input_downsample=input_downsample, labels_from=labels_from,
+            displacement=displacement, per_offset=per_offset, orderings=orderings,
+            sampling=sampling, photometric=photometric, geometric=geometric,
+            temperature=temperature, num_negatives=num_negatives,
+            max_attention_positions=max_attention_positions, seed=seed,
+        )  # fmt: skip
+        for name, value in self.model_config.arguments().items():
+            setattr(self, name, value)
         if input_shape is None:
             input_shape = (None, None, 3)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
@@ -171,58 +181,6 @@ class AutoSegModel(keras.Model):
             ),
             arguments.integer("input_shape", channels, 1),
         )
-        self.front = arguments.choice("front", front, FRONTS)
-        self.front_blocks = arguments.integer("front_blocks", front_blocks, 0)
-        self.ar_blocks = arguments.integer("ar_blocks", ar_blocks, 0)
-        self.width = arguments.integer("width", width, 1)
-        self.stride = arguments.choice("stride", stride, (1, 2, 4))
-        if self.front == "identity":
-            self.stride = 1
-        self.attention_blocks = tuple(
-            arguments.integer("attention_blocks", i, 1, self.ar_blocks) for i in attention_blocks
-        )
-        self.attention_heads = arguments.integer("attention_heads", attention_heads, 1)
-        self.dropout = arguments.rate("dropout", dropout)
-        if overclustering is not None and (
-            arguments.integer("overclustering", overclustering, 1) <= self.num_classes
-        ):
-            raise ValueError(
-                "`overclustering` must exceed `num_classes` (or be None). Received: "
-                f"overclustering={overclustering}, num_classes={num_classes}"
-            )
-        self.overclustering = overclustering
-        self.objective = arguments.choice("objective", objective, OBJECTIVES)
-        self.entropy_weight = float(entropy_weight)
-        self.over_entropy_weight = (
-            None if over_entropy_weight is None else float(over_entropy_weight)
-        )
-        self.marginal_momentum = arguments.rate("marginal_momentum", marginal_momentum)
-        self.sobel = bool(sobel)
-        self.input_downsample = arguments.integer("input_downsample", input_downsample, 1)
-        self.labels_from = arguments.choice("labels_from", labels_from, LABEL_SOURCES)
-        if labels_from == "overclustering" and not overclustering:
-            raise ValueError(
-                "`labels_from='overclustering'` needs an `overclustering` head. "
-                f"Received: overclustering={overclustering!r}"
-            )
-        self.displacement = arguments.integer("displacement", displacement, 0)
-        self.per_offset = bool(per_offset)
-        ids = tuple(orderings_lib.validate(o, argument="orderings") for o in orderings)
-        if len(set(ids)) != len(ids) or len(ids) < 2:
-            raise ValueError(
-                "`orderings` must hold at least 2 distinct ordering ids. "
-                f"Received: orderings={orderings!r}"
-            )
-        self.orderings = ids
-        self.sampling = arguments.choice("sampling", sampling, SAMPLINGS)
-        self.photometric = bool(photometric)
-        self.geometric = arguments.choice("geometric", geometric, transforms.GEOMETRIC)
-        self.temperature = arguments.positive("temperature", temperature)
-        self.num_negatives = arguments.integer("num_negatives", num_negatives, 1)
-        self.max_attention_positions = arguments.integer(
-            "max_attention_positions", max_attention_positions, 1
-        )
-        self.seed = arguments.integer("seed", seed, 0)
         self._check_grid()
         self._build_layers()
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -510,32 +468,6 @@ class AutoSegModel(keras.Model):
     def get_config(self):
         return {
             **super().get_config(),
-            "num_classes": self.num_classes,
             "input_shape": self.image_shape,
-            "front": self.front,
-            "front_blocks": self.front_blocks,
-            "ar_blocks": self.ar_blocks,
-            "width": self.width,
-            "stride": self.stride,
-            "attention_blocks": self.attention_blocks,
-            "attention_heads": self.attention_heads,
-            "dropout": self.dropout,
-            "overclustering": self.overclustering,
-            "objective": self.objective,
-            "entropy_weight": self.entropy_weight,
-            "over_entropy_weight": self.over_entropy_weight,
-            "marginal_momentum": self.marginal_momentum,
-            "sobel": self.sobel,
-            "input_downsample": self.input_downsample,
-            "labels_from": self.labels_from,
-            "displacement": self.displacement,
-            "per_offset": self.per_offset,
-            "orderings": self.orderings,
-            "sampling": self.sampling,
-            "photometric": self.photometric,
-            "geometric": self.geometric,
-            "temperature": self.temperature,
-            "num_negatives": self.num_negatives,
-            "max_attention_positions": self.max_attention_positions,
-            "seed": self.seed,
+            **self.model_config.arguments(),
         }

@@ -9,8 +9,7 @@ point. All draws are stateless: they depend only on the seed they are given.
 import tensorflow as tf
 
 from tf_autoseg import arguments
-
-GEOMETRIC = ("none", "flip", "rotate", "flip_rotate")
+from tf_autoseg.modeling.config import GEOMETRIC
 
 # A dihedral element k has three bits: 1 = flip left-right, 2 = flip
 # up-down, 4 = transpose (applied first). Rotations are 0 (identity),
