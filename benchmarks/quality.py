@@ -115,7 +115,7 @@ def baselines(cfg, seed, fit, held_out, input_shape):
     from tf_autoseg.evaluation import metrics
     from tf_autoseg.training import experiment
 
-    k, mode = cfg["classes"], cfg["eval_mode"]
+    k, mode = cfg["num_classes"], cfg["eval_mode"]
     fit = held_out if mode == "same" else fit
     sample = 20_000 if FLAGS.quick else SAMPLE
     majority = metrics.ConfusionMatrix(k)
@@ -142,7 +142,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
     from tf_autoseg.evaluation import metrics
     from tf_autoseg.training import experiment
 
-    k, mode = cfg["classes"], cfg["eval_mode"]
+    k, mode = cfg["num_classes"], cfg["eval_mode"]
     heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
 
     def confusions():

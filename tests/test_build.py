@@ -274,6 +274,11 @@ def test_every_py_test_is_run_by_pytest_on_its_file(build):
     macro = (ROOT / "tools" / "bazel" / "pytest.bzl").read_text()
     assert "main = _MAIN" in macro and "args = [src] + pytest_args" in macro
     assert f'_MAIN = "{PYTEST_MAIN}"' in macro
+    # Bazel splits each of `args` into words as a shell would ("slow or not slow" would be 4).
+    for node in ast.walk(ast.parse((ROOT / "BUILD").read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "pytest_args":
+            for arg in ast.literal_eval(node.value):
+                assert " " not in arg or arg[0] == arg[-1] == "'", f"unquoted pytest_args {arg!r}"
     runner = ast.parse((ROOT / PYTEST_MAIN).read_text())
     guarded = [
         node for node in runner.body

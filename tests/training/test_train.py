@@ -200,6 +200,14 @@ def test_runs_recorded_with_the_old_flag_names_resume_and_evaluate(tmp_path):
     assert evaluate.recorded_flags(tmp_path) == now
 
 
+def test_a_dataset_module_reading_the_old_names_reads_the_renamed_flags():
+    from tf_autoseg.training.config import RunConfig
+
+    config = RunConfig(num_classes=5, tile=48)
+    assert (config["classes"], config["crop"]) == (5, 48)
+    assert "classes" not in list(config) and config.as_json()["num_classes"] == 5
+
+
 def test_the_old_flag_names_are_aliases_on_command_lines_and_in_flagfiles(tmp_path):
     from absl import flags
 

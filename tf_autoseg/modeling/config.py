@@ -1,7 +1,7 @@
 """`ModelConfig`, exactly `AutoSegModel`'s arguments, and the slides' `VARIANTS` (no TensorFlow).
 
 The training program turns its flags into a `ModelConfig` (`tf_autoseg.training.config`) and
-builds `AutoSegModel(input_shape=..., **config)`; a test holds the fields, and their defaults,
+builds `AutoSegModel(input_shape=..., **config.arguments())`; a test holds the fields, and their defaults,
 equal to the constructor's signature, so an argument added there and not here is found.
 """
 

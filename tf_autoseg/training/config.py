@@ -273,6 +273,10 @@ class RunConfig(_Mapping):
             if field.metadata["kind"] == "list":
                 object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
 
+    def __getitem__(self, name):
+        # A dataset module written before the renames reads its old name (`config["classes"]`).
+        return super().__getitem__(RENAMED.get(name, name))
+
     @classmethod
     def from_mapping(cls, values):
         """A config from flag values by name (a flags.json, a dict): older names and "not

@@ -8,8 +8,9 @@ _MAIN = "tests/support/pytest_main.py"
 
 def pytest_test(name, src, deps = [], pytest_args = [], **kwargs):
     """A py_test of the test file `src`; `deps` are its imports' targets (tests/test_build.py);
-    `pytest_args` go to pytest after the file (`["-m", "slow or not slow"]`: the slow tests too,
-    for a target that is chosen explicitly, which setup.cfg's default would deselect)."""
+    `pytest_args` go to pytest after the file (`["-m", "'slow or not slow'"]`: the slow tests
+    too, for a target that is chosen explicitly, which setup.cfg's default would deselect).
+    Bazel splits each of `args` into words as a shell would: quote an argument with spaces."""
     native.py_test(
         name = name,
         srcs = [src, _MAIN],
