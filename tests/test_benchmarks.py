@@ -134,3 +134,19 @@ def test_quality_table_takes_means_over_seeds_and_says_whether_mi_picked_the_bes
     assert cells[3] == cells[4] == "70.0 ± 14.1 / 70.0 ± 14.1"  # sample std of 60 and 80
     assert cells[-2] == "+20.0"  # 70 - max(50, 40)
     assert cells[-1] == "no"  # MI prefers seed 0, labels seed 1
+
+
+@pytest.mark.slow  # about 30 s: one seed of 20 steps on Dubai tiles, and its baselines
+def test_quality_benchmark_trains_scores_and_reports_a_task(tmp_path, dubai_aerial):
+    (tmp_path / "dubai-aerial").symlink_to(dubai_aerial)  # the task's folder under --data_root
+    report = _json_of(
+        "benchmarks.quality", "--task=dubai", f"--data_root={tmp_path}",
+        "--flagfile=experiments/dubai.cfg", "--steps=20", "--checkpoint_every=10",
+        "--eval_every=10", "--seeds=0", "--quick", "--out=",
+    )  # fmt: skip
+    assert report["config"]["num_classes"] == 5 and report["config"]["train_tiles"] == list("1234")
+    (seed,) = report["seeds"]
+    assert [point["steps"] for point in seed["curve"]] == [10, 20]
+    for scores in (seed["final"]["head"], *seed["baselines"].values()):
+        assert 0 <= scores["mean_iou"] <= 1 and 0 <= scores["pixel_accuracy"] <= 1
+    assert {"kmeans_rgb", "untrained_kmeans"} <= set(seed["baselines"])
