@@ -5,10 +5,11 @@ Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV
 "Training procedure". Training sees images only: labels in the data are never
 read by `train_step`.
 
-Long (about 550 lines) because it is the one owner of the model: construction and validation,
-plain inference and the AC / ARL training step share its layers and forward pass. View
-sampling (`views`), the objective (`objective`) and the label-free centres (`centres`) are
-functions it calls.
+Long (about 470 lines, 75 of them the docstring of its 27 arguments) because it is the one
+owner of the model: construction, plain inference and the AC / ARL training step share its
+layers and forward pass. The arguments' checks (`config.ModelConfig`), view sampling
+(`views`), the objective (`objective`) and the label-free centres (`centres`) are what it
+calls.
 """
 
 import math

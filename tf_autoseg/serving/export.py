@@ -27,7 +27,7 @@ TensorFlow is imported when a function needs it, so the command answers `--help`
 checks its flags first. An export killed midway leaves a hidden `.export-<hex>/` folder
 (never a version folder); the next export of the same name removes it.
 
-Long (about 380 lines) because it is the one owner of the export's layout: the serving
+Long (about 340 lines) because it is the one owner of the export's layout: the serving
 signatures, atomic versioned publishing under a lock, models.config and the command.
 """
 

@@ -17,7 +17,7 @@ A flag's name is the name of the argument it feeds (`--num_classes` is
 like the mapping `flags.json` holds (`config["tile"]` or `config.tile`); `config.model` is its
 `tf_autoseg.modeling.config.ModelConfig`, exactly `AutoSegModel`'s arguments. No TensorFlow:
 the programs parse and check flags before it loads (`tf_autoseg.cli.run_flags` defines them
-with absl).
+with absl). Long (about 340 lines) because it is the table: one field per flag, with its help.
 """
 
 import collections.abc

@@ -3,7 +3,7 @@
 `tf_autoseg.train` parses and validates the flags; this module does the work,
 so it can be called (and tested) without a command line.
 
-Long (~420 lines) because a run is one sequence: which dataset each flag chooses, the model
+Long (~360 lines) because a run is one sequence: which dataset each flag chooses, the model
 from the flags, the strategy, the resume, the summaries and the evaluation are read in order.
 """
 
