@@ -150,3 +150,19 @@ def test_quality_benchmark_trains_scores_and_reports_a_task(tmp_path, dubai_aeri
     for scores in (seed["final"]["head"], *seed["baselines"].values()):
         assert 0 <= scores["mean_iou"] <= 1 and 0 <= scores["pixel_accuracy"] <= 1
     assert {"kmeans_rgb", "untrained_kmeans"} <= set(seed["baselines"])
+
+
+def test_grid_ceiling_keeps_what_a_cell_holds_and_loses_a_line_thinner_than_a_cell():
+    from benchmarks import grid_ceiling
+
+    labels = np.zeros((16, 16), np.int64)
+    labels[:, 4:8] = 1  # a band one cell wide, on the cells' edges: kept whole
+    labels[:, 13] = 2  # a line of one pixel: a quarter of its cells, lost
+    labels[0, 0] = 255  # void is not counted in a cell's fractions
+    fractions = grid_ceiling.cell_fractions(labels, 3, 4)
+    assert fractions.shape == (4, 4, 3) and np.allclose(fractions.sum(-1), 1)
+    np.testing.assert_allclose(fractions[0, 0], [1, 0, 0])  # 15 background pixels of 15 counted
+    np.testing.assert_allclose(fractions[:, 3], [[0.75, 0, 0.25]] * 4)
+    bilinear, nearest = grid_ceiling.ceilings(labels, 3, 4)
+    for labelled in (bilinear, nearest):
+        assert (labelled[:, 4:8] == 1).all() and not (labelled == 2).any()
