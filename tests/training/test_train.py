@@ -205,7 +205,7 @@ def test_a_dataset_module_reading_the_old_names_reads_the_renamed_flags():
 
     config = RunConfig(num_classes=5, tile=48)
     assert (config["classes"], config["crop"]) == (5, 48)
-    assert "classes" not in list(config) and config.as_json()["num_classes"] == 5
+    assert "classes" not in list(config) and dict(config)["num_classes"] == 5
 
 
 def test_the_old_flag_names_are_aliases_on_command_lines_and_in_flagfiles(tmp_path):

@@ -47,10 +47,10 @@ def recorded_flags(model):
         raise ValueError(f"{saved} is not JSON ({error}).") from None
 
 
-def evaluation_config(model):
-    """The flags to evaluate with: the command line's, else the run's, else the defaults."""
+def evaluation_config(recorded):
+    """The flags to evaluate with: the command line's, else the run's (`recorded`), else the
+    defaults."""
     given = train.run_config()
-    recorded = recorded_flags(model)
     return given.replace(**{
         name: value for name, value in recorded.items() if name in given and not FLAGS[name].present
     })  # fmt: skip
@@ -62,13 +62,14 @@ def main(argv):
     if not FLAGS.model:
         raise ValueError("--model is required.")
     loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
-    config = evaluation_config(FLAGS.model)
+    recorded = recorded_flags(FLAGS.model)
+    config = evaluation_config(recorded)
     train.validate_data(config)
-    recorded = recorded_flags(FLAGS.model).get("num_classes", config["num_classes"])
-    if recorded != config["num_classes"]:
+    trained = recorded.get("num_classes", config["num_classes"])
+    if trained != config["num_classes"]:
         raise ValueError(
             f"--num_classes={config['num_classes']} but the model's run was trained with "
-            f"--num_classes={recorded}."
+            f"--num_classes={trained}."
         )
     commands.start_tensorflow()
     from tf_autoseg.training import experiment

@@ -48,7 +48,7 @@ flags.register_validator("dataset", _known_dataset)
 
 
 def run_config():
-    """The parsed training flags, a frozen `RunConfig` (flags.json holds its `as_json()`)."""
+    """The parsed training flags, a frozen `RunConfig` (what `runs.record_flags` writes)."""
     return RunConfig.from_mapping(run_flags.values())
 
 

@@ -287,10 +287,6 @@ class RunConfig(_Mapping):
             raise ValueError(f"unknown training flags: {', '.join(sorted(unknown))}")
         return cls(**values)
 
-    def as_json(self):
-        """The plain dict that `flags.json` holds (lists as lists)."""
-        return {name: list(v) if isinstance(v, tuple) else v for name, v in self.items()}
-
     @property
     def model(self):
         """The `ModelConfig` these flags describe."""
