@@ -1,6 +1,6 @@
 """The AC loss with IIC's displacement window: box filter against the loop over offsets.
 
-Times forward + backward of `losses.ac_loss` on the main and overclustering heads
+Times forward + backward of the AC loss (`losses.joint_counts`, then `mutual_information_from_counts`, as the objective computes it) on the main and overclustering heads
 (`--batch`x`--size`x`--size`, K = `--clusters` and `--overclustering`) at each
 `--displacements` value, two ways in one process, interleaved:
 - "box": `losses.joint_counts` (one depthwise box filter, one contraction);

@@ -13,6 +13,7 @@ import keras
 from tf_autoseg import AutoSegModel
 from tf_autoseg import ShiftedMaskedConv2D
 from tf_autoseg.layers.backbones import ConvStem
+from tf_autoseg.modeling.network import AutoSegNetwork
 
 
 class PeerBlock(keras.layers.Layer):
@@ -31,17 +32,23 @@ class PeerBlock(keras.layers.Layer):
         return x
 
 
+class PeerNetwork(AutoSegNetwork):
+    """The network with the peer's layer stack (`base` = 64 gives the published sizes)."""
+
+    def __init__(self, base=64, **kwargs):
+        super().__init__(num_classes=3, front="stem", stride=4, width=base, ar_blocks=0, **kwargs)
+        self.front_layer = ConvStem(base, stride=4, dtype=self.dtype_policy, name="front")
+        self.ar_layers = [
+            PeerBlock(base * 2**i, dtype=self.dtype_policy, name=f"peer_block{i}") for i in range(4)
+        ]
+
+
 class PeerNet4(AutoSegModel):
-    """AutoSegModel with the peer's layer stack (`base` = 64 gives the published sizes)."""
+    """AutoSegModel around `PeerNetwork`, trained by the model's own step."""
 
     def __init__(self, input_shape, base=64, **kwargs):
         self.base = base
         super().__init__(3, input_shape, front="stem", stride=4, width=base, ar_blocks=0, **kwargs)
 
-    def _build_layers(self):
-        super()._build_layers()
-        self.front_layer = ConvStem(self.base, stride=4, dtype=self.dtype_policy, name="front")
-        self.ar_layers = [
-            PeerBlock(self.base * 2**i, dtype=self.dtype_policy, name=f"peer_block{i}")
-            for i in range(4)
-        ]
+    def make_network(self):
+        return PeerNetwork(self.base, dtype=self.dtype_policy, name="network")

@@ -143,7 +143,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
     from tf_autoseg.training import experiment
 
     k, mode = cfg["num_classes"], cfg["eval_mode"]
-    heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
+    heads = ("main",) + (("overclustering",) if model.overclustering else ())
 
     def confusions():
         score = metrics.model_confusions(model, held_out, k, heads)
@@ -151,7 +151,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
         return fitted, score
 
     if model.centres is not None:
-        model.centre_scale.assign(0.0)  # unfitted: the head answers
+        model.centres.reset()  # unfitted: the head answers
     fitted, score = confusions()
     point = {"head": _scores((fitted["main"], score["main"]), mode)}
     if "overclustering" in heads:
@@ -160,7 +160,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
         point["overclustering_many_to_one"] = over["pixel_accuracy"]
     sizes = score["main"].counts.sum(axis=0)
     point["cluster_sizes"] = (sizes / max(sizes.sum(), 1)).round(4).tolist()
-    if model.labels_from != "head":
+    if model.centres is not None:
         experiment.finish_training(model, train_set)  # fits the centres
         served = confusions()
         point["labels"] = _scores((served[0]["main"], served[1]["main"]), mode)
@@ -169,7 +169,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
         point["labels"] = point["head"]
     if FLAGS.feature_kmeans:
         point["feature_kmeans"] = _scores(feature_kmeans(model, fit, held_out, k, seed), mode)
-        if model.over_head is not None:
+        if model.overclustering:
             pair = feature_kmeans(model, fit, held_out, k, seed, source="overclustering")
             point["overclustering_kmeans"] = _scores(pair, mode)
     # Label-free: the two-ordering mutual information on held-out images (a subset).
@@ -207,17 +207,17 @@ def held_out_mutual_information(model, batches, limit=0):
     from tf_autoseg.modeling import losses
 
     counts = 0.0
-    pair = model.orderings[:2]
+    pair = model.config.views.orderings[:2]
     for batch in batches.take(limit) if limit else batches:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        p1 = model.forward(images, pair[0])[1]
-        p2 = model.forward(images, pair[1])[1]
-        counts += losses.joint_counts(p1, p2, model.displacement).numpy()
+        p1 = model.network.forward(images, pair[0]).probabilities
+        p2 = model.network.forward(images, pair[1]).probabilities
+        counts += losses.joint_counts(p1, p2, model.config.objective.displacement).numpy()
     return float(losses.mutual_information_from_counts(np.asarray(counts, np.float32)))
 
 
 def _grid_features(model, images, source="features"):
-    features, _, over = model.forward(images)
+    features, _, over = model.network.forward(images)
     return tf.cast(features if source == "features" else over, tf.float32).numpy()
 
 

@@ -116,7 +116,7 @@ def run_one(config):
     import keras
     import tensorflow as tf
 
-    from tf_autoseg.modeling import losses
+    from tf_autoseg.modeling.network import Outputs
     from tf_autoseg.serving import export
 
     keras.mixed_precision.set_global_policy(config["precision"])
@@ -129,13 +129,13 @@ def run_one(config):
         lambda: model.train_on_batch(images), config["steps"], config["warmup"]
     )
     # The AC loss on the two views' head outputs (the grid the loss runs on), fwd + bwd.
-    _, probs, _ = model.forward(images)
+    probs = model.network.forward(images).probabilities
     views = [tf.Variable(probs), tf.Variable(tf.reverse(probs, [1]))]
 
     @tf.function
-    def loss_step():
+    def loss_step():  # the objective that trains, on the main head alone
         with tf.GradientTape() as tape:
-            loss = losses.ac_loss(*views, displacement=model.displacement)
+            loss = model.objective.compute(*(Outputs(None, v, None) for v in views), step=0)[0]
         return tape.gradient(loss, views)
 
     loss_s = _median_seconds(lambda: loss_step()[0].numpy(), config["steps"], config["warmup"])

@@ -12,10 +12,11 @@ from tf_autoseg.datasets.synthetic import scenes as synthetic_scenes
 from tf_autoseg.evaluation.metrics import confusion_matrix
 from tf_autoseg.evaluation.metrics import hungarian_accuracy
 from tf_autoseg.modeling import losses
-from tf_autoseg.modeling import objective
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling import views
 from tf_autoseg.modeling.config import VARIANTS
+from tf_autoseg.modeling.config import ObjectiveConfig
+from tf_autoseg.modeling.objective import Objective
 
 TINY = dict(width=8, attention_heads=2)
 
@@ -36,9 +37,9 @@ def test_overclustering_head_and_attention_blocks_are_built():
     model = AutoSegModel(
         4, (16, 16, 3), ar_blocks=3, attention_blocks=(1, 3), overclustering=9, **TINY
     )
-    names = [layer.name for layer in model.ar_layers]
+    names = [layer.name for layer in model.network.ar_layers]
     assert names == ["ar_block1", "ar_attention1", "ar_block2", "ar_block3", "ar_attention3"]
-    _, probs, over = model.forward(tf.zeros((1, 16, 16, 3)), ordering=5)
+    _, probs, over = model.network.forward(tf.zeros((1, 16, 16, 3)), ordering=5)
     assert probs.shape[-1] == 4 and over.shape[-1] == 9
 
 
@@ -91,7 +92,7 @@ def test_no_repeat_covers_every_pair_before_repeating():
         seen = []
         for step in range(6):
             model.optimizer.iterations.assign(cycle * 6 + step)
-            seen.append(tuple(model.sample_pair().numpy()))
+            seen.append(tuple(model.views.sample_pair(model.optimizer.iterations).numpy()))
         assert set(seen) == expected and len(seen) == len(expected)
 
 
@@ -100,7 +101,7 @@ def test_random_sampling_draws_two_distinct_orderings_from_the_set():
     pairs = set()
     for step in range(40):
         model.optimizer.iterations.assign(step)
-        a, b = model.sample_pair().numpy()
+        a, b = model.views.sample_pair(model.optimizer.iterations).numpy()
         assert a != b and {a, b} <= {1, 2, 8}
         pairs.add(frozenset((a, b)))
     assert len(pairs) == 3
@@ -109,11 +110,13 @@ def test_random_sampling_draws_two_distinct_orderings_from_the_set():
 def test_hard_sampling_picks_the_pair_of_least_agreement():
     model = _compiled(orderings=(0, 3, 8, 13), sampling="hard", ar_blocks=3)
     images = tf.constant(synthetic_scenes(4, 16, seed=3)[0])
-    chosen = tuple(model.sample_pair(images).numpy())
-    views = {o: model.forward(images, ordering=o)[1] for o in model.orderings}
+    step = model.optimizer.iterations
+    chosen = tuple(model.views.sample_pair(step, lambda: model._agreement(images)).numpy())
+    orderings = model.config.views.orderings
+    views = {o: model.network.forward(images, ordering=o)[1] for o in orderings}
     scores = {
         pair: float(losses.mutual_information(views[pair[0]], views[pair[1]]))
-        for pair in itertools.combinations(model.orderings, 2)
+        for pair in itertools.combinations(orderings, 2)
     }
     assert chosen == min(scores, key=scores.get)
     assert len(set(np.round(list(scores.values()), 7))) > 1, "scores must discriminate"
@@ -136,11 +139,9 @@ def test_views_correspond_pixel_for_pixel_after_the_inverse():
     transforms_seen = set()
     for step in range(12):
         model.optimizer.iterations.assign(step)
-        transforms_seen.add(
-            int(transforms.sample_dihedral("flip_rotate", views.step_seed(model, 13)))
-        )
-        (_, p1, _), (_, p2, _) = views.two_views(
-            model, images, tf.constant([0, 1]), training=False, augment=True
+        transforms_seen.add(int(transforms.sample_dihedral("flip_rotate", _step_seed(model, 13))))
+        (_, p1, _), (_, p2, _) = model.views.make(
+            model.network.forward, images, tf.constant([0, 1]), step, training=False, augment=True
         )
         np.testing.assert_allclose(p2.numpy(), p1.numpy(), atol=1e-6)
     assert len(transforms_seen) > 3
@@ -151,7 +152,7 @@ def test_flip_only_transforms_work_on_non_square_crops():
     drawn = set()
     for step in range(12):
         model.optimizer.iterations.assign(step)
-        drawn.add(int(transforms.sample_dihedral("flip", views.step_seed(model, 13))))
+        drawn.add(int(transforms.sample_dihedral("flip", _step_seed(model, 13))))
     # Flips only (no transpose), and more than the identity: non-square maps keep their shape.
     assert len(drawn) > 1 and all(transforms.dihedral(tf.zeros((1, 16, 24, 1)), k).shape ==
                                   (1, 16, 24, 1) for k in drawn)  # fmt: skip
@@ -216,26 +217,35 @@ def test_arl_objective_is_info_nce_of_the_two_views_features_and_leaves_the_head
     # is InfoNCE over every location whatever the draw (the mean does not depend on the order).
     model = _compiled(objective="arl", num_negatives=255, temperature=0.2)
     view1, view2 = _views(model)
-    loss, mi = objective.loss_and_mi(model, view1, view2)
+    loss, mi = model.objective.compute(view1, view2, step=0)
     expected = _info_nce(view1[0].numpy(), view2[0].numpy(), 0.2)
     assert float(loss) == pytest.approx(expected, rel=1e-4)
     # Positives that agree (the same view twice) cost less than the two orderings' views.
-    assert float(objective.loss_and_mi(model, view1, view1)[0]) < float(loss)
+    assert float(model.objective.compute(view1, view1, step=0)[0]) < float(loss)
     assert float(mi) >= 0
-    head = [w.numpy().copy() for w in model.head.weights]
-    ar = [w.numpy().copy() for w in model.ar_layers[0].trainable_weights]
+    head = [w.numpy().copy() for w in model.network.head.weights]
+    ar = [w.numpy().copy() for w in model.network.ar_layers[0].trainable_weights]
     history = model.fit(tf.random.uniform((8, 16, 16, 3)), batch_size=4, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all() and "mi" in history.history
-    for before, weight in zip(head, model.head.weights):  # ARL trains the representation only
+    for before, weight in zip(head, model.network.head.weights):  # ARL trains the features
         np.testing.assert_array_equal(weight.numpy(), before)
-    assert any(
-        not np.array_equal(w.numpy(), b) for w, b in zip(model.ar_layers[0].trainable_weights, ar)
-    )
+    blocks = model.network.ar_layers[0].trainable_weights
+    assert any(not np.array_equal(w.numpy(), b) for w, b in zip(blocks, ar))
 
 
 def _views(model, seed=0):
     images = tf.constant(synthetic_scenes(4, 16, seed=seed)[0])
-    return views.two_views(model, images, tf.constant([0, 3]), training=False, augment=False)
+    pair = tf.constant([0, 3])
+    return model.views.make(model.network.forward, images, pair, 0, training=False, augment=False)
+
+
+def _step_seed(model, salt):
+    return views.step_seed(model.config.seed, model.optimizer.iterations, salt)
+
+
+def _objective(**options):
+    """The objective of a model with 3 clusters and an overclustering head of 6."""
+    return Objective(ObjectiveConfig(**options), num_classes=3, overclustering=6, seed=0)
 
 
 def test_per_head_lambda_changes_only_the_overclustering_term():
@@ -246,25 +256,26 @@ def test_per_head_lambda_changes_only_the_overclustering_term():
     )
     loss = {}
     for weight in (None, 1.0, 1.7):
-        base.over_entropy_weight = weight
-        loss[weight] = float(objective.loss_and_mi(base, *views)[0])
+        objective = _objective(over_entropy_weight=weight)
+        loss[weight] = float(objective.compute(*views, step=0)[0])
     assert loss[None] == pytest.approx(loss[1.0], abs=1e-6)
     over_counts = losses.joint_counts(views[0][2], views[1][2])
     expected_over = -losses.mutual_information_from_counts(over_counts, 1.7)
     assert loss[1.7] == pytest.approx(float(main_term + expected_over), rel=1e-5)
     # The main head's lambda moves the main term only.
-    base.entropy_weight = 1.5
+    objective = _objective(entropy_weight=1.5, over_entropy_weight=1.7)
     main_15 = -losses.mutual_information_from_counts(
         losses.joint_counts(views[0][1], views[1][1]), 1.5
     )
-    assert float(objective.loss_and_mi(base, *views)[0]) == pytest.approx(
+    assert float(objective.compute(*views, step=0)[0]) == pytest.approx(
         float(main_15 + expected_over), rel=1e-5
     )
 
 
 def test_moving_marginals_record_the_batch_marginal_at_the_first_step_then_average():
     model = _compiled(overclustering=6, marginal_momentum=0.8)
-    assert set(model.marginals) == {"main", "overclustering"}
+    objective = model.objective
+    assert set(objective.marginals) == {"main", "overclustering"}
     views = _views(model)
     batch = {
         "main": losses.marginal_from_counts(losses.joint_counts(views[0][1], views[1][1])),
@@ -272,22 +283,22 @@ def test_moving_marginals_record_the_batch_marginal_at_the_first_step_then_avera
             losses.joint_counts(views[0][2], views[1][2])
         ),
     }
-    plain = float(objective.loss_and_mi(_compiled(overclustering=6), *views)[0])
-    first = float(objective.loss_and_mi(model, *views, update=True)[0])
+    plain = float(_objective().compute(*views, step=0)[0])
+    first = float(objective.compute(*views, step=0, update=True)[0])
     assert first == pytest.approx(plain, rel=1e-5)  # equal to IIC's loss at the first step
     for head, value in batch.items():
-        np.testing.assert_allclose(model.marginals[head].numpy(), value.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(objective.marginals[head].numpy(), value.numpy(), rtol=1e-5)
     other = _views(model, seed=5)
     other_batch = losses.marginal_from_counts(losses.joint_counts(other[0][1], other[1][1]))
-    objective.loss_and_mi(model, *other, update=True)
+    objective.compute(*other, step=0, update=True)
     np.testing.assert_allclose(
-        model.marginals["main"].numpy(),
+        objective.marginals["main"].numpy(),
         0.8 * batch["main"].numpy() + 0.2 * other_batch.numpy(),
         rtol=1e-5,
     )
-    objective.loss_and_mi(model, *views)  # evaluation (update=False) leaves the estimate alone
+    objective.compute(*views, step=0)  # evaluation (update=False) leaves the estimate alone
     np.testing.assert_allclose(
-        model.marginals["main"].numpy(),
+        objective.marginals["main"].numpy(),
         0.8 * batch["main"].numpy() + 0.2 * other_batch.numpy(),
         rtol=1e-5,
     )
@@ -297,16 +308,16 @@ def test_train_step_updates_the_moving_marginal_and_it_is_saved(tmp_path):
     model = _compiled(marginal_momentum=0.5)
     images = tf.constant(synthetic_scenes(4, 16, seed=1)[0])
     model.train_on_batch(images)
-    recorded = model.marginals["main"].numpy()
+    recorded = model.objective.marginals["main"].numpy()
     assert recorded.sum() == pytest.approx(1.0, rel=1e-5) and (recorded > 0).all()
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(loaded.marginals["main"].numpy(), recorded)
+    np.testing.assert_array_equal(loaded.objective.marginals["main"].numpy(), recorded)
 
 
 def test_sobel_input_feeds_two_gradient_channels():
     model = _compiled(sobel=True)
-    kernel = model.front_layer.weights[0]
+    kernel = model.network.front_layer.weights[0]
     assert kernel.shape[2] == 3 + 2
     flat = tf.fill((1, 16, 16, 3), 0.5)
     np.testing.assert_array_equal(transforms.sobel(flat).numpy(), 0.0)
@@ -325,7 +336,7 @@ def test_inference_shrinks_by_input_downsample_and_answers_at_the_input_size():
     shrunk = tf.image.resize(images, (16, 16), method="area")
     np.testing.assert_allclose(  # the same as running the plain model on block means
         probs.numpy(),
-        tf.image.resize(model.forward(shrunk)[1], (32, 32), method="bilinear").numpy(),
+        tf.image.resize(model.network.forward(shrunk)[1], (32, 32), method="bilinear").numpy(),
         atol=1e-6,
     )
     labels = model.predict_labels(images)
@@ -339,16 +350,16 @@ def test_inference_shrinks_by_input_downsample_and_answers_at_the_input_size():
 def test_fitted_centres_label_pixels_by_the_nearest_centre_and_survive_saving(source, tmp_path):
     model = _compiled(overclustering=6, labels_from=source)
     images = tf.constant(synthetic_scenes(4, 16, seed=6)[0])
-    head = model.forward(images)[1]
+    head = model.network.forward(images)[1]
     np.testing.assert_allclose(  # unfitted: the head answers
         model(images).numpy(), tf.image.resize(head, (16, 16)).numpy(), atol=1e-6
     )
     centres = model.fit_centres([images[:2], (images[2:], None)], seed=3)
-    assert centres.shape == (3, model.feature_depth if source == "features" else 6)
-    features, _, over = model.forward(images)
+    assert centres.shape == (3, model.network.feature_depth if source == "features" else 6)
+    features, _, over = model.network.forward(images)
     space = (features if source == "features" else over).numpy()
     distances = ((space[..., None, :] - centres.astype(np.float32)) ** 2).sum(-1)
-    grid = tf.image.resize(tf.nn.softmax(-distances / model.centre_scale.numpy()), (16, 16))
+    grid = tf.image.resize(tf.nn.softmax(-distances / model.centres.scale.numpy()), (16, 16))
     np.testing.assert_allclose(model(images).numpy(), grid.numpy(), atol=1e-5)
     labels = model.predict_labels(images).numpy()
     np.testing.assert_array_equal(labels, grid.numpy().argmax(-1))
@@ -374,15 +385,16 @@ def test_new_options_round_trip_through_the_config():
     )  # fmt: skip
     clone = AutoSegModel.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
+    assert clone.config == model.config
     for name in ("over_entropy_weight", "entropy_weight", "marginal_momentum", "sobel",
                  "per_offset", "displacement", "input_downsample", "labels_from"):  # fmt: skip
-        assert getattr(clone, name) == getattr(model, name)
+        assert clone.config.arguments()[name] == model.config.arguments()[name]
 
 
 def test_mixed_bfloat16_trains_with_finite_loss():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = _compiled(attention_blocks=(2,), overclustering=6, displacement=1)
-    assert model.head.compute_dtype == "bfloat16"
+    assert model.network.head.compute_dtype == "bfloat16"
     history = model.fit(tf.random.uniform((8, 16, 16, 3)), batch_size=4, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert model(tf.random.uniform((1, 16, 16, 3))).dtype == tf.float32
@@ -436,30 +448,63 @@ def test_input_shape_may_be_left_open_and_crops_are_checked_when_a_step_is_trace
         AutoSegModel(3, (32, 32, None))
 
 
-def test_model_config_is_exactly_the_models_arguments_with_its_defaults():
+def test_each_option_is_declared_once_in_one_section():
     import dataclasses
-    import inspect
 
+    from tf_autoseg.modeling.config import SECTIONS
     from tf_autoseg.modeling.config import ModelConfig
 
-    def default(value):
-        return None if value in (inspect.Parameter.empty, dataclasses.MISSING) else value
-
-    signature = inspect.signature(AutoSegModel.__init__).parameters.values()
-    arguments = {p.name: default(p.default) for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD}
-    del arguments["self"], arguments["input_shape"]  # the data's, not the configuration's
-    fields = {f.name: default(f.default) for f in dataclasses.fields(ModelConfig)}
-    assert fields == arguments
+    declared = [name for section in SECTIONS.values() for name in section.names()]
+    assert len(declared) == len(set(declared)), "an option is declared in two sections"
+    assert set(ModelConfig.names()) == {*declared, "seed"}
+    with pytest.raises(TypeError, match="unknown model option.*colour"):
+        ModelConfig.from_arguments(num_classes=3, colour=1)
+    # Flat options, a config and the saved config describe one model.
+    options = dict(num_classes=4, width=8, displacement=1, geometric="flip", labels_from="features")
+    model = AutoSegModel(input_shape=(16, 16, 3), **options)
+    assert model.config == ModelConfig.from_arguments(**options)
+    assert AutoSegModel(input_shape=(16, 16, 3), config=model.config).config == model.config
+    keras_keys = set(keras.Model(name="x").get_config())
+    assert set(model.get_config()) - keras_keys == {*ModelConfig.names(), "input_shape"}
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name != "network"}
+    assert ModelConfig.from_arguments(num_classes=3) == ModelConfig(
+        network=SECTIONS["network"](num_classes=3), **defaults
+    )
+    with pytest.raises(ValueError, match="either as `config` or by name"):
+        AutoSegModel(config=model.config, width=16)
 
 
 def test_training_flags_become_model_arguments():
     from tf_autoseg.training.config import RunConfig
+    from tf_autoseg.training.config import model_config
 
     flags = RunConfig(variant="F3", ar_blocks=2, num_classes=4, attention_blocks=["1"],
                       downsample=2, ordering_types="both", num_orderings=16)  # fmt: skip
-    model = flags.model
-    assert (model.front, model.front_blocks, model.ar_blocks) == ("residual", 1, 2)
-    assert model.attention_blocks == (1,) and model.input_downsample == 2
-    assert len(model.orderings) == 16 and model.num_classes == 4
-    built = AutoSegModel(input_shape=(16, 16, 3), **model.arguments())
-    assert built.ar_blocks == 2 and len(built.orderings) == 16
+    config = model_config(flags)
+    network = config.network
+    assert (network.front, network.front_blocks, network.ar_blocks) == ("residual", 1, 2)
+    assert network.attention_blocks == (1,) and config.labelling.input_downsample == 2
+    assert len(config.views.orderings) == 16 and network.num_classes == 4
+    built = AutoSegModel(input_shape=(16, 16, 3), config=config)
+    assert len(built.network.ar_layers) == 3 and built.config == config
+
+
+def test_a_model_saved_before_the_network_was_a_layer_loads_with_its_weights_and_state():
+    from pathlib import Path
+
+    from tf_autoseg.modeling import saving
+
+    legacy = Path(__file__).parents[1] / "support" / "legacy"
+    # Saved at 8dc798d (layers on the model itself): overclustering head, attention, moving
+    # marginals, fitted centres, three Adam steps; its outputs recorded by that version.
+    path, recorded = legacy / "autoseg_8dc798d.keras", np.load(legacy / "autoseg_8dc798d.npz")
+    assert saving.older_layout(path)
+    model = saving.load(path)
+    assert int(model.optimizer.iterations) == int(recorded["iterations"])
+    outputs = model.inference(recorded["images"], heads=("main", "overclustering"))
+    for head in ("main", "overclustering"):
+        np.testing.assert_array_equal(outputs[head].numpy(), recorded[head])
+    assert model.centres.fitted and float(model.objective.marginals["main"].numpy().sum()) > 0
+    assert len(model.optimizer.variables) == 2 + 2 * len(model.trainable_variables)
+    model.train_on_batch(recorded["images"][:, :16, :12])  # it trains on from its state
+    assert int(model.optimizer.iterations) == int(recorded["iterations"]) + 1

@@ -68,7 +68,9 @@ def test_probe_times_the_real_model_under_both_policies():
     def build():
         model = AutoSegModel(3, (16, 16, 3), width=8, ar_blocks=1, stride=2)
         model.compile(optimizer="adam")
-        assert model.head.compute_dtype == keras.mixed_precision.global_policy().compute_dtype
+        assert (
+            model.network.head.compute_dtype == keras.mixed_precision.global_policy().compute_dtype
+        )
         return model
 
     timings = precision.probe(build, (16, 16, 3), rounds=1)

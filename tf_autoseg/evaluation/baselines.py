@@ -29,7 +29,7 @@ def network_features(model):
 
     def features(images):
         images = to_float_images(images)
-        hidden = model.forward(images)[0]
+        hidden = model.network.forward(images).features
         hidden = tf.image.resize(tf.cast(hidden, tf.float32), tf.shape(images)[1:3])
         return hidden.numpy().reshape(-1, hidden.shape[-1])
 

@@ -25,7 +25,7 @@ def make_probe(num_classes, kind="linear", hidden=256):
 
 
 def _features(model, images):
-    return tf.cast(model.forward(to_float_images(images))[0], tf.float32)
+    return tf.cast(model.network.forward(to_float_images(images)).features, tf.float32)
 
 
 def train_probe(model, batches, num_classes, kind="linear", steps=500, learning_rate=1e-3, seed=0):

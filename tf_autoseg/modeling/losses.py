@@ -17,6 +17,15 @@ from tf_autoseg import arguments
 EPSILON = 1e-7
 
 
+def all_reduce(value):
+    """Sum over replicas (as is outside a replica context or with one replica): the joint
+    counts are summed before the non-linear part, so the loss equals one device's."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 def _validate_pair(p1, p2, names=("p1", "p2")):
     if p1.shape.rank != 4 or p2.shape.rank != 4:
         raise ValueError(
@@ -171,11 +180,6 @@ def mutual_information(p1, p2, displacement=0):
     1.0397...
     """
     return mutual_information_from_counts(joint_counts(p1, p2, displacement))
-
-
-def ac_loss(p1, p2, displacement=0, entropy_weight=1.0):
-    """The AC loss: minus the (lambda-weighted) mutual information of the two views."""
-    return -mutual_information_from_counts(joint_counts(p1, p2, displacement), entropy_weight)
 
 
 def arl_loss(z1, z2, temperature=0.1, num_negatives=255, seed=None):

@@ -1,34 +1,27 @@
-"""`AutoSegModel`: the model `F = h o g_ar o d` and its AC / ARL training step.
+"""`AutoSegModel`: the training model around the network, trainable with `fit`.
 
-Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV
-2020: section 3 and the talk's "Model", "Variations of the model F" and
-"Training procedure". Training sees images only: labels in the data are never
-read by `train_step`.
-
-Long (about 470 lines, 75 of them the docstring of its 27 arguments) because it is the one
-owner of the model: construction, plain inference and the AC / ARL training step share its
-layers and forward pass. The arguments' checks (`config.ModelConfig`), view sampling
-(`views`), the objective (`objective`) and the label-free centres (`centres`) are what it
-calls.
+Ouali, Hudelot, Tami, "Autoregressive Unsupervised Image Segmentation", ECCV 2020: the talk's
+"Training procedure". The network (`tf_autoseg.modeling.network.AutoSegNetwork`) maps images
+and an ordering to features and cluster probabilities; this model owns what training and
+labelling add to it: the step's two views (`views.Views`), the AC / ARL objective
+(`objective.Objective`) and how plain inference turns the network's output into labels (the
+main head, or label-free centres: `centres.ClusterCentres`). Training sees images only:
+labels in the data are never read by `train_step`.
 """
 
-import math
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_autoseg import arguments
-from tf_autoseg.layers import orderings as orderings_lib
-from tf_autoseg.layers.backbones import ConvStem
-from tf_autoseg.layers.backbones import ResNet18
-from tf_autoseg.layers.masked_attention import MaskedAttentionBlock
-from tf_autoseg.layers.masked_conv import MaskedResidualBlock
-from tf_autoseg.modeling import centres as centres_lib
+from tf_autoseg.modeling import kmeans
 from tf_autoseg.modeling import transforms
-from tf_autoseg.modeling import views
+from tf_autoseg.modeling.centres import ClusterCentres
 from tf_autoseg.modeling.config import VARIANTS
 from tf_autoseg.modeling.config import ModelConfig
-from tf_autoseg.modeling.objective import loss_and_mi
+from tf_autoseg.modeling.network import AutoSegNetwork
+from tf_autoseg.modeling.objective import Objective
+from tf_autoseg.modeling.views import Views
 
 
 def cluster_ids(probabilities):
@@ -54,61 +47,20 @@ class AutoSegModel(keras.Model):
     [0, 1] or uint8; anything after the images in a batch (labels) is ignored.
 
     Args:
-        num_classes: K, clusters of the main head (>= 2).
+        num_classes: K, clusters of the main head (>= 2); or give it in `config`.
         input_shape: (height, width, channels) of training crops, checked against the
             grid stride, rotations and the attention's size when the model is built; None
             (or None height and width) leaves the crop size open, checked when a training
             step is traced. Default: (None, None, 3). Inference takes any height and width.
-        front: `h`: "identity", "stem", "residual" (stem + `front_blocks`
-            basic blocks) or "resnet18" (output stride 8).
-        front_blocks: basic blocks after the stem for `front="residual"`.
-        ar_blocks: `g_ar`: number of `MaskedResidualBlock`s (0 = identity).
-        width: channels of the stem and of `g_ar`.
-        stride: output stride of the stem (1, 2 or 4); `g_ar` and its
-            attention run on the grid downsampled by it, and orderings are
-            defined on that grid.
-        attention_blocks: indices i in [1, ar_blocks] after whose i-th masked
-            block a `MaskedAttentionBlock` is inserted.
-        attention_heads: heads of each attention block.
-        dropout: the paper's p, inside each masked residual block.
-        overclustering: K_over > K for an auxiliary overclustering head, or None.
-        objective: "ac" or "arl". ARL trains the representation only (the
-            heads get no gradient): cluster its features to segment.
-        entropy_weight: lambda of the AC loss (1 = mutual information).
-        over_entropy_weight: lambda of the overclustering head's term (None: `entropy_weight`);
-            IIC uses 1.5 on the main head and 1.0 on the overclustering one.
-        marginal_momentum: in [0, 1). 0: the entropy terms use each step's own cluster
-            marginal (IIC), which asks every batch to use all clusters equally. Above 0: a
-            moving average of the marginal across steps (`losses.moving_marginal`), so only
-            the data as a whole is asked to balance, not each batch.
-        input_downsample: inference (`model(images)`, `predict_labels`, the export) shrinks
-            images this many times before the network: set it to the `--downsample` the
-            training images were shrunk by, so that full-size images are segmented at the
-            training scale. Training steps take the crops as they come.
-        labels_from: what plain inference's K clusters are: "head" (the main head's argmax,
-            the paper's), or the nearest of K centres that `fit_centres` finds by k-means,
-            without labels, in the space of `g_ar`'s "features" or of the "overclustering"
-            head's probabilities. The head's clusters are pushed toward equal sizes by the
-            mutual information; k-means centres are not, which suits classes of very unequal
-            shares. Until `fit_centres` runs, inference answers with the head.
-        sobel: feed Sobel gradients of the grey level beside the channels (IIC's COCO-Stuff
-            input), which takes weight off raw colour.
-        displacement: half side of IIC's displacement window for AC.
-        per_offset: one joint per offset of the window and the mean of their mutual
-            information (IIC's "uncollapsed" segmentation loss), instead of one joint pooled
-            over the window.
-        orderings: the set O of ordering ids views are drawn from (>= 2 ids).
-        sampling: "random", "no_repeat" (every pair once before any repeats)
-            or "hard" (the pair of O the current model agrees on least).
-        photometric: colour jitter, drawn independently per view.
-        geometric: "none", "flip", "rotate" or "flip_rotate": a random
-            dihedral transform applied to the second view's input and
-            inverted on its output.
-        temperature, num_negatives: of the ARL objective.
-        max_attention_positions: refuse attention grids with more positions
-            (memory grows with their square).
-        seed: seeds ordering sampling and augmentations.
-        **kwargs: `keras.Model` arguments (`name`, `dtype`).
+        config: a `tf_autoseg.modeling.config.ModelConfig`, instead of the options.
+        **options: the model's options by name, each declared (with its meaning, default and
+            check) in one section of `tf_autoseg.modeling.config`: `NetworkConfig` (front,
+            front_blocks, ar_blocks, width, stride, attention_blocks, attention_heads,
+            dropout, overclustering, sobel, max_attention_positions), `ViewsConfig`
+            (orderings, sampling, photometric, geometric), `ObjectiveConfig` (objective,
+            entropy_weight, over_entropy_weight, marginal_momentum, displacement, per_offset,
+            temperature, num_negatives), `LabellingConfig` (labels_from, input_downsample),
+            and `seed`; plus `keras.Model`'s arguments (`name`, `dtype`).
 
     Example:
 
@@ -119,71 +71,30 @@ class AutoSegModel(keras.Model):
     TensorShape([1, 40, 24, 3])
     """
 
-    def __init__(
-        self,
-        num_classes,
-        input_shape=None,
-        front="stem",
-        front_blocks=0,
-        ar_blocks=5,
-        width=64,
-        stride=4,
-        attention_blocks=(),
-        attention_heads=4,
-        dropout=0.0,
-        overclustering=None,
-        objective="ac",
-        entropy_weight=1.0,
-        over_entropy_weight=None,
-        marginal_momentum=0.0,
-        sobel=False,
-        input_downsample=1,
-        labels_from="head",
-        displacement=0,
-        per_offset=False,
-        orderings=tuple(orderings_lib.RASTER),
-        sampling="random",
-        photometric=False,
-        geometric="none",
-        temperature=0.1,
-        num_negatives=255,
-        max_attention_positions=4096,
-        seed=0,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        # Every argument but the input shape is checked, and normalised, by its config.
-        self.model_config = ModelConfig(
-            num_classes=num_classes, front=front, front_blocks=front_blocks,
-            ar_blocks=ar_blocks, width=width, stride=stride, attention_blocks=attention_blocks,
-            attention_heads=attention_heads, dropout=dropout, overclustering=overclustering,
-            objective=objective, entropy_weight=entropy_weight,
-            over_entropy_weight=over_entropy_weight, marginal_momentum=marginal_momentum,
-            sobel=sobel, input_downsample=input_downsample, labels_from=labels_from,
-            displacement=displacement, per_offset=per_offset, orderings=orderings,
-            sampling=sampling, photometric=photometric, geometric=geometric,
-            temperature=temperature, num_negatives=num_negatives,
-            max_attention_positions=max_attention_positions, seed=seed,
-        )  # fmt: skip
-        for name, value in self.model_config.arguments().items():
-            setattr(self, name, value)
-        if input_shape is None:
-            input_shape = (None, None, 3)
-        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+    def __init__(self, num_classes=None, input_shape=None, config=None, **options):
+        base = {key: options.pop(key) for key in list(options) if key not in ModelConfig.names()}
+        super().__init__(**base)
+        if config is None:
+            if num_classes is not None:
+                options["num_classes"] = num_classes
+            config = ModelConfig.from_arguments(**options)
+        elif options or num_classes is not None:
             raise ValueError(
-                "`input_shape` must be (height, width, channels), height and width None for "
-                f"any. Received: input_shape={input_shape!r}"
+                "Give the model's options either as `config` or by name, not both. Received: "
+                f"config and {sorted(options) or 'num_classes'}"
             )
-        crop_height, crop_width, channels = input_shape
-        self.image_shape = (
-            *(
-                None if v is None else arguments.integer("input_shape", v, 1)
-                for v in (crop_height, crop_width)
-            ),
-            arguments.integer("input_shape", channels, 1),
-        )
-        self._check_grid()
-        self._build_layers()
+        self.config = config
+        self.image_shape = _image_shape(input_shape)
+        self.network = self.make_network()
+        self.views = Views(config.views, config.seed)
+        self.objective = Objective(
+            config.objective, config.network.num_classes, config.network.overclustering,
+            config.seed, name="objective",
+        )  # fmt: skip
+        self.centres = None  # label-free centres (`labels_from` not "head"), made in `build`
+        height, width = self.image_shape[:2]
+        if height is not None and width is not None:
+            self._check_crop(height, width)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.mi_tracker = keras.metrics.Mean(name="mi")
         self.build((None, *self.image_shape))
@@ -194,86 +105,100 @@ class AutoSegModel(keras.Model):
         arguments.choice("variant", name, tuple(VARIANTS))
         return cls(num_classes, input_shape, **{**VARIANTS[name], **overrides})
 
-    # ----------------------------------------------------------------- layers
-    @property
-    def grid_stride(self):
-        """Input pixels per cell of the grid that `g_ar` and the heads run on."""
-        return {"identity": 1, "resnet18": ResNet18.stride}.get(self.front, self.stride)
+    def make_network(self):
+        """The network of `config.network` (a subclass may build another layer stack)."""
+        options = self.config.network.arguments()
+        return AutoSegNetwork(**options, dtype=self.dtype_policy, name="network")
 
-    def _check_grid(self, height=None, width=None):
-        """Checks crops of (height, width) (default: `input_shape`'s) against the grid: the
-        geometric transforms and the attention's size. Unknown sizes are checked when a
-        training step is traced (`train_step`)."""
-        height = height or self.image_shape[0]
-        width = width or self.image_shape[1]
-        if height is None or width is None:
+    @property
+    def num_classes(self):
+        """K, the clusters of the main head and of the labels."""
+        return self.config.network.num_classes
+
+    @property
+    def overclustering(self):
+        """Clusters of the overclustering head, or None without one."""
+        return self.config.network.overclustering
+
+    def _check_crop(self, height, width):
+        """Checks training crops of (height, width) against the grid: the geometric transforms
+        and the attention's size. Unknown sizes are checked when a step is traced."""
+        self.views.check_crop(height, width, self.network.grid_stride)
+        self.network.check_grid(height, width)
+
+    def build(self, input_shape):
+        if self.built:
             return
-        s = self.grid_stride
-        if self.geometric != "none" and (height % s or width % s):
-            raise ValueError(
-                f"`geometric` transforms need `input_shape` divisible by the grid stride {s} "
-                f"so that pixels still correspond. Received: crops of {height}x{width}"
-            )
-        if "rotate" in self.geometric and height != width:
-            raise ValueError(
-                "`geometric` rotations need square crops. "
-                f"Received: crops of {height}x{width}, geometric={self.geometric!r}"
-            )
-        positions = math.ceil(height / s) * math.ceil(width / s)
-        if self.attention_blocks and positions > self.max_attention_positions:
-            raise ValueError(
-                f"`attention_blocks` on crops of {height}x{width} would attend over "
-                f"{positions} positions (a {positions}x{positions} matrix per head and image), "
-                f"more than max_attention_positions={self.max_attention_positions}. Use a "
-                "larger `stride`, smaller crops, or raise `max_attention_positions`."
-            )
+        self.network.build((None, *self.image_shape))
+        labels_from = self.config.labelling.labels_from
+        if labels_from != "head":
+            over = labels_from == "overclustering"
+            depth = self.overclustering if over else self.network.feature_depth
+            self.centres = ClusterCentres(self.num_classes, depth, name="centres")
+        self.built = True
 
-    def _build_layers(self):
-        policy = self.dtype_policy
-        if self.front == "identity":
-            self.front_layer = None
-        elif self.front == "resnet18":
-            self.front_layer = ResNet18(dtype=policy, name="front")
-        else:
-            blocks = self.front_blocks if self.front == "residual" else 0
-            self.front_layer = ConvStem(
-                self.width, stride=self.stride, blocks=blocks, dtype=policy, name="front"
-            )
-        self.ar_layers = []
-        for i in range(1, self.ar_blocks + 1):
-            self.ar_layers.append(
-                MaskedResidualBlock(
-                    self.width, dropout=self.dropout, dtype=policy, name=f"ar_block{i}"
-                )
-            )
-            if i in self.attention_blocks:
-                self.ar_layers.append(
-                    MaskedAttentionBlock(
-                        self.attention_heads, dtype=policy, name=f"ar_attention{i}"
-                    )
-                )
-        self.head = keras.layers.Conv2D(self.num_classes, 1, dtype=policy, name="head")
-        self.over_head = None
-        if self.overclustering:
-            self.over_head = keras.layers.Conv2D(
-                self.overclustering, 1, dtype=policy, name="over_head"
-            )
-        # The moving cluster marginals (zeros until the first step records one). Every
-        # replica computes the same value from the all-reduced joint; the first one's counts.
-        self.marginals = {}
-        if self.marginal_momentum > 0:
-            sizes = {"main": self.num_classes, "overclustering": self.overclustering}
-            for head, size in sizes.items():
-                if size:
-                    self.marginals[head] = self.add_weight(
-                        shape=(size,), initializer="zeros", dtype="float32", trainable=False,
-                        aggregation="only_first_replica", name=f"{head}_marginal",
-                    )  # fmt: skip
+    # ---------------------------------------------------------------- inference
+    def call(self, images, ordering=None, training=False):
+        if ordering is None and not training:
+            return self.inference(images)["main"]
+        probs = self.network.forward(images, ordering, training).probabilities
+        size = tf.shape(images)[1:3]
+        return tf.image.resize(probs, size, method="bilinear")
 
-    @property
-    def feature_depth(self):
-        """Channels of `g_ar`'s output (the features that `forward` returns first)."""
-        return self._feature_depth
+    def labelling_space(self, outputs):
+        """The float32 points the centres of `labels_from` live in: the network's features,
+        or its overclustering probabilities."""
+        over = self.config.labelling.labels_from == "overclustering"
+        return tf.cast(outputs.overclustering if over else outputs.features, tf.float32)
+
+    def inference(self, images, heads=("main",)):
+        """{head: (B, H, W, K) probabilities} of plain inference at the images' own size.
+
+        Images are first shrunk `input_downsample` times (area averaging, the block mean of
+        `--downsample`), so a model trained on shrunk images sees new ones at its scale. The
+        main head's K clusters are the labelling's (`labels_from`): the head's softmax, or
+        the fitted centres'. The probabilities are upsampled bilinearly from the grid to the
+        input size.
+        """
+        images = transforms.to_float_images(images)
+        size = tf.shape(images)[1:3]
+        outputs = self.network.forward(self.shrink(images), None, training=False)
+        main = outputs.probabilities
+        if self.centres is not None:
+            main = self.centres(self.labelling_space(outputs), main)
+        probs = {"main": main, "overclustering": outputs.overclustering}
+        return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
+
+    def shrink(self, images):
+        """Float images shrunk `input_downsample` times by area averaging (as-is at 1)."""
+        factor = self.config.labelling.input_downsample
+        if factor == 1:
+            return images
+        shrunk = tf.maximum(tf.shape(images)[1:3] // factor, 1)
+        return tf.image.resize(images, shrunk, method="area")
+
+    def predict_labels(self, images, batch_size=8, overclustering=False):
+        """(B, H, W) int32 cluster ids of plain inference (no ordering).
+
+        With `overclustering=True`, the ids of the overclustering head.
+        """
+        head = "overclustering" if overclustering else "main"
+        return self.cluster_labels(images, batch_size, heads=(head,))[head]
+
+    def cluster_labels(self, images, batch_size=8, heads=("main", "overclustering")):
+        """{head: (B, H, W) int32 cluster ids} of plain inference, one forward pass for all.
+
+        `heads` names "main" and/or "overclustering" (which needs that head).
+        """
+        if "overclustering" in heads and not self.overclustering:
+            raise ValueError("`overclustering=True` needs a model built with `overclustering`.")
+        images = tf.convert_to_tensor(images)
+        outputs = {head: [] for head in heads}
+        for i in range(0, int(images.shape[0]), batch_size):
+            probs = self.inference(images[i : i + batch_size], heads)
+            for head in heads:
+                outputs[head].append(cluster_ids(probs[head]))
+        return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
     def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0, restarts=10):
         """Fits the K centres of `labels_from` by k-means on a sample of plain-inference outputs.
@@ -291,97 +216,24 @@ class AutoSegModel(keras.Model):
         Returns:
             The (K, D) centres.
         """
-        return centres_lib.fit(self, batches, samples, per_batch, seed, restarts)
+        if self.centres is None:
+            raise ValueError("fit_centres needs a model built with labels_from='features' or "
+                             "'overclustering'. Received: labels_from='head'")  # fmt: skip
 
-    def build(self, input_shape):
-        if self.built:
-            return
-        # Any size builds the layers; 64 pixels reach every front's grid (ResNet-18: 8x8).
-        height, width, channels = (v or 64 for v in self.image_shape)
-        features = self._forward(tf.zeros((1, height, width, channels)), None, training=False)[0]
-        self._feature_depth = int(features.shape[-1])
-        centres_lib.add_weights(self)
-        self.built = True
+        def points():
+            for batch in batches:
+                images = batch[0] if isinstance(batch, (tuple, list)) else batch
+                images = self.shrink(transforms.to_float_images(images))
+                space = self.labelling_space(self.network.forward(images)).numpy()
+                yield space.reshape(-1, space.shape[-1])
 
-    # ---------------------------------------------------------------- forward
-    def _forward(self, images, ordering, training):
-        """Returns (features, probabilities, overclustering probabilities) on the grid."""
-        images = transforms.to_float_images(images)
-        x = images * 2.0 - 1.0
-        if self.sobel:
-            x = tf.concat([x, transforms.sobel(images)], axis=-1)
-        if self.front_layer is not None:
-            x = self.front_layer(x, training=training)
-        for layer in self.ar_layers:
-            x = layer(x, ordering=ordering, training=training)
-        hidden = keras.ops.relu(x)
-        probs = tf.nn.softmax(tf.cast(self.head(hidden), tf.float32))
-        over = None
-        if self.over_head is not None:
-            over = tf.nn.softmax(tf.cast(self.over_head(hidden), tf.float32))
-        return x, probs, over
+        try:
+            pool = kmeans.sample_pool(points(), samples, per_batch, np.random.default_rng(seed))
+        except ValueError:
+            raise ValueError("fit_centres got no batch of images") from None
+        return self.centres.fit(pool, seed=seed, restarts=restarts)
 
-    def forward(self, images, ordering=None, training=False):
-        """(features, probabilities, overclustering probabilities or None) on the head's grid.
-
-        `ordering` None is plain inference; an ordering id runs the causal pass of that
-        ordering. Features are `g_ar`'s output (before the heads' ReLU), probabilities float32.
-        """
-        return self._forward(images, ordering, training)
-
-    def call(self, images, ordering=None, training=False):
-        if ordering is None and not training:
-            return self.inference(images)["main"]
-        probs = self._forward(images, ordering, training)[1]
-        size = tf.shape(images)[1:3]
-        return tf.image.resize(probs, size, method="bilinear")
-
-    def inference(self, images, heads=("main",)):
-        """{head: (B, H, W, K) probabilities} of plain inference at the images' own size.
-
-        Images are first shrunk `input_downsample` times (area averaging, the block mean of
-        `--downsample`), so a model trained on shrunk images sees new ones at its scale; the
-        probabilities are upsampled bilinearly from the head's grid to the input size.
-        """
-        images = transforms.to_float_images(images)
-        size = tf.shape(images)[1:3]
-        features, main, over = self._forward(self.shrink(images), None, training=False)
-        if self.centres is not None:
-            main = centres_lib.probabilities(self, features, over, main)
-        probs = {"main": main, "overclustering": over}
-        return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
-
-    def shrink(self, images):
-        """Float images shrunk `input_downsample` times by area averaging (as-is at 1)."""
-        if self.input_downsample == 1:
-            return images
-        shrunk = tf.maximum(tf.shape(images)[1:3] // self.input_downsample, 1)
-        return tf.image.resize(images, shrunk, method="area")
-
-    def predict_labels(self, images, batch_size=8, overclustering=False):
-        """(B, H, W) int32 cluster ids of plain inference (no ordering).
-
-        With `overclustering=True`, the ids of the overclustering head.
-        """
-        head = "overclustering" if overclustering else "main"
-        return self.cluster_labels(images, batch_size, heads=(head,))[head]
-
-    def cluster_labels(self, images, batch_size=8, heads=("main", "overclustering")):
-        """{head: (B, H, W) int32 cluster ids} of plain inference, one forward pass for all.
-
-        `heads` names "main" and/or "overclustering" (which needs that head).
-        """
-        if "overclustering" in heads and self.over_head is None:
-            raise ValueError("`overclustering=True` needs a model built with `overclustering`.")
-        images = tf.convert_to_tensor(images)
-        outputs = {head: [] for head in heads}
-        for i in range(0, int(images.shape[0]), batch_size):
-            probs = self.inference(images[i : i + batch_size], heads)
-            for head in heads:
-                outputs[head].append(cluster_ids(probs[head]))
-        return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
-
-    # --------------------------------------------------------------- training
+    # ---------------------------------------------------------------- training
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile`, less the loss: the model trains on its own objective.
 
@@ -415,28 +267,32 @@ class AutoSegModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.mi_tracker, *getattr(self, "label_metrics", ())]
 
-    # ------------------------------------------------- views and objective
-    # The step's ordering pair and views (`views`) and the AC / ARL loss (`objective`) are
-    # functions of the model, kept apart from its architecture and inference.
-    def candidate_pairs(self):
-        """The unordered pairs of `orderings`, in a fixed order."""
-        return views.candidate_pairs(self.orderings)
+    def _step(self):
+        return self.optimizer.iterations if self.optimizer is not None else 0
 
-    def sample_pair(self, images=None):
-        """The two ordering ids of this step, as a (2,) int32 tensor (`views.sample_pair`)."""
-        return views.sample_pair(self, images)
-
-    def pair_agreement(self, images):
-        """Mutual information of every candidate pair under the current weights."""
-        return views.pair_agreement(self, images)
+    def _agreement(self, images):
+        """Mutual information of every candidate pair under the current weights ("hard")."""
+        outputs = {
+            o: tf.stop_gradient(self.network.forward(images, o, training=False).probabilities)
+            for o in self.config.views.orderings
+        }
+        return tf.stack(
+            [
+                self.objective.agreement(outputs[a], outputs[b])
+                for a, b in self.views.candidate_pairs()
+            ]
+        )
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
-        self._check_grid(*images.shape[1:3])  # at tracing: crops `input_shape` left open
-        pair = self.sample_pair(images)
+        self._check_crop(*images.shape[1:3])  # at tracing: crops `input_shape` left open
+        step = self._step()
+        pair = self.views.sample_pair(step, lambda: self._agreement(images))
         with tf.GradientTape() as tape:
-            view1, view2 = views.two_views(self, images, pair, training=True, augment=True)
-            loss, mi = loss_and_mi(self, view1, view2, update=True)
+            view1, view2 = self.views.make(
+                self.network.forward, images, pair, step, training=True, augment=True
+            )
+            loss, mi = self.objective.compute(view1, view2, step, update=True)
             # Gradients are summed over replicas; the loss is the same global
             # value on each, so 1/replicas gives one device's gradient.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
@@ -451,13 +307,16 @@ class AutoSegModel(keras.Model):
     def test_step(self, data):
         labelled = isinstance(data, (tuple, list)) and len(data) > 1
         images = data[0] if isinstance(data, (tuple, list)) else data
-        pair = tf.constant(self.orderings[:2], tf.int32)
-        view1, view2 = views.two_views(self, images, pair, training=False, augment=False)
+        pair = tf.constant(self.config.views.orderings[:2], tf.int32)
+        step = self._step()
+        view1, view2 = self.views.make(
+            self.network.forward, images, pair, step, training=False, augment=False
+        )
         if labelled:  # the compiled label metrics score plain inference against the labels
             probabilities = self.inference(images)["main"]
             for metric in getattr(self, "label_metrics", ()):
                 metric.update_state(data[1], probabilities)
-        return self._record(*loss_and_mi(self, view1, view2))
+        return self._record(*self.objective.compute(view1, view2, step))
 
     def _record(self, loss, mi):
         self.loss_tracker.update_state(loss)
@@ -467,8 +326,20 @@ class AutoSegModel(keras.Model):
         return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "input_shape": self.image_shape,
-            **self.model_config.arguments(),
-        }
+        return {**super().get_config(), "input_shape": self.image_shape, **self.config.arguments()}
+
+
+def _image_shape(input_shape):
+    """`input_shape` checked: (height or None, width or None, channels)."""
+    if input_shape is None:
+        input_shape = (None, None, 3)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels), height and width None for "
+            f"any. Received: input_shape={input_shape!r}"
+        )
+    height, width, channels = input_shape
+    return (
+        *(None if v is None else arguments.integer("input_shape", v, 1) for v in (height, width)),
+        arguments.integer("input_shape", channels, 1),
+    )

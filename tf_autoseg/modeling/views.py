@@ -1,81 +1,92 @@
 """The two views of a training step: which pair of orderings, and the transformed inputs.
 
-Functions of an `AutoSegModel` (its orderings, sampling, transforms and seed), called by its
-`train_step` and `test_step`. Every draw depends only on the model's seed and the optimizer's
-step count, so every replica and worker draws the same, and a resumed run draws what the
-uninterrupted run would have.
+`Views` (of a `ViewsConfig` and the model's seed) draws a step's ordering pair and makes its
+two views with the network's forward pass. Every draw depends only on the seed and the step
+(the optimizer's iteration count), so every replica and worker draws the same, and a resumed
+run draws what the uninterrupted run would have.
 """
 
 import itertools
 
 import tensorflow as tf
 
-from tf_autoseg.modeling import losses
 from tf_autoseg.modeling import transforms
-from tf_autoseg.modeling.objective import all_reduce
 
 
-def step_seed(model, salt):
-    """A stateless seed of this step: (the model's seed and `salt`, the optimizer's step)."""
-    iterations = model.optimizer.iterations if model.optimizer is not None else 0
-    return tf.stack(
-        [tf.constant(model.seed * 7919 + salt, tf.int64), tf.cast(iterations, tf.int64)]
-    )
+def step_seed(seed, step, salt):
+    """A stateless seed of this step: (`seed` and `salt`, the step)."""
+    return tf.stack([tf.constant(seed * 7919 + salt, tf.int64), tf.cast(step, tf.int64)])
 
 
-def candidate_pairs(orderings):
-    """The unordered pairs of `orderings`, in a fixed order."""
-    return list(itertools.combinations(orderings, 2))
+class Views:
+    """A step's ordering pair and its two views (the slides' "Training procedure").
 
-
-def sample_pair(model, images=None):
-    """The two ordering ids of this step, as a (2,) int32 tensor, by `model.sampling`:
-    "random", "no_repeat" (every pair once per cycle) or "hard" (the pair the model agrees on
-    least on `images`)."""
-    seed = step_seed(model, 1)
-    if model.sampling == "random":
-        pick = tf.random.experimental.stateless_shuffle(tf.range(len(model.orderings)), seed)
-        return tf.gather(tf.constant(model.orderings, tf.int32), pick[:2])
-    pairs = tf.constant(candidate_pairs(model.orderings), tf.int32)
-    count = len(candidate_pairs(model.orderings))
-    if model.sampling == "no_repeat":
-        step = tf.cast(model.optimizer.iterations, tf.int64)
-        cycle_seed = tf.stack([seed[0], step // count])
-        order = tf.random.experimental.stateless_shuffle(tf.range(count), cycle_seed)
-        return pairs[order[step % count]]
-    return pairs[tf.argmin(pair_agreement(model, images))]
-
-
-def pair_agreement(model, images):
-    """Mutual information of every candidate pair under the current weights."""
-    outputs = {
-        o: tf.stop_gradient(model.forward(images, o, training=False)[1]) for o in model.orderings
-    }
-    scores = []
-    for a, b in candidate_pairs(model.orderings):
-        counts = all_reduce(losses.joint_counts(outputs[a], outputs[b], model.displacement))
-        scores.append(losses.mutual_information_from_counts(counts))
-    return tf.stack(scores)
-
-
-def two_views(model, images, pair, training, augment):
-    """(view 1, view 2): `model.forward` of `images` under each ordering of `pair`.
-
-    With `augment`, each view gets its own colour jitter (`model.photometric`) and view 2 a
-    dihedral transform (`model.geometric`) that is inverted on its outputs, so that pixels
-    still correspond.
+    Args:
+        config: a `tf_autoseg.modeling.config.ViewsConfig`.
+        seed: the model's seed.
     """
-    images = transforms.to_float_images(images)
-    view1, view2, transform = images, images, tf.constant(0, tf.int32)
-    if augment and model.photometric:
-        view1 = transforms.color_jitter(view1, step_seed(model, 11))
-        view2 = transforms.color_jitter(view2, step_seed(model, 12))
-    if augment and model.geometric != "none":
-        transform = transforms.sample_dihedral(model.geometric, step_seed(model, 13))
-        view2 = transforms.dihedral(view2, transform)
-    out1 = model.forward(view1, pair[0], training)
-    out2 = model.forward(view2, pair[1], training)
-    out2 = tuple(
-        None if t is None else transforms.dihedral(t, transform, inverse=True) for t in out2
-    )
-    return out1, out2
+
+    def __init__(self, config, seed):
+        self.config = config
+        self.seed = seed
+
+    def candidate_pairs(self):
+        """The unordered pairs of the orderings, in a fixed order."""
+        return list(itertools.combinations(self.config.orderings, 2))
+
+    def check_crop(self, height, width, grid_stride):
+        """Refuses crops the geometric transforms cannot invert on the grid."""
+        geometric = self.config.geometric
+        if geometric != "none" and (height % grid_stride or width % grid_stride):
+            raise ValueError(
+                f"`geometric` transforms need `input_shape` divisible by the grid stride "
+                f"{grid_stride} so that pixels still correspond. Received: crops of "
+                f"{height}x{width}"
+            )
+        if "rotate" in geometric and height != width:
+            raise ValueError(
+                "`geometric` rotations need square crops. "
+                f"Received: crops of {height}x{width}, geometric={geometric!r}"
+            )
+
+    def sample_pair(self, step, agreement=None):
+        """The two ordering ids of this step, as a (2,) int32 tensor, by the sampling:
+        "random", "no_repeat" (every pair once per cycle) or "hard" (the pair of lowest
+        `agreement()`, a callable giving one score per `candidate_pairs()` entry)."""
+        sampling, ids = self.config.sampling, self.config.orderings
+        seed = step_seed(self.seed, step, 1)
+        if sampling == "random":
+            pick = tf.random.experimental.stateless_shuffle(tf.range(len(ids)), seed)
+            return tf.gather(tf.constant(ids, tf.int32), pick[:2])
+        pairs = tf.constant(self.candidate_pairs(), tf.int32)
+        count = len(self.candidate_pairs())
+        if sampling == "no_repeat":
+            step = tf.cast(step, tf.int64)
+            cycle_seed = tf.stack([seed[0], step // count])
+            order = tf.random.experimental.stateless_shuffle(tf.range(count), cycle_seed)
+            return pairs[order[step % count]]
+        return pairs[tf.argmin(agreement())]
+
+    def make(self, forward, images, pair, step, training, augment):
+        """(view 1, view 2): `forward(images, ordering, training)` under each ordering of `pair`.
+
+        With `augment`, each view gets its own colour jitter (`photometric`) and view 2 a
+        dihedral transform (`geometric`) that is inverted on its outputs, so that pixels
+        still correspond.
+        """
+        images = transforms.to_float_images(images)
+        view1, view2, transform = images, images, tf.constant(0, tf.int32)
+        if augment and self.config.photometric:
+            view1 = transforms.color_jitter(view1, step_seed(self.seed, step, 11))
+            view2 = transforms.color_jitter(view2, step_seed(self.seed, step, 12))
+        if augment and self.config.geometric != "none":
+            transform = transforms.sample_dihedral(
+                self.config.geometric, step_seed(self.seed, step, 13)
+            )
+            view2 = transforms.dihedral(view2, transform)
+        out1 = forward(view1, pair[0], training)
+        out2 = forward(view2, pair[1], training)
+        out2 = type(out2)(
+            *(None if t is None else transforms.dihedral(t, transform, inverse=True) for t in out2)
+        )
+        return out1, out2

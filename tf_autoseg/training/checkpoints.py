@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 
 from tf_autoseg import atomic
-from tf_autoseg.modeling import model as _model  # noqa: F401 - registers the model and layers for loading
+from tf_autoseg.modeling import saving
 
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"^ckpt-(\d{8})\.keras$")
@@ -55,7 +55,7 @@ def remove_leftovers(run_dir):
 def load_checkpoint(path):
     """Loads a checkpoint, or raises a `ValueError` that names it and says what to do."""
     try:
-        return keras.saving.load_model(path)
+        return saving.load(path)
     except Exception as error:  # noqa: BLE001 - any failure to load is reported the same way
         raise ValueError(
             f"Checkpoint {path} is corrupt or incompatible with this version of tf_autoseg "

@@ -296,11 +296,11 @@ class RunConfig(_Mapping):
 def model_config(flags):
     """The `ModelConfig` of training flags (a `RunConfig` or a mapping of its names): the
     variant's blocks unless given, the ordering set, attention blocks as numbers."""
-    same = {f.name for f in dataclasses.fields(ModelConfig)} & set(RunConfig._names())
+    same = set(ModelConfig.names()) & set(RunConfig._names())
     blocks = {
         name: flags[name] for name in ("ar_blocks", "front_blocks") if flags[name] is not None
     }
-    return ModelConfig(
+    return ModelConfig.from_arguments(
         **{name: flags[name] for name in same - {"ar_blocks", "front_blocks", "attention_blocks"}},
         **{**VARIANTS[flags["variant"]], **blocks},
         attention_blocks=tuple(int(b) for b in flags["attention_blocks"]),

@@ -104,8 +104,7 @@ def build_data(config, start_batch=0):
 
 def build_model(config, input_shape):
     """The AutoSegModel the flags describe (`config.model_config`), compiled with Adam."""
-    arguments = model_config(config).arguments()
-    model = AutoSegModel(input_shape=tuple(input_shape), **arguments)
+    model = AutoSegModel(input_shape=tuple(input_shape), config=model_config(config))
     model.compile(optimizer=optimizer(config))
     return model
 
@@ -137,7 +136,7 @@ def _batches(dataset, limit):
 def evaluate(model, config, evaluation_set, fit_set):
     """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one)."""
     k, limit = config["num_classes"], config["eval_batches"]
-    heads = ("main",) + (("overclustering",) if model.over_head is not None else ())
+    heads = ("main",) + (("overclustering",) if model.overclustering else ())
     score = metrics.model_confusions(model, _batches(evaluation_set, limit), k, heads)
     fit = (
         None
@@ -344,14 +343,14 @@ def finish_training(model, train):
     """
     if getattr(model.optimizer, "use_ema", False):
         model.optimizer.finalize_variable_values(model.trainable_variables)
-    if model.labels_from != "head":
-        model.fit_centres(train.take(CENTRE_BATCHES), seed=model.seed)
+    if model.centres is not None:
+        model.fit_centres(train.take(CENTRE_BATCHES), seed=model.config.seed)
 
 
 def _labels_source(model):
-    if model.labels_from == "head" or float(model.centre_scale) == 0:
+    if model.centres is None or not model.centres.fitted:
         return "head"
-    return model.labels_from
+    return model.config.labelling.labels_from
 
 
 def _describe(info):
