@@ -13,6 +13,7 @@ from tf_autoseg import AutoSegModel
 from tf_autoseg.modeling.model import cluster_ids
 from tf_autoseg.serving import export
 from tf_autoseg.serving import loading
+from tf_autoseg.serving import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 # Labels are compared where the top two probabilities differ by more than this (elsewhere
@@ -54,7 +55,7 @@ def test_every_kind_of_model_path_loads_and_labels_alike(saved):
     for kind, source in sources.items():
         loaded = loading.load(source)
         assert loaded.num_classes == 4 and loaded.image_shape[-1] == 3, kind
-        assert loaded.over_head is None and loaded.overclustering is None, kind
+        assert loaded.overclustering is None, kind
         np.testing.assert_allclose(loaded(images).numpy(), probabilities, atol=1e-5)
         labels = loaded.cluster_labels(images, batch_size=2, heads=("main",))["main"].numpy()
         np.testing.assert_array_equal(labels[clear], expected[clear], err_msg=kind)
@@ -67,12 +68,12 @@ def test_every_kind_of_model_path_loads_and_labels_alike(saved):
 
 def test_the_newest_version_of_an_export_is_taken(saved, tmp_path):
     _, run_dir, base = saved
-    assert loading.resolve(base) == (loading.SAVED_MODEL, base / "1")
+    assert paths.resolve(base) == (paths.SAVED_MODEL, base / "1")
     second = export.export_model(run_dir, "two", tmp_path)
     export.export_model(run_dir, "two", tmp_path)
     assert second == tmp_path / "two" / "1"
-    assert loading.resolve(tmp_path / "two") == (loading.SAVED_MODEL, tmp_path / "two" / "2")
-    assert loading.versions(tmp_path / "two") == [1, 2]
+    assert paths.resolve(tmp_path / "two") == (paths.SAVED_MODEL, tmp_path / "two" / "2")
+    assert paths.versions(tmp_path / "two") == [1, 2]
 
 
 def test_labels_are_the_argmax_of_the_probabilities():
@@ -120,7 +121,7 @@ def _calls(path):
 @pytest.mark.parametrize("path", LOADERS)
 def test_programs_load_read_and_label_through_the_one_owner(path):
     calls = _calls(path)
-    assert "loading.load" in calls or "loading.resolve" in calls, sorted(calls)
+    assert "loading.load" in calls or "paths.resolve" in calls, sorted(calls)
     own = [call for call in calls if any(name in call for name in OWN_LOADERS)]
     assert own == [], f"{path} loads, decodes or labels by itself: {own}"
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tf_autoseg import AutoSegModel
-from tf_autoseg.serving import loading
+from tf_autoseg.serving import paths
 from tf_autoseg.serving import segment
 from tf_autoseg.training import checkpoints
 from tf_autoseg.training import runs
@@ -392,7 +392,7 @@ def test_segment_rejects_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="Cannot decode the image file .*broken.png"):
         segment.check_inputs([tmp_path / "broken.png"], 3)
     with pytest.raises(FileNotFoundError, match="holds no model.keras, no saved_model.pb"):
-        loading.resolve(tmp_path)
+        paths.resolve(tmp_path)
     Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
     with pytest.raises(ValueError, match="Expected a 4-band image .*b.png has 3 band"):
         segment.check_inputs([tmp_path / "b.png"], 4)
@@ -619,12 +619,13 @@ def test_labels_from_features_fits_centres_that_the_export_serves(tmp_path, absl
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["labels_from"] == "features"
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
-    assert float(model.centre_scale) > 0
+    scale = float(model.centres.scale.numpy())
+    assert scale > 0
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8))
-    features = model.forward(images)[0].numpy()
-    centres = model.centres.numpy()
+    features = model.network.forward(images).features.numpy()
+    centres = model.centres.centres.numpy()
     nearest = ((features[..., None, :] - centres) ** 2).sum(-1)
-    expected = tf.image.resize(tf.nn.softmax(-nearest / float(model.centre_scale)), (32, 32))
+    expected = tf.image.resize(tf.nn.softmax(-nearest / scale), (32, 32))
     served = tf.saved_model.load(metrics["export"]).signatures["serving_default"](images=images)
     np.testing.assert_array_equal(served["labels"].numpy(), expected.numpy().argmax(-1))
 
@@ -653,7 +654,8 @@ def test_precision_auto_trains_in_the_policy_its_probe_timed_faster(tmp_path, ab
     assert "--precision=auto: " + metrics["precision"] in absl_info.text
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert (
-        model.head.compute_dtype == keras.mixed_precision.Policy(metrics["precision"]).compute_dtype
+        model.network.head.compute_dtype
+        == keras.mixed_precision.Policy(metrics["precision"]).compute_dtype
     )
 
 

@@ -75,17 +75,6 @@ def start_tensorflow():
     return tf
 
 
-def without_remapper():
-    """Turns off Grappler's remapper for this process: on graphs loaded from a SavedModel it
-    fails on every call ("E0000 ... remapper failed: INVALID_ARGUMENT: Mutation::Apply error:
-    fanout ... for missing node ...") and leaves the graph as it was, so the result is right
-    and only the error line is printed. Measured on the quickstart's export (8x256x256, AMD
-    EPYC Zen 4): 0.170-0.180 s a call with it, 0.169-0.202 s without."""
-    import tensorflow as tf
-
-    tf.config.optimizer.set_experimental_options({"remapping": False})
-
-
 class _LibraryInfo(logging.Filter):
     """Drops the records below WARNING logged from files under `folder`."""
 

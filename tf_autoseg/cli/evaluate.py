@@ -21,6 +21,7 @@ from absl import flags
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import train  # defines the data and evaluation flags
 from tf_autoseg.serving import loading
+from tf_autoseg.serving import paths
 from tf_autoseg.training.config import EVALUATE
 from tf_autoseg.training.config import upgrade
 
@@ -61,7 +62,7 @@ def main(argv):
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.model:
         raise ValueError("--model is required.")
-    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
+    paths.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     recorded = recorded_flags(FLAGS.model)
     config = evaluation_config(recorded)
     train.validate_data(config)
@@ -74,8 +75,6 @@ def main(argv):
     commands.start_tensorflow()
     from tf_autoseg.training import experiment
 
-    if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
-        commands.without_remapper()
     model = loading.load(FLAGS.model)
     if model.num_classes != config["num_classes"]:
         raise ValueError(

@@ -12,7 +12,7 @@ from absl import logging
 
 from tf_autoseg.cli import commands
 from tf_autoseg.serving import classes as named_classes
-from tf_autoseg.serving import loading
+from tf_autoseg.serving import paths
 from tf_autoseg.serving.export import NAME_PATTERN
 from tf_autoseg.serving.export import export_model
 from tf_autoseg.serving.export import read_models_config
@@ -70,7 +70,7 @@ def _validate_model_flag(value):
     if value is None:
         return True
     try:
-        loading.resolve(value, saved_model=False)
+        paths.resolve(value, saved_model=False)
     except (FileNotFoundError, ValueError) as error:
         raise flags.ValidationError(str(error)) from error
     return True

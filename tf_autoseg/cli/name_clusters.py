@@ -29,6 +29,7 @@ from tf_autoseg.data import images
 from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
 from tf_autoseg.serving import naming
+from tf_autoseg.serving import paths
 
 FLAGS = flags.FLAGS
 
@@ -96,20 +97,15 @@ def _head(model, asked):
 
 def _predictor(model, head):
     """image (H, W, C) -> (H, W) int32 cluster ids of `head`, tiled like `segment`."""
-    import tensorflow as tf
-
     from tf_autoseg.modeling.model import cluster_ids
     from tf_autoseg.serving.segment import segment_probabilities
 
-    if isinstance(model, loading.SavedModelSegmenter) or head == "main":
-        probabilities = lambda batch: model(tf.constant(batch))  # noqa: E731
-    else:
-        probabilities = lambda batch: model.inference(tf.constant(batch), heads=(head,))[head]  # noqa: E731
+    probabilities = loading.probabilities(model, head)
     return lambda image: cluster_ids(segment_probabilities(probabilities, image)).numpy()
 
 
 def _check(path):
-    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
+    paths.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     named_classes.read(path)  # and so does a broken mapping
     commands.start_tensorflow()
     model = loading.load(FLAGS.model)
@@ -157,7 +153,7 @@ def main(argv):
         files = images.list_files(FLAGS.images)
     except ValueError as error:
         raise ValueError(f"--images={FLAGS.images!r}: {error}.") from None
-    loading.resolve(FLAGS.model)
+    paths.resolve(FLAGS.model)
     classes_path = Path(FLAGS.classes_json or named_classes.default_path(FLAGS.model))
     commands.check_writable("classes_json", classes_path.parent)
     if classes_path.exists() and not classes_path.is_file():
@@ -179,8 +175,6 @@ def main(argv):
 def serve(server, files, chosen, classes_path):
     """Loads the model, checks the sample, then serves until Ctrl-C or SIGTERM."""
     commands.start_tensorflow()
-    if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
-        commands.without_remapper()
     model = loading.load(FLAGS.model)
     head = _head(model, FLAGS.head)
     channels = model.image_shape[-1]

@@ -15,6 +15,7 @@ from tf_autoseg.cli import commands
 from tf_autoseg.data import images
 from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
+from tf_autoseg.serving import paths
 from tf_autoseg.serving.segment import ALIGN
 from tf_autoseg.serving.segment import check_inputs
 from tf_autoseg.serving.segment import check_tiling
@@ -55,7 +56,7 @@ def main(argv):
     files = list_inputs(FLAGS.input)
     output = Path(FLAGS.output)
     stems = output_stems(files, output)
-    loading.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
+    paths.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     try:
         check_tiling(FLAGS.tile, FLAGS.overlap)
     except ValueError:
@@ -68,21 +69,14 @@ def main(argv):
     if named:
         named_classes.read(named)  # a broken mapping is named before TensorFlow
     commands.start_tensorflow()
-    import tensorflow as tf
-
     from tf_autoseg.modeling.model import cluster_ids
 
-    if loading.resolve(FLAGS.model)[0] == loading.SAVED_MODEL:
-        commands.without_remapper()
     model = loading.load(FLAGS.model)
     mapped = mapping(model, FLAGS.model, FLAGS.classes_json)
     channels = model.image_shape[-1]
     check_inputs(files, channels)
     head = mapped.head if mapped is not None else "main"
-    if head == "main" or isinstance(model, loading.SavedModelSegmenter):
-        predict = lambda batch: model(tf.constant(batch))  # noqa: E731
-    else:
-        predict = lambda batch: model.inference(tf.constant(batch), heads=(head,))[head]  # noqa: E731
+    predict = loading.probabilities(model, head)
     output.mkdir(parents=True, exist_ok=True)
     if mapped is not None:
         print(

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_autoseg.serving import paths
+
 FORMAT = "tf_autoseg.classes"
 FILE = "classes.json"
 HEADS = ("main", "overclustering")
@@ -236,7 +238,7 @@ def head_clusters(model, head):
     if exported is not None:
         return model.num_classes if head == exported else 0
     if head == "overclustering":
-        return (model.overclustering or 0) if model.over_head is not None else 0
+        return model.overclustering or 0
     return model.num_classes
 
 
@@ -370,11 +372,9 @@ def default_path(source):
     `<output_dir>/<name>/<n>`: `<output_dir>/<name>/classes.json` (TensorFlow Serving
     ignores files there), so every version of an export shares it.
     """
-    from tf_autoseg.serving import loading
-
-    kind, path = loading.resolve(source)
-    if kind == loading.KERAS:
-        name = FILE if path.name == loading.MODEL_FILE else f"{path.stem}.{FILE}"
+    kind, path = paths.resolve(source)
+    if kind == paths.KERAS:
+        name = FILE if path.name == paths.MODEL_FILE else f"{path.stem}.{FILE}"
         return path.parent / name
     return (path.parent if path.name.isdigit() else path) / FILE
 

@@ -44,6 +44,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
+from tf_autoseg.serving import paths
 
 CONFIG_FILE = "models.config"
 # TensorFlow Serving puts the name in REST paths (/v1/models/<name>:predict).
@@ -270,7 +271,7 @@ def _publish(temp, model_dir):
     # rename() fails on a non-empty target, so a version another export took
     # meanwhile is never overwritten: take the next number instead.
     for _ in range(100):
-        target = model_dir / str(max(loading.versions(model_dir), default=0) + 1)
+        target = model_dir / str(max(paths.versions(model_dir), default=0) + 1)
         try:
             os.rename(temp, target)
             return target
