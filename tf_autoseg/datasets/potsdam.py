@@ -28,7 +28,8 @@ POTSDAM_COLOURS = {
 POTSDAM3_CLASSES = ("roads and cars", "buildings and clutter", "vegetation and trees")
 # Potsdam-6 id -> Potsdam-3 id, IIC's merge: road+car, building+clutter, low vegetation+tree.
 POTSDAM6_TO_3 = (0, 1, 2, 2, 0, 1)
-NUM_CLASSES = (6, 3)  # Potsdam-6, Potsdam-3
+POTSDAM6 = len(POTSDAM_CLASSES)  # the classes labels are stored in (and prepared as)
+NUM_CLASSES = (POTSDAM6, 3)  # Potsdam-6, Potsdam-3
 # IIC's preparation, the defaults of `load` and `streamed` alike (one value each, so that the
 # two give the same crops and split): 400 px crops halved to 200 px, a seeded 10% test split.
 CROP, SIZE, TEST_FRACTION, SPLIT_SEED = 400, 200, 0.1, 0
@@ -37,7 +38,7 @@ CROP, SIZE, TEST_FRACTION, SPLIT_SEED = 400, 200, 0.1, 0
 def load(
     path,
     split="train",
-    num_classes=6,
+    num_classes=POTSDAM6,
     *,
     crop=CROP,
     size=SIZE,
@@ -88,7 +89,7 @@ def load(
     )
     adjusted = {}
     factor = crop // size
-    lut = core.label_lut(POTSDAM6_TO_3 if num_classes == 3 else range(6))
+    lut = core.label_lut(POTSDAM6_TO_3 if num_classes == 3 else range(POTSDAM6))
     table = imageio.parse_colours(POTSDAM_COLOURS)
     xs, ys, bands = [], [], None
     for s in sorted({crops[i][0] for i in chosen}):
@@ -103,7 +104,7 @@ def load(
             if colour_labels:
                 mask = imageio.read_colour_mask(label_path, table)
             else:
-                mask = imageio.read_index_mask(label_path, num_classes=6)
+                mask = imageio.read_index_mask(label_path, num_classes=POTSDAM6)
             image, mask, _ = imageio.match_sizes(image, mask, label_path, tolerance=0)
         for _, top, left in (crops[i] for i in chosen if crops[i][0] == s):
             window = np.s_[top : top + crop, left : left + crop]
@@ -119,7 +120,7 @@ def load(
     info = core.DatasetInfo(
         num_classes=num_classes,
         channels=bands,
-        class_names=POTSDAM_CLASSES if num_classes == 6 else POTSDAM3_CLASSES,
+        class_names=POTSDAM_CLASSES if num_classes == POTSDAM6 else POTSDAM3_CLASSES,
         num_examples=len(xs),
         skipped=skipped,
         adjusted=adjusted,
@@ -204,7 +205,7 @@ def _sources(path):
 def streamed(
     path,
     split="train",
-    num_classes=6,
+    num_classes=POTSDAM6,
     *,
     crop=CROP,
     size=SIZE,
@@ -253,7 +254,7 @@ def streamed(
     info = core.DatasetInfo(
         num_classes=num_classes,
         channels=channels or 3,
-        class_names=POTSDAM_CLASSES if num_classes == 6 else POTSDAM3_CLASSES,
+        class_names=POTSDAM_CLASSES if num_classes == POTSDAM6 else POTSDAM3_CLASSES,
         num_examples=len(examples),
         skipped=layout.skipped,
         adjusted={str(h.path): h.note for h in found if h.note},
@@ -276,7 +277,7 @@ def streamed_part(config, common, split, small):
     root = config["data_dir"]
     if not (Path(root) / "img_dir").is_dir():
         return None
-    if small(str(Path(root) / "img_dir" / "**" / "*"), shrink=4):  # crops are halved
+    if small(str(Path(root) / "img_dir" / "**" / "*"), shrink=(CROP // SIZE) ** 2):  # halved
         return None
     check = config.get("file_check", "decode")
     return streamed(root, "train", config["num_classes"], check=check, **common, **split)
@@ -289,13 +290,14 @@ def prepared_parts(config):
     root = Path(config["data_dir"])
     parts = {}
     for part, split in (("train", "train"), ("eval", "test")):
-        found = plan(root, split, 6, 400, 200, 0.1, 0, labels=part == "eval")
+        found = plan(root, split, POTSDAM6, CROP, SIZE, TEST_FRACTION, SPLIT_SEED,
+                     labels=part == "eval")  # fmt: skip
         colour = found.sources[0][2]  # the raw release: colour-coded TIFF labels
         reader = Reader(
             channels=None,
             mask_format="colour" if colour else "index",
             colours=POTSDAM_COLOURS if colour else None,
-            num_classes=6,
+            num_classes=POTSDAM6,
             tolerance=0,
         )
         used = sorted({found.crops[i][0] for i in found.chosen})
@@ -310,8 +312,8 @@ def prepared_parts(config):
         ]
         examples = [(position[found.crops[i][0]], *found.crops[i][1:]) for i in found.chosen]
         parts[part] = Part(
-            files, examples, (400, 400), 2, (200, 200), reader, vertical_flip=True,
+            files, examples, (CROP, CROP), CROP // SIZE, (SIZE, SIZE), reader, vertical_flip=True,
             skipped=found.skipped,
         )  # fmt: skip
     merges = {"3": {"map": list(POTSDAM6_TO_3), "class_names": POTSDAM3_CLASSES}}
-    return parts, dict(num_classes=6, class_names=POTSDAM_CLASSES, merges=merges)
+    return parts, dict(num_classes=POTSDAM6, class_names=POTSDAM_CLASSES, merges=merges)
