@@ -223,7 +223,7 @@ def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
     result = _run(["-c", probe])
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == "exit 2 False", result.stderr[-3000:]
-    assert lines[0].startswith("error: --" + arg[2:].split("=")[0]), lines
+    assert lines[0].startswith("error: `" + arg[2:].split("=")[0] + "`"), lines
 
 
 def test_every_program_has_a_console_script_that_runs_it():

@@ -15,6 +15,7 @@ from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data.prepared import Part
 from tf_autoseg.data.prepared import Reader
+from tf_autoseg.datasets.catalog import Dataset
 
 POTSDAM_CLASSES = ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter")
 POTSDAM_COLOURS = {
@@ -262,32 +263,32 @@ def streamed(
     return dataset, info
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`)."""
-    split = "train" if part == "train" else "test"
-    return load(
-        config["data_dir"], split=split, num_classes=config["num_classes"], labels=labels, **common
-    )
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`): IIC's train or test
+    crops."""
+    split = "train" if data.part == "train" else "test"
+    return load(data.data_dir, split=split, num_classes=data.num_classes, labels=labels, **options)
 
 
-def streamed_part(config, common, split, small):
+def streamed_part(data, options, split, small):
     """The streamed training part of the PNG crop layout; None for raw TIFFs (in memory or
     prepared) or when the crops fit in memory (see `tf_autoseg.datasets.Dataset`)."""
-    root = config["data_dir"]
-    if not (Path(root) / "img_dir").is_dir():
+    root = Path(data.data_dir)
+    if not (root / "img_dir").is_dir():
         return None
-    if small(str(Path(root) / "img_dir" / "**" / "*"), shrink=(CROP // SIZE) ** 2):  # halved
+    if small(str(root / "img_dir" / "**" / "*"), shrink=(CROP // SIZE) ** 2):  # crops shrink
         return None
-    check = config.get("file_check", "decode")
-    return streamed(root, "train", config["num_classes"], check=check, **common, **split)
+    return streamed(data.data_dir, "train", data.num_classes, check=data.file_check, **options,
+                    **split)  # fmt: skip
 
 
 # ------------------------------------------------------------ prepared records
-def prepared_parts(config):
+def prepared_parts(train, held_out, work_dir):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
-    `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root = Path(config["data_dir"])
+    `tf_autoseg.datasets.Dataset`), from the files' headers: IIC's crops as Potsdam-6 (the
+    3-class merge is chosen when training)."""
+    root = Path(train.data_dir)
     parts = {}
     for part, split in (("train", "train"), ("eval", "test")):
         found = plan(root, split, POTSDAM6, CROP, SIZE, TEST_FRACTION, SPLIT_SEED,
@@ -317,3 +318,7 @@ def prepared_parts(config):
         )  # fmt: skip
     merges = {"3": {"map": list(POTSDAM6_TO_3), "class_names": POTSDAM3_CLASSES}}
     return parts, dict(num_classes=POTSDAM6, class_names=POTSDAM_CLASSES, merges=merges)
+
+
+DATASET = Dataset("potsdam", read_part, num_classes=NUM_CLASSES, streamed=streamed_part,
+                  prepared=prepared_parts)  # fmt: skip

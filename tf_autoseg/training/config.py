@@ -296,6 +296,17 @@ class RunConfig(_Mapping):
 def model_config(flags):
     """The `ModelConfig` of training flags (a `RunConfig` or a mapping of its names): the
     variant's blocks unless given, the ordering set, attention blocks as numbers."""
+    if not all(str(block).isdigit() for block in flags["attention_blocks"]):
+        raise ValueError(
+            f"--attention_blocks={list(flags['attention_blocks'])}: a comma-separated list of "
+            "block numbers (1-based)."
+        )
+    count, types = flags["num_orderings"], flags["ordering_types"]
+    if count not in (2, 4, 8, 16) or (count == 16 and types != "both"):
+        raise ValueError(
+            "`num_orderings` must be 2, 4, 8 or 16 (16 needs ordering_types='both'). "
+            f"Received: num_orderings={count!r}, ordering_types={types!r}"
+        )
     same = {f.name for f in dataclasses.fields(ModelConfig)} & set(RunConfig._names())
     blocks = {
         name: flags[name] for name in ("ar_blocks", "front_blocks") if flags[name] is not None
@@ -305,7 +316,7 @@ def model_config(flags):
         **{**VARIANTS[flags["variant"]], **blocks},
         attention_blocks=tuple(int(b) for b in flags["attention_blocks"]),
         input_downsample=flags["downsample"],
-        orderings=tuple(orderings.default_set(flags["ordering_types"], flags["num_orderings"])),
+        orderings=tuple(orderings.default_set(types, count)),
     )
 
 
