@@ -14,10 +14,11 @@ metadata:
 
 A flag's name is the name of the argument it feeds (`--num_classes` is
 `AutoSegModel(num_classes=)` and the loaders' `num_classes`). `RunConfig` is frozen and reads
-like the mapping `flags.json` holds (`config["tile"]` or `config.tile`); `config.model` is its
-`tf_autoseg.modeling.config.ModelConfig`, exactly `AutoSegModel`'s arguments. No TensorFlow:
-the programs parse and check flags before it loads (`tf_autoseg.cli.run_flags` defines them
-with absl). Long (about 340 lines) because it is the table: one field per flag, with its help.
+like the mapping `flags.json` holds; it is the parsing layer only: the libraries take the
+sections the flags become (`tf_autoseg.training.sections`), and the model's
+`tf_autoseg.modeling.config.ModelConfig`, exactly `AutoSegModel`'s arguments, is made by
+`model_config` alone. No TensorFlow: the programs parse and check flags before it loads
+(`tf_autoseg.cli.run_flags` defines them with absl).
 """
 
 import collections.abc
@@ -273,10 +274,6 @@ class RunConfig(_Mapping):
             if field.metadata["kind"] == "list":
                 object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
 
-    def __getitem__(self, name):
-        # A dataset module written before the renames reads its old name (`config["classes"]`).
-        return super().__getitem__(RENAMED.get(name, name))
-
     @classmethod
     def from_mapping(cls, values):
         """A config from flag values by name (a flags.json, a dict): older names and "not
@@ -289,7 +286,7 @@ class RunConfig(_Mapping):
 
     @property
     def model(self):
-        """The `ModelConfig` these flags describe."""
+        """`model_config(self)`: only tests/modeling/test_model.py reads it."""
         return model_config(self)
 
 
@@ -332,19 +329,16 @@ FIELDS = {field.name: field for field in fields()}
 # What the metadata says, by name (what runs.py and the programs read).
 RESUMABLE = frozenset(field.name for field in fields(resumable=True))
 ADDED = {field.name: field.metadata["added"] for field in fields() if "added" in field.metadata}
-RENAMED = {
-    field.metadata["formerly"]: field.name for field in fields() if field.metadata["formerly"]
-}
-SENTINELS = {field.name: field.metadata["unset"] for field in fields()
-             if field.metadata["unset"] is not None}  # fmt: skip
 EVALUATE = tuple(field.name for field in fields(evaluate=True))
 
 
 def upgrade(values):
-    """Flag values by name as today's flags read them: older names renamed (`classes` ->
-    `num_classes`), and the values that meant "not given" (`SENTINELS`) as None."""
-    values = {RENAMED.get(name, name): value for name, value in values.items()}
+    """Flag values by name as today's flags read them: older names (`formerly`) renamed
+    (`classes` -> `num_classes`), and the values that meant "not given" (`unset`) as None."""
+    renamed = {f.metadata["formerly"]: f.name for f in fields() if f.metadata["formerly"]}
+    unset = {f.name: f.metadata["unset"] for f in fields() if f.metadata["unset"] is not None}
+    values = {renamed.get(name, name): value for name, value in values.items()}
     return {
-        name: None if name in SENTINELS and value == SENTINELS[name] else value
+        name: None if name in unset and value == unset[name] else value
         for name, value in values.items()
     }
