@@ -225,6 +225,27 @@ def test_each_part_is_a_data_section_named_as_the_dataset_arguments(tmp_path):
     assert sections.data_config(folder, "eval").part == "train"
 
 
+def test_evaluation_builds_only_the_labelled_parts_it_scores(monkeypatch):
+    from tf_autoseg.training import experiment
+    from tf_autoseg.training import inputs
+    from tf_autoseg.training import sections
+    from tf_autoseg.training.config import RunConfig
+
+    built = []
+
+    def build(data, labels=False, **ignored):
+        built.append((data.part, labels))
+        return data.part
+
+    monkeypatch.setattr(inputs, "build", build)
+    run = sections.experiment_config(RunConfig(run_dir="r"))
+    sets = experiment.evaluation_sets(run.evaluation, run.eval_data, run.train_data)
+    assert sets == ("eval", None) and built == [("eval", True)]  # never the training pipeline
+    holdout = sections.evaluation_config(RunConfig(eval_mode="holdout"))
+    experiment.evaluation_sets(holdout, run.eval_data, run.train_data)
+    assert built[1:] == [("eval", True), ("train", True)]  # the mapping's labelled training part
+
+
 def test_the_old_flag_names_are_aliases_on_command_lines_and_in_flagfiles(tmp_path):
     from absl import flags
 
