@@ -192,15 +192,15 @@ def _run(config, hold):
             model = checkpoints.load_checkpoint(found[-1][1])
         else:
             model = build_model(config.model, input_shape, optimisation)
+    done = int(model.optimizer.iterations)
+    if done != start_batch:
+        raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
+    runs.check_steps(run_dir, optimisation.steps, done)
     if chief:
         hold.enter_context(runs.held(run_dir, log=logging.info))
         runs.record_flags(run_dir, config.flags)
         for path in checkpoints.remove_leftovers(run_dir):
             logging.info("Removed %s, left by an interrupted run.", path)
-    done = int(model.optimizer.iterations)
-    if done != start_batch:
-        raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
-    runs.check_steps(run_dir, optimisation.steps, done)
     if found and done < optimisation.steps:
         logging.info(
             "%s: resuming at step %d of %d from %s", run_dir, done, optimisation.steps,
