@@ -19,13 +19,6 @@ from tf_autoseg.training.config import RESUMABLE
 from tf_autoseg.training.config import upgrade
 
 
-def check_run_dir(run_dir, flags):
-    """Refuses to resume a run started with other training flags (reads only)."""
-    saved = Path(run_dir) / "flags.json"
-    if saved.exists():
-        check_same_flags(saved, flags, ignored=RESUMABLE, added=ADDED)
-
-
 def record_flags(run_dir, flags):
     """Creates the run directory and its flags.json, once the run is known to start."""
     run_dir = Path(run_dir)
@@ -37,7 +30,7 @@ def record_flags(run_dir, flags):
 
 def finished(output, optimisation, flags):
     """A sentence saying the run is finished (its step, model and export), or None, once the
-    run directory is known to hold this run or none (`check_run_dir`).
+    run directory is known to hold this run (its flags.json, `check_same_flags`) or none.
 
     A run (`output.run_dir`) is finished once its `metrics.json` (written last) records
     `optimisation.steps` steps, or the training seconds of `optimisation.minutes`; any number
@@ -49,7 +42,8 @@ def finished(output, optimisation, flags):
             `--steps`.
     """
     run_dir = Path(output.run_dir)
-    check_run_dir(run_dir, flags)
+    if (run_dir / "flags.json").exists():  # reads only: a resumed run must be the same run
+        check_same_flags(run_dir / "flags.json", flags, ignored=RESUMABLE, added=ADDED)
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
