@@ -51,13 +51,14 @@ def ceilings(labels, num_classes, stride):
 def main(argv):
     del argv
     from tf_autoseg.evaluation import metrics
-    from tf_autoseg.training import experiment
+    from tf_autoseg.training import inputs
+    from tf_autoseg.training import sections
 
-    cfg = quality.config()
+    recipe = quality.config().replace(seed=0)
     if FLAGS.label_classes:  # CamVid: 3 or 11
-        cfg["num_classes"] = FLAGS.label_classes
-    k = cfg["num_classes"]
-    _, held, _ = experiment.build_data({**cfg, "seed": 0})
+        recipe = recipe.replace(num_classes=FLAGS.label_classes)
+    k = recipe.num_classes
+    held = inputs.build(sections.data_config(recipe, "eval"), labels=True)
     strides = [int(s) for s in FLAGS.strides]
     confusions = {
         (s, how): metrics.ConfusionMatrix(k) for s in strides for how in ("bilinear", "nearest")

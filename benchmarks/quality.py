@@ -25,11 +25,12 @@ seeds of each figure) and writes it to `--out` (default benchmarks/results/<task
     python -m benchmarks.quality --flagfile=experiments/quickstart.cfg --task=cocostuff3 \\
         --steps=4 --eval_every=2 --width=8 --quick           # seconds: checks that it all works
 
-Long (~340 lines) because the tasks, the baselines and the per-seed curve must be scored by
-one piece of code, or AC and the baselines would not be compared alike.
+The tasks, the baselines and the per-seed curve are scored by one piece of code, or AC and the
+baselines would not be compared alike.
 """
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -43,9 +44,11 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_autoseg.cli import train  # noqa: E402 - the training flags describe the recipe
+from tf_autoseg.cli import run_flags  # noqa: E402
+from tf_autoseg.training import sections  # noqa: E402
 
 FLAGS = flags.FLAGS
+run_flags.define_training()  # the training flags describe the recipe
 flags.DEFINE_enum(
     "task", "dubai",
     ["dubai", "dubai_report", "camvid3", "camvid11", "camvid_0006R0", "camvid_0001TP", "cocostuff3"],
@@ -83,15 +86,17 @@ RESTARTS = 10  # k-means runs on features, the lowest inertia kept (as the basel
 
 
 def config():
-    """The recipe's training flags with the task's data flags."""
+    """The recipe's training flags (a `RunConfig`) with the task's data flags. Nothing is
+    written to their run folder."""
     task = dict(TASKS[FLAGS.task])
     root = Path(FLAGS.data_root) / task.pop("sub")
     if not root.is_dir():
         raise app.UsageError(f"--data_root: {root} is not a folder (the {FLAGS.task} data)")
-    cfg = {**train.run_config(), **task, "data_dir": str(root), "export": False}
-    if FLAGS.quick:
-        cfg["eval_batches"] = 2
-    return cfg
+    recipe = run_flags.run_config()
+    return recipe.replace(
+        **task, data_dir=str(root), export=False, run_dir=recipe.run_dir or "runs/quality",
+        eval_batches=2 if FLAGS.quick else recipe.eval_batches,
+    )  # fmt: skip
 
 
 def _mean_spread(values):
@@ -109,13 +114,13 @@ def _scores(pair, mode):
     return {key: result[key] for key in ("pixel_accuracy", "mean_iou", "per_class_iou")}
 
 
-def baselines(cfg, seed, fit, held_out, input_shape):
+def baselines(run, seed, fit, held_out, input_shape):
     """Majority, RGB k-means and untrained network + k-means, scored like the recipe."""
     from tf_autoseg.evaluation import baselines as lib
     from tf_autoseg.evaluation import metrics
     from tf_autoseg.training import experiment
 
-    k, mode = cfg["num_classes"], cfg["eval_mode"]
+    k, mode = run.eval_data.num_classes, run.evaluation.eval_mode
     fit = held_out if mode == "same" else fit
     sample = 20_000 if FLAGS.quick else SAMPLE
     majority = metrics.ConfusionMatrix(k)
@@ -126,12 +131,12 @@ def baselines(cfg, seed, fit, held_out, input_shape):
     rgb = lib.kmeans_baseline(fit, held_out, k, sample=sample, seed=seed)
     result["kmeans_rgb"] = _scores(rgb, mode)
     keras.utils.set_random_seed(seed)
-    untrained = experiment.build_model({**cfg, "seed": seed}, input_shape)
+    untrained = experiment.build_model(run.model, input_shape, run.optimisation)
     result["untrained_kmeans"] = _scores(feature_kmeans(untrained, fit, held_out, k, seed), mode)
     return result
 
 
-def evaluate_point(model, cfg, train_set, fit, held_out, seed):
+def evaluate_point(model, run, train_set, fit, held_out, seed):
     """Scores of the trained model now, label-free figures beside.
 
     "labels" scores what the model serves (its export): the main head, or the centres of
@@ -142,7 +147,7 @@ def evaluate_point(model, cfg, train_set, fit, held_out, seed):
     from tf_autoseg.evaluation import metrics
     from tf_autoseg.training import experiment
 
-    k, mode = cfg["num_classes"], cfg["eval_mode"]
+    k, mode = run.eval_data.num_classes, run.evaluation.eval_mode
     heads = ("main",) + (("overclustering",) if model.overclustering else ())
 
     def confusions():
@@ -252,18 +257,18 @@ def feature_kmeans(model, fit, held_out, k, seed, source="features"):
     return confusion(fit), confusion(held_out)
 
 
-def run_seed(cfg, seed, data):
-    """Trains one seed, scoring along the way; returns its record."""
+def run_seed(run, seed, data):
+    """Trains one seed (`run`: its sections), scoring along the way; returns its record."""
     from tf_autoseg.training import experiment
 
-    cfg = {**cfg, "seed": seed}
     train_set, held_out, fit = data
     input_shape = train_set.element_spec.shape[1:]
     record = {"seed": seed}
     if FLAGS.baselines:
-        record["baselines"] = baselines(cfg, seed, fit, held_out, input_shape)
+        record["baselines"] = baselines(run, seed, fit, held_out, input_shape)
     keras.utils.set_random_seed(seed)
-    model = experiment.build_model(cfg, input_shape)
+    model = experiment.build_model(run.model, input_shape, run.optimisation)
+    minutes = run.optimisation.minutes
     curve, start = [], time.time()
 
     class Curve(keras.callbacks.Callback):
@@ -271,7 +276,7 @@ def run_seed(cfg, seed, data):
             trained = time.time() - start - sum(p["eval_seconds"] for p in curve)
             tick = time.time()
             with averaged_weights(model):
-                point = evaluate_point(model, cfg, train_set, fit, held_out, seed)
+                point = evaluate_point(model, run, train_set, fit, held_out, seed)
             point.update(
                 steps=int(model.optimizer.iterations),
                 train_minutes=round(trained / 60, 2),
@@ -286,10 +291,10 @@ def run_seed(cfg, seed, data):
                                       for key in ("pixel_accuracy", "mean_iou")]  # fmt: skip
             progress.update(sizes=point["cluster_sizes"], mi=round(point["held_out_mi"], 4))
             print(json.dumps(progress), flush=True)
-            if cfg["minutes"] and trained > cfg["minutes"] * 60:
+            if minutes and trained > minutes * 60:
                 self.model.stop_training = True
 
-    epochs = max(1, cfg["steps"] // FLAGS.eval_every)
+    epochs = max(1, run.optimisation.steps // FLAGS.eval_every)
     model.fit(
         train_set, steps_per_epoch=FLAGS.eval_every, epochs=epochs, verbose=0, callbacks=[Curve()]
     )
@@ -329,27 +334,37 @@ def summary(records):
 def main(argv):
     del argv
     from tf_autoseg.training import experiment
+    from tf_autoseg.training import inputs
 
-    cfg = config()
+    recipe = config()
     seeds = [int(s) for s in FLAGS.seeds]
     records = []
     for seed in seeds:
-        (train_set, _), held, fit = experiment.build_data({**cfg, "seed": seed})
-        if cfg["precision"] == "auto":  # timed once, on the recipe's own batch and crop
-            cfg["precision"] = experiment.choose_precision(cfg, train_set.element_spec.shape[1:])[0]
-        keras.mixed_precision.set_global_policy(cfg["precision"])
+        run = sections.experiment_config(recipe.replace(seed=seed))
+        held, fit = experiment.evaluation_sets(run.evaluation, run.eval_data, run.train_data)
+        train_set, _ = inputs.build(run.train_data)
+        if recipe.precision == "auto":  # timed once, on the recipe's own batch and crop
+            shape = train_set.element_spec.shape[1:]
+            choice, _ = experiment.choose_precision(
+                run.optimisation, functools.partial(
+                    experiment.build_model, run.model, shape, run.optimisation
+                ), shape, run.train_data.batch_size,
+            )  # fmt: skip
+            recipe = recipe.replace(precision=choice)
+            run = sections.experiment_config(recipe.replace(seed=seed))
+        keras.mixed_precision.set_global_policy(recipe.precision)
         held_out, fit = held[0], fit and fit[0]
         if FLAGS.quick:
             held_out, fit = held_out.take(2), fit and fit.take(2)
-        records.append(run_seed(cfg, seed, (train_set, held_out, fit)))
-    recipe = FLAGS.recipe or _flagfile_name()
+        records.append(run_seed(run, seed, (train_set, held_out, fit)))
+    name = FLAGS.recipe or _flagfile_name()
     report = {
         "task": FLAGS.task,
-        "recipe": recipe,
+        "recipe": name,
         "cpu": _cpu(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "budget": {"minutes": cfg["minutes"], "steps": cfg["steps"]},
-        "config": {k: v for k, v in cfg.items() if k not in ("run_dir", "export_dir")},
+        "budget": {"minutes": recipe.minutes, "steps": recipe.steps},
+        "config": {k: v for k, v in recipe.items() if k not in ("run_dir", "export_dir")},
         "summary": summary(records),
         "seeds": records,
     }
@@ -358,7 +373,7 @@ def main(argv):
     out = FLAGS.out
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = f"benchmarks/results/{FLAGS.task}-{recipe}-{stamp}.json"
+        out = f"benchmarks/results/{FLAGS.task}-{name}-{stamp}.json"
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")

@@ -16,7 +16,7 @@ TINY = ["--synthetic_images=16", "--synthetic_size=32", "--width=8", "--ar_block
 
 
 def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
     for name in ("TF_CPP_MIN_LOG_LEVEL", commands.VERBOSE_ENV):  # the programs' own defaults
         if name not in extra:
             env.pop(name, None)
@@ -54,6 +54,45 @@ def test_help_exits_0_before_tensorflow_loads(program):
     )
     result = _run(["-c", probe])
     assert result.stderr.strip().splitlines()[-1] == "exit 0 False", result.stderr[-3000:]
+
+
+def test_no_program_imports_another():
+    import ast
+
+    programs = {f"tf_autoseg.cli.{p}" for p in PROGRAMS}
+    for program in PROGRAMS:
+        tree = ast.parse((ROOT / "tf_autoseg" / "cli" / f"{program}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                     for a in n.names}  # fmt: skip
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & (programs - {f"tf_autoseg.cli.{program}"}), program
+
+
+def test_a_package_registers_its_dataset_through_the_entry_point_group(tmp_path):
+    # An installed distribution, as pip leaves it: a module and its entry point.
+    (tmp_path / "thirdparty_ds.py").write_text(
+        "from tf_autoseg import datasets\n\n\n"
+        "def read(data, labels, options):\n"
+        "    raise AssertionError('not read: the flags are refused first')\n\n\n"
+        "datasets.register(datasets.Dataset('thirdparty', read, num_classes=(2,), files=False))\n"
+    )
+    info = tmp_path / "thirdparty_ds-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-ds\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[tf_autoseg.datasets]\nthirdparty = thirdparty_ds\n")
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['train', '--dataset=thirdparty', '--num_classes=3', '--run_dir=unused']\n"
+        "try:\n"
+        "    runpy.run_module('tf_autoseg.train', run_name='__main__')\n"
+        "except SystemExit as exit_:\n"
+        "    print('exit', exit_.code, 'tensorflow' in sys.modules, file=sys.stderr)\n"
+    )
+    result = _run(["-c", probe], PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "exit 2 False", result.stderr[-3000:]
+    assert "one of (2,) for dataset='thirdparty'. Received: num_classes=3" in lines[0], lines
 
 
 def test_evaluate_help_lists_its_flags_and_the_data_flags_it_reads():
@@ -223,7 +262,7 @@ def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
     result = _run(["-c", probe])
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == "exit 2 False", result.stderr[-3000:]
-    assert lines[0].startswith("error: --" + arg[2:].split("=")[0]), lines
+    assert lines[0].startswith("error: `" + arg[2:].split("=")[0] + "`"), lines
 
 
 def test_every_program_has_a_console_script_that_runs_it():

@@ -15,6 +15,7 @@ from PIL import Image
 from tf_autoseg import AutoSegModel
 from tf_autoseg.data import records
 from tf_autoseg.data import service
+from tf_autoseg.datasets import DataConfig
 from tf_autoseg.training import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +56,8 @@ def test_two_service_workers_serve_each_example_of_an_epoch_once_and_training_ru
     tmp_path, launcher
 ):
     source = id_images(tmp_path / "src", 48)
-    options = dict(dataset="folder", data_dir=str(source), output_dir=str(tmp_path / "out"),
-                   num_classes=3, tile=16, downsample=1, shard_size=8, jobs=1)  # fmt: skip
-    prepare.prepare(options, log=lambda line: None)
+    part = DataConfig(dataset="folder", data_dir=str(source), tile=16)
+    prepare.prepare(part, part, tmp_path / "out", shard_size=8, log=lambda line: None)
     dataset, info = records.load(tmp_path / "out", batch_size=8, seed=0, repeat=True, augment=True)
     served = service.distribute(dataset, launcher, job_name="test")
     batches = [np.asarray(b)[:, 0, 0, 0] for b in served.take(12)]  # two epochs' worth

@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tf_autoseg import datasets
 from tf_autoseg.data import stream
+from tf_autoseg.datasets import DataConfig
 from tf_autoseg.datasets import dubai
 from tf_autoseg.datasets import folder as folder_in_memory
 from tf_autoseg.training import inputs
@@ -146,6 +148,7 @@ def test_graph_grows_by_file_names_only_not_pixels(tmp_path):
 _RSS_SCRIPT = """
 import sys
 from tf_autoseg.datasets import folder
+from tf_autoseg import datasets
 from tf_autoseg.data import stream
 
 def status(field):
@@ -259,31 +262,33 @@ def test_tiff_is_refused_with_the_prepare_command(tmp_path):
         stream.folder(folder, batch_size=2)
 
 
-def _config(**overrides):
-    config = dict(dataset="folder", data_dir=None, num_classes=3, tile=8, downsample=1,
-                  batch_size=4, seed=0, pipeline="auto", prepared_dir="", data_service="",
-                  distribution="auto", run_dir="runs/x", train_tiles=["1"])  # fmt: skip
-    return {**config, **overrides}
+def _data(**overrides):
+    return DataConfig(**{**dict(dataset="folder", tile=8, batch_size=4), **overrides})
 
 
 def test_auto_keeps_small_sets_in_memory_and_streams_past_the_limit(tmp_path, monkeypatch):
     folder = write_files(tmp_path / "images", 12)
-    config = _config(data_dir=str(folder))
-    assert inputs.pipeline_for(config, "train", False) is None  # 9 KB: in memory
-    assert inputs.pipeline_for(config, "eval", True) is None  # labelled: in memory
+    data = _data(data_dir=str(folder))
+    assert not _reads_files(inputs.build(data)[0])  # 9 KB: in memory
     monkeypatch.setattr(inputs, "MEMORY_LIMIT", 1000)
-    dataset, info = inputs.pipeline_for(config, "train", False, start_batch=2)
-    assert info.num_examples == 48  # four 8 px tiles of each 16 px file
+    dataset, info = inputs.build(data, start_batch=2)
+    assert _reads_files(dataset) and info.num_examples == 48  # four 8 px tiles of each file
     whole, _ = stream.folder(folder, tile=8, batch_size=4, seed=0, repeat=True, augment=True)
     np.testing.assert_array_equal(batches(dataset, 1)[0], batches(whole, 3)[2])
-    forced = inputs.pipeline_for(_config(data_dir=str(folder), pipeline="stream"), "train", False)
-    assert forced[1].num_examples == 48
+    assert inputs.build(data, labels=True) is None  # labelled: in memory (no masks: no part)
+    forced = inputs.build(_data(data_dir=str(folder), pipeline="stream"))
+    assert _reads_files(forced[0]) and forced[1].num_examples == 48
+
+
+def _reads_files(dataset):
+    """Whether the dataset's graph reads files (streamed) rather than holding pixels."""
+    return b"ReadFile" in dataset._as_serialized_graph().numpy()
 
 
 def test_a_service_run_that_cannot_stream_is_refused_not_silently_in_memory():
-    config = _config(dataset="synthetic", data_service="grpc://localhost:5050")
+    data = _data(dataset="synthetic", data_service="grpc://localhost:5050")
     with pytest.raises(ValueError, match="--data_service: synthetic"):
-        inputs.pipeline_for(config, "train", False)
+        inputs.build(data)
 
 
 def test_worker_split_follows_tf_config(monkeypatch):
@@ -291,10 +296,10 @@ def test_worker_split_follows_tf_config(monkeypatch):
     monkeypatch.setenv(
         "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
     )
-    assert inputs.worker_split(_config()) == (3, 2)
-    assert inputs.worker_split(_config(distribution="none")) == (1, 0)
+    assert inputs.worker_split("auto") == (3, 2)
+    assert inputs.worker_split("none") == (1, 0)
     monkeypatch.delenv("TF_CONFIG")
-    assert inputs.worker_split(_config()) == (1, 0)
+    assert inputs.worker_split("auto") == (1, 0)
 
 
 @pytest.mark.parametrize(
@@ -302,13 +307,15 @@ def test_worker_split_follows_tf_config(monkeypatch):
     [
         (dict(pipeline="fast"), "`pipeline` must be one of"),
         (dict(data_service="localhost:5050"), "grpc://host:port"),
-        (dict(data_service="grpc://localhost:5050", pipeline="memory"), "--data_service needs"),
+        (dict(data_service="grpc://localhost:5050", pipeline="memory"), "`data_service` needs"),
         (dict(dataset="cocostuff", pipeline="stream"), "tf_autoseg.prepare --dataset=cocostuff"),
+        (dict(prepared_dir="/nonexistent"), "`prepared_dir` holds no manifest.json"),
     ],
 )
-def test_input_flags_are_checked_and_named(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        inputs.validate(_config(**overrides))
+def test_input_arguments_are_checked_and_named(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):  # by the DataConfig, else by its dataset
+        data = _data(data_dir=str(tmp_path), **overrides)
+        datasets.get(data.dataset).check(data)
 
 
 def test_stream_keeps_one_example_shape_and_states_its_length(tmp_path):

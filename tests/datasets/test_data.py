@@ -341,7 +341,7 @@ def test_pipeline_options_are_one_checked_object_for_every_dataset():
 
 
 def test_dataset_modules_and_their_class_counts_load_without_tensorflow():
-    # train.validate reads NUM_CLASSES before TensorFlow starts (quietly, in commands).
+    # The training flags are checked against them before TensorFlow starts (datasets.Dataset).
     script = (
         "import sys\n"
         "from tf_autoseg.datasets import camvid, cocostuff, dubai, folder, potsdam, synthetic\n"

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_autoseg import AutoSegModel  # noqa: E402
+from tf_autoseg.datasets import DataConfig  # noqa: E402
 from tf_autoseg.training import inputs  # noqa: E402
 
 
@@ -39,10 +40,8 @@ def example_ids(images):
 
 def main(prepared, out, steps):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    config = dict(dataset="folder", data_dir=prepared, prepared_dir=prepared, num_classes=3,
-                  tile=16, downsample=1, batch_size=8, seed=0, pipeline="auto",
-                  data_service="", distribution="multiworker", run_dir="unused")  # fmt: skip
-    dataset, info = inputs.pipeline_for(config, "train", False)
+    data = DataConfig(dataset="folder", prepared_dir=prepared, tile=16, batch_size=8)
+    dataset, info = inputs.build(data, workers=inputs.worker_split("multiworker"))
     ids = [example_ids(batch) for batch in dataset.take(steps)]
     keras.utils.set_random_seed(0)
     with strategy.scope():

@@ -20,6 +20,7 @@ import tifffile
 from PIL import Image
 
 from tf_autoseg.data import records
+from tf_autoseg.datasets import DataConfig
 from tf_autoseg.datasets import cocostuff
 from tf_autoseg.datasets import folder
 from tf_autoseg.datasets import potsdam
@@ -37,12 +38,12 @@ def collect(dataset):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def config(dataset, data_dir, output_dir, **overrides):
-    values = dict(dataset=dataset, data_dir=str(data_dir), output_dir=str(output_dir), num_classes=3,
-                  tile=8, downsample=1, scale=1 / 3, min_side=360, min_target_share=0.75,
-                  train_tiles=[1], eval_tiles=[2], masks_dir=None, colours=None, shard_size=4,
-                  jobs=1)  # fmt: skip
-    return {**values, **overrides}
+def job(dataset, data_dir, output_dir, shard_size=4, **data):
+    """`prepare.prepare`'s arguments: the dataset's two parts (tiles 1 and 2 for dubai)."""
+    data = dict(tile=8, tiles=(1,)) | data
+    train = DataConfig(dataset=dataset, data_dir=str(data_dir), **data)
+    held_out = train.replace(part="eval", tiles=(2,))
+    return dict(train=train, held_out=held_out, output_dir=str(output_dir), shard_size=shard_size)
 
 
 def labelled_folder(root):
@@ -61,8 +62,8 @@ def labelled_folder(root):
 
 def test_prepared_folder_holds_the_in_memory_examples_labels_and_skips(tmp_path):
     images, masks = labelled_folder(tmp_path / "src")
-    options = config("folder", images, tmp_path / "out", downsample=2, masks_dir=str(masks))
-    manifest = prepare.prepare(options, log=lambda line: None)
+    options = job("folder", images, tmp_path / "out", downsample=2, masks_dir=str(masks))
+    manifest = prepare.prepare(**options, log=lambda line: None)
     memory, memory_info = folder.load(images, masks, num_classes=3, tile=8, downsample=2,
                                    labels=True, shuffle=False, drop_remainder=False)  # fmt: skip
     prepared, prepared_info = records.load(tmp_path / "out", "train", labels=True, shuffle=False,
@@ -96,7 +97,7 @@ def raw_potsdam(folder, size=1200):
 def test_potsdam_tiffs_prepare_to_the_in_memory_4band_crops_and_the_3_class_merge(tmp_path):
     raw_potsdam(tmp_path / "potsdam")
     manifest = prepare.prepare(
-        config("potsdam", tmp_path / "potsdam", tmp_path / "out", num_classes=6)
+        **job("potsdam", tmp_path / "potsdam", tmp_path / "out", num_classes=6)
     )
     assert manifest["channels"] == 4 and manifest["num_classes"] == 6
     for part, split in (("train", "train"), ("eval", "test")):
@@ -119,9 +120,7 @@ def test_cocostuff_curation_and_scale_are_done_once_and_match_the_in_memory_crop
     tmp_path, cocostuff_mini
 ):
     root = cocostuff_mini
-    manifest = prepare.prepare(
-        config("cocostuff", root, tmp_path / "out", num_classes=15, tile=128)
-    )
+    manifest = prepare.prepare(**job("cocostuff", root, tmp_path / "out", num_classes=15, tile=128))
     memory, memory_info = cocostuff.load(root, "val", 15, labels=True, batch_size=1, shuffle=False)
     prepared, prepared_info = records.load(tmp_path / "out", "eval", labels=True, batch_size=1,
                                            shuffle=False)  # fmt: skip
@@ -137,7 +136,7 @@ def test_cocostuff_curation_and_scale_are_done_once_and_match_the_in_memory_crop
 
 def test_an_interrupted_preparation_resumes_without_rewriting_done_shards(tmp_path):
     images, masks = labelled_folder(tmp_path / "src")
-    options = config("folder", images, tmp_path / "out", masks_dir=str(masks), shard_size=2)
+    options = job("folder", images, tmp_path / "out", masks_dir=str(masks), shard_size=2)
     written = []
 
     def stop_after_two(line):
@@ -146,15 +145,15 @@ def test_an_interrupted_preparation_resumes_without_rewriting_done_shards(tmp_pa
             raise KeyboardInterrupt  # as a kill between two shards
 
     with pytest.raises(KeyboardInterrupt):
-        prepare.prepare(options, log=stop_after_two)
+        prepare.prepare(**options, log=stop_after_two)
     done = sorted((tmp_path / "out").glob("*.tfrecord"))
     assert len(done) == 2 and not (tmp_path / "out" / "manifest.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}
     lines = []
-    manifest = prepare.prepare(options, log=lines.append)
+    manifest = prepare.prepare(**options, log=lines.append)
     assert sum("already written" in line for line in lines) == 2
     assert {p: p.stat().st_mtime_ns for p in done} == stamps
-    fresh = prepare.prepare({**options, "output_dir": str(tmp_path / "fresh")}, log=print)
+    fresh = prepare.prepare(**{**options, "output_dir": str(tmp_path / "fresh")}, log=print)
     assert manifest == fresh
     for shard in manifest["parts"]["train"]["shards"]:
         name = shard["file"]
@@ -188,27 +187,25 @@ def test_sigkill_mid_preparation_then_rerun_completes_it(tmp_path):
 
 def test_a_rerun_with_other_flags_is_refused_naming_the_folder(tmp_path):
     images, _ = labelled_folder(tmp_path / "src")
-    options = config("folder", images, tmp_path / "out")
-    prepare.prepare(options, log=lambda line: None)
+    prepare.prepare(**job("folder", images, tmp_path / "out"), log=lambda line: None)
     with pytest.raises(ValueError, match=f"{tmp_path / 'out'} holds a preparation with other"):
-        prepare.prepare({**options, "tile": 4}, log=lambda line: None)
+        prepare.prepare(**job("folder", images, tmp_path / "out", tile=4), log=lambda line: None)
 
 
 def test_a_folder_prepared_under_the_old_flag_names_is_the_same_preparation(tmp_path):
     # Before 2026-12-05 plan.json recorded --num_classes as "classes" and --tile as "crop".
     images, _ = labelled_folder(tmp_path / "src")
-    options = config("folder", images, tmp_path / "out")
-    prepare.prepare(options, log=lambda line: None)
+    prepare.prepare(**job("folder", images, tmp_path / "out"), log=lambda line: None)
     plan_path = tmp_path / "out" / prepare.PLAN
     plan = json.loads(plan_path.read_text())
     flags = plan["flags"]
     flags["classes"], flags["crop"] = flags.pop("num_classes"), flags.pop("tile")
     plan_path.write_text(json.dumps(plan))
     lines = []
-    prepare.prepare(options, log=lines.append)  # not refused: nothing is written again
-    assert lines and all("already written" in line for line in lines)
+    prepare.prepare(**job("folder", images, tmp_path / "out"), log=lines.append)  # not refused
+    assert lines and all("already written" in line for line in lines)  # nothing written again
     with pytest.raises(ValueError, match="holds a preparation with other"):
-        prepare.prepare({**options, "tile": 4}, log=lambda line: None)
+        prepare.prepare(**job("folder", images, tmp_path / "out", tile=4), log=lambda line: None)
 
 
 def id_images(folder, count, size=16):
@@ -236,7 +233,7 @@ def test_prepared_graph_has_the_same_size_for_16_and_2000_examples(tmp_path):
     for count in (16, 2000):
         source = id_images(tmp_path / f"src{count:05d}", count, size=8)
         out = tmp_path / f"out{count:05d}"
-        prepare.prepare(config("folder", source, out, tile=8, shard_size=4096), log=lambda _: 0)
+        prepare.prepare(**job("folder", source, out, tile=8, shard_size=4096), log=lambda _: 0)
         dataset, info = records.load(out, batch_size=8, repeat=True, augment=True)
         assert info.num_examples == count
         sizes.append(len(dataset._as_serialized_graph().numpy()))
@@ -246,7 +243,7 @@ def test_prepared_graph_has_the_same_size_for_16_and_2000_examples(tmp_path):
 def test_records_resume_reads_the_same_remaining_batches_and_skips_whole_shards(tmp_path):
     source = id_images(tmp_path / "src", 40)
     out = tmp_path / "out"
-    prepare.prepare(config("folder", source, out, tile=16, shard_size=8), log=lambda _: 0)
+    prepare.prepare(**job("folder", source, out, tile=16, shard_size=8), log=lambda _: 0)
     options = dict(batch_size=4, seed=3, repeat=True, augment=True, window=6)
     whole = [np.asarray(b) for b in records.load(out, **options)[0].take(30)]
     seen = np.concatenate([ids(b) for b in whole[:10]])
@@ -263,17 +260,16 @@ def test_records_resume_reads_the_same_remaining_batches_and_skips_whole_shards(
     np.testing.assert_array_equal(ids(collect(resumed)), np.arange(16, 40))
 
 
-def test_pipeline_for_reads_prepared_parts_and_leaves_absent_labels_to_memory(tmp_path):
+def test_the_input_builder_reads_prepared_parts_and_leaves_absent_labels_to_memory(tmp_path):
     source = id_images(tmp_path / "src", 12)
-    prepare.prepare(config("folder", source, tmp_path / "out", tile=16), log=lambda _: 0)
-    run = dict(dataset="folder", data_dir=str(source), prepared_dir=str(tmp_path / "out"),
-               num_classes=3, tile=16, downsample=1, batch_size=4, seed=1, pipeline="auto",
-               data_service="", distribution="auto", run_dir="unused")  # fmt: skip
-    resumed, info = inputs.pipeline_for(run, "train", False, start_batch=2)
+    prepare.prepare(**job("folder", source, tmp_path / "out", tile=16), log=lambda _: 0)
+    data = DataConfig(dataset="folder", data_dir=str(source), prepared_dir=str(tmp_path / "out"),
+                      tile=16, batch_size=4, seed=1)  # fmt: skip
+    resumed, info = inputs.build(data, start_batch=2)
     whole, _ = records.load(tmp_path / "out", batch_size=4, seed=1, repeat=True, augment=True)
     np.testing.assert_array_equal(next(iter(resumed)), list(whole.take(3))[2])
     assert info.num_examples == 12
-    assert inputs.pipeline_for(run, "train", True) is None  # no masks were prepared
+    assert inputs.build(data, labels=True) is None  # no masks were prepared, nor given
 
 
 def _free_ports(count):
@@ -290,7 +286,7 @@ def _free_ports(count):
 def test_prepared_set_trains_under_multiworker_each_worker_reading_its_own_shards(tmp_path):
     source = id_images(tmp_path / "src", 64)
     out = tmp_path / "out"
-    prepare.prepare(config("folder", source, out, tile=16, shard_size=8), log=lambda _: 0)
+    prepare.prepare(**job("folder", source, out, tile=16, shard_size=8), log=lambda _: 0)
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -327,7 +323,7 @@ def test_prepared_set_trains_under_multiworker_each_worker_reading_its_own_shard
 
 def test_a_folder_trains_from_its_prepared_records_without_data_dir(tmp_path):
     source = id_images(tmp_path / "src", 12)
-    prepare.prepare(config("folder", source, tmp_path / "out", tile=16), log=lambda _: 0)
+    prepare.prepare(**job("folder", source, tmp_path / "out", tile=16), log=lambda _: 0)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
                "--dataset=folder", f"--prepared_dir={tmp_path / 'out'}", "--tile=16",
@@ -342,7 +338,7 @@ def test_a_folder_trains_from_its_prepared_records_without_data_dir(tmp_path):
 def test_prepared_records_are_checked_before_training(tmp_path):
     source = id_images(tmp_path / "src", 12)
     out = tmp_path / "out"
-    prepare.prepare(config("folder", source, out, tile=16, shard_size=4), log=lambda _: 0)
+    prepare.prepare(**job("folder", source, out, tile=16, shard_size=4), log=lambda _: 0)
     records.load(out, batch_size=4)  # as written: fine
     manifest = json.loads((out / records.MANIFEST).read_text())
 
@@ -368,9 +364,9 @@ def test_a_preparation_that_failed_before_its_first_shard_does_not_lock_its_fold
     source = id_images(tmp_path / "src", 6)
     bad = source / "im999.png"
     bad.write_bytes((source / "im00000.png").read_bytes()[:60])  # a header, then nothing
-    options = config("folder", source, tmp_path / "out", tile=16)
+    options = job("folder", source, tmp_path / "out", tile=16)
     with pytest.raises(ValueError):
-        prepare.prepare(options, log=lambda _: 0)
+        prepare.prepare(**options, log=lambda _: 0)
     bad.unlink()
-    manifest = prepare.prepare(options, log=lambda _: 0)
+    manifest = prepare.prepare(**options, log=lambda _: 0)
     assert manifest["parts"]["train"]["examples"] == 6

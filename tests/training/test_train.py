@@ -200,30 +200,69 @@ def test_runs_recorded_with_the_old_flag_names_resume_and_evaluate(tmp_path):
     assert evaluate.recorded_flags(tmp_path) == now
 
 
-def test_a_dataset_module_reading_the_old_names_reads_the_renamed_flags():
+def test_each_part_is_a_data_section_named_as_the_dataset_arguments(tmp_path):
+    from tf_autoseg.training import sections
     from tf_autoseg.training.config import RunConfig
 
-    config = RunConfig(num_classes=5, tile=48)
-    assert (config["classes"], config["crop"]) == (5, 48)
-    assert "classes" not in list(config) and dict(config)["num_classes"] == 5
+    flags = RunConfig(train_tiles=["1", "2"], eval_tiles=["7"], train_sequences=["0016E5"],
+                      eval_sequences=["0001TP"], data_service="grpc://h:1", run_dir="r")  # fmt: skip
+    run = sections.experiment_config(flags)
+    assert (run.train_data.part, run.train_data.tiles, run.train_data.sequences) == (
+        "train",
+        (1, 2),
+        ("0016E5",),
+    )
+    assert (run.eval_data.part, run.eval_data.tiles, run.eval_data.sequences) == (
+        "eval",
+        (7,),
+        ("0001TP",),
+    )
+    assert run.train_data.data_service == "grpc://h:1" and run.eval_data.data_service is None
+    assert run.model.num_classes == 3 and run.output.run_dir == "r" and run.flags is flags
+    assert not sections.experiment_config(flags.replace(variant="random")).optimisation.train
+    # A folder has no evaluation part of its own: it is scored on its training part.
+    folder = flags.replace(dataset="folder", data_dir=str(tmp_path), masks_dir=str(tmp_path))
+    assert sections.data_config(folder, "eval").part == "train"
+
+
+def test_evaluation_builds_only_the_labelled_parts_it_scores(monkeypatch):
+    from tf_autoseg.training import experiment
+    from tf_autoseg.training import inputs
+    from tf_autoseg.training import sections
+    from tf_autoseg.training.config import RunConfig
+
+    built = []
+
+    def build(data, labels=False, **ignored):
+        built.append((data.part, labels))
+        return data.part
+
+    monkeypatch.setattr(inputs, "build", build)
+    run = sections.experiment_config(RunConfig(run_dir="r"))
+    sets = experiment.evaluation_sets(run.evaluation, run.eval_data, run.train_data)
+    assert sets == ("eval", None) and built == [("eval", True)]  # never the training pipeline
+    holdout = sections.evaluation_config(RunConfig(eval_mode="holdout"))
+    experiment.evaluation_sets(holdout, run.eval_data, run.train_data)
+    assert built[1:] == [("eval", True), ("train", True)]  # the mapping's labelled training part
 
 
 def test_the_old_flag_names_are_aliases_on_command_lines_and_in_flagfiles(tmp_path):
     from absl import flags
 
-    from tf_autoseg.cli import train
+    from tf_autoseg.cli import run_flags
+    from tf_autoseg.cli import train  # noqa: F401 - defines the training flags, as the program
 
     flagfile = tmp_path / "old.cfg"
     flagfile.write_text("--classes=5\n--crop=48\n")
     try:
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", f"--flagfile={flagfile}", "--run_dir=x"])
-        parsed = train.run_config()
+        parsed = run_flags.run_config()
         assert (parsed.num_classes, parsed.tile) == (5, 48)
         assert flags.FLAGS["num_classes"].present  # evaluate: "given on the command line"
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", "--crop=40", "--run_dir=x"])
-        assert train.run_config().tile == 40
+        assert run_flags.run_config().tile == 40
     finally:
         flags.FLAGS.unparse_flags()
 
@@ -243,39 +282,53 @@ def test_a_flag_added_later_resumes_older_runs_only_at_its_old_behaviour(tmp_pat
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--steps=25", "--checkpoint_every=10"], "--checkpoint_every=10: must divide --steps=25"),
-        (["--num_classes=9"], "--num_classes=9: synthetic accepts"),
-        (["--overclustering=2"], "Received: --overclustering=2, --num_classes=3"),
+        (
+            ["--steps=25", "--checkpoint_every=10"],
+            "`checkpoint_every` must divide `steps`. Received: checkpoint_every=10, steps=25",
+        ),
+        (["--num_classes=9"], "for dataset='synthetic'. Received: num_classes=9"),
+        (["--overclustering=2"], "Received: overclustering=2, num_classes=3"),
         (
             ["--dataset=potsdam", "--data_dir=/nonexistent/potsdam"],
-            "--data_dir='/nonexistent/potsdam': no such directory",
+            "`data_dir` is no directory. Received: data_dir='/nonexistent/potsdam'",
         ),
-        (["--num_orderings=12"], "--num_orderings=12"),
-        (["--stride=3"], "--stride must be one of (1, 2, 4). Received: --stride=3"),
+        (["--num_orderings=12"], "Received: num_orderings=12"),
+        (["--stride=3"], "`stride` must be one of (1, 2, 4). Received: stride=3"),
         (
             ["--attention_blocks=4"],
-            "--attention_blocks must be an int in [1, 1]. Received: --attention_blocks=4",
+            "`attention_blocks` must be an int in [1, 1]. Received: attention_blocks=4",
         ),
         (["--attention_blocks=a"], "--attention_blocks=['a']: a comma-separated list"),
-        (["--dropout=1.5"], "--dropout must be a number in [0, 1). Received: --dropout=1.5"),
-        (["--width=0"], "--width must be a positive int. Received: --width=0"),
-        (["--ar_blocks=-3"], "--ar_blocks=-3: must be a number of blocks >= 0"),
-        (["--downsample=2"], "--downsample=2: applies to folder, dubai, camvid, not synthetic"),
+        (["--dropout=1.5"], "`dropout` must be a number in [0, 1). Received: dropout=1.5"),
+        (["--width=0"], "`width` must be a positive int. Received: width=0"),
+        (["--ar_blocks=-3"], "`ar_blocks` must be a non-negative int. Received: ar_blocks=-3"),
+        (
+            ["--downsample=2"],
+            "`downsample` applies to folder, dubai, camvid, not synthetic. Received: downsample=2",
+        ),
         (
             ["--data_service=localhost:5050"],
             "--data_service must be grpc://host:port (the dispatcher). Received: 'localhost:5050'",
         ),
-        (["--data_service=grpc://h:1", "--pipeline=memory"], "--pipeline='memory': --data_service"),
-        (["--prepared_dir=/nonexistent"], "--prepared_dir='/nonexistent': no manifest.json"),
+        (
+            ["--data_service=grpc://h:1", "--pipeline=memory"],
+            "`data_service` needs pipeline='stream' or 'auto'",
+        ),
+        (["--prepared_dir=/nonexistent"], "Received: prepared_dir='/nonexistent'"),
         (
             ["--labels_from=overclustering"],
-            "--labels_from='overclustering': needs an overclustering",
+            "`labels_from='overclustering'` needs an `overclustering` head",
         ),
-        (["--downsample=0"], "--downsample=0: must be a positive integer"),
-        (["--train_sequences=0016E6"], "--train_sequences=['0016E6']: CamVid's video sequences"),
-        (["--num_orderings=3"], "--num_orderings=3: accepted values are 2, 4, 8 and 16"),
-        (["--num_orderings=1"], "--num_orderings=1: accepted values are 2, 4, 8 and 16"),
-        (["--num_orderings=16"], "--num_orderings=16: --ordering_types=raster has 8 orderings"),
+        (["--downsample=0"], "`downsample` must be a positive int. Received: downsample=0"),
+        (
+            ["--dataset=camvid", "--data_dir=.", "--train_sequences=0016E6"],
+            "`sequences` must be one of ('0001TP', '0006R0', '0016E5')",
+        ),
+        (["--eval_tiles=a"], "--eval_tiles=['a']: a comma-separated list of tile numbers"),
+        (["--num_orderings=3"], "`num_orderings` must be 2, 4, 8 or 16"),
+        (["--num_orderings=1"], "Received: num_orderings=1"),
+        (["--num_orderings=16"], "(16 needs ordering_types='both'). Received: num_orderings=16"),
+        (["--minutes=0"], "`minutes` must be a positive number. Received: minutes=0"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, args, message):
@@ -297,7 +350,9 @@ def test_bad_flags_fail_before_any_work(tmp_path, args, message):
 def test_a_bad_flag_is_one_line_and_exit_2_in_the_program(tmp_path):
     code, output = _train([*QUICK, "--steps=25", "--checkpoint_every=10"], tmp_path / "run",
                           tmp_path / "saved")  # fmt: skip
-    assert code == 2 and output == "error: --checkpoint_every=10: must divide --steps=25.\n"
+    assert code == 2 and output == (
+        "error: `checkpoint_every` must divide `steps`. Received: checkpoint_every=10, steps=25\n"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -327,33 +382,37 @@ def test_the_experiments_folder_holds_the_flagfiles():
 def test_experiment_flagfile_parses_and_builds(tmp_path, path, request):
     from absl import flags
 
+    from tf_autoseg.cli import run_flags
     from tf_autoseg.cli import train
     from tf_autoseg.training import experiment
+    from tf_autoseg.training import inputs
+    from tf_autoseg.training import sections
 
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", f"--flagfile={path}", f"--run_dir={tmp_path / path.stem}"])
-        config = dict(train.run_config())
-        if config["dataset"] in FIXTURES:  # real, else generated (conftest)
-            config["data_dir"] = str(request.getfixturevalue(FIXTURES[config["dataset"]]))
+        recipe = run_flags.run_config().replace(export_dir=str(tmp_path / "saved"))
+        if recipe.dataset in FIXTURES:  # real, else generated (conftest)
+            data_dir = str(request.getfixturevalue(FIXTURES[recipe.dataset]))
             # 13 COCO images cannot pass IIC's curation: keep them all here.
-            config.update(min_side=0, min_target_share=0.0)
-        if config["dataset"] == "folder":  # the user's own images: a few generated ones
-            config["data_dir"] = str(tmp_path / "images")
-            os.mkdir(config["data_dir"])
-            for i in range(config["batch_size"] // 4):
-                pixels = np.random.default_rng(i).integers(0, 256, (2 * config["tile"],) * 2 + (3,))
-                Image.fromarray(pixels.astype(np.uint8)).save(f"{config['data_dir']}/{i}.png")
-        config["export_dir"] = str(tmp_path / "saved")
-        train.validate(config)
+            recipe = recipe.replace(data_dir=data_dir, min_side=0, min_target_share=0.0)
+        if recipe.dataset == "folder":  # the user's own images: a few generated ones
+            recipe = recipe.replace(data_dir=str(tmp_path / "images"))
+            os.mkdir(recipe.data_dir)
+            for i in range(recipe.batch_size // 4):
+                pixels = np.random.default_rng(i).integers(0, 256, (2 * recipe.tile,) * 2 + (3,))
+                Image.fromarray(pixels.astype(np.uint8)).save(f"{recipe.data_dir}/{i}.png")
+        run = sections.experiment_config(recipe)  # every section checked
+        train.check_outputs(run.output)
         # The training pipeline: the fixtures are too small for every held-out split.
-        train_set = experiment.pipeline(config, "train", labels=False)[0]
+        train_set = inputs.build(run.train_data)[0]
         images = next(iter(train_set.take(1)))
-        assert images.dtype == tf.uint8 and images.shape[0] == config["batch_size"]
-        model = experiment.build_model(config, train_set.element_spec.shape[1:])
-        assert model.num_classes == config["num_classes"]
+        assert images.dtype == tf.uint8 and images.shape[0] == recipe.batch_size
+        shape = train_set.element_spec.shape[1:]
+        model = experiment.build_model(run.model, shape, run.optimisation)
+        assert model.num_classes == recipe.num_classes
     finally:
         flags.FLAGS.unparse_flags()
         os.chdir(cwd)
@@ -438,7 +497,7 @@ def test_a_dataset_registered_from_the_test_tree_trains_and_evaluates(tmp_path):
     assert metrics["dataset"]["train"]["num_examples"] == 24  # the toy's own part
     assert metrics["dataset"]["evaluation"]["class_names"] == ["dark", "bright"]
     assert 0 <= metrics["evaluation"]["main"]["mean_iou"] <= 1
-    with pytest.raises(ValueError, match=r"--num_classes=3.*toy accepts \(2,\)"):
+    with pytest.raises(ValueError, match=r"one of \(2,\) for dataset='toy'. .*num_classes=3"):
         _main([_tiny_flagfile(tmp_path), "--dataset=toy", "--num_classes=3"])
     assert toy_dataset.NUM_CLASSES == (2,)
 
@@ -583,10 +642,8 @@ def test_skipped_and_converted_files_are_named_in_metrics_and_the_log(tmp_path, 
     assert f"converted 1 file(s): {data / 'rgba.png'} (alpha dropped)" in said, said
 
 
-def test_library_errors_name_flags_not_python_arguments(tmp_path):
+def test_errors_name_the_argument_a_flag_feeds(tmp_path):
     from PIL import Image
-
-    from tf_autoseg.cli import train
 
     data = tmp_path / "images"
     data.mkdir()
@@ -596,15 +653,8 @@ def test_library_errors_name_flags_not_python_arguments(tmp_path):
                "--width=8", "--steps=2", "--checkpoint_every=2", "--noexport",
                f"--run_dir={tmp_path / 'run'}"])  # fmt: skip
     message = str(raised.value)
-    assert "--colours" in message and "mask_format" not in message, message
+    assert "`colours`" in message and "mask_format" not in message, message
     assert str(data / "a.png") in message
-    wording = train.flag_names(
-        "`num_classes` must be in [2, 6]. Received: num_classes=9, tile=4, input_shape=(1,)"
-    )
-    assert (
-        wording
-        == "--num_classes must be in [2, 6]. Received: --num_classes=9, --tile=4, input_shape=(1,)"
-    )
 
 
 def _evaluate(*args):
@@ -681,7 +731,8 @@ def test_evaluate_refuses_holdout_on_a_folder(tmp_path):
                        "--eval_mode=holdout", f"--model={tmp_path / 'm.keras'}")  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip() == (
-        "error: --eval_mode='holdout': --dataset=folder has no held-out split; use --eval_mode=same."
+        "error: `eval_mode='holdout'`: dataset='folder' has no held-out split; use "
+        "eval_mode='same'."
     )
 
 

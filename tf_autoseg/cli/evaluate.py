@@ -19,9 +19,10 @@ import numpy as np
 from absl import flags
 
 from tf_autoseg.cli import commands
-from tf_autoseg.cli import train  # defines the data and evaluation flags
+from tf_autoseg.cli import run_flags
 from tf_autoseg.serving import loading
 from tf_autoseg.serving import paths
+from tf_autoseg.training import sections
 from tf_autoseg.training.config import EVALUATE
 from tf_autoseg.training.config import upgrade
 
@@ -31,7 +32,9 @@ flags.DEFINE_string(
     "A run directory (its flags.json gives the data flags not given here), a .keras file or a "
     "SavedModel folder.",
 )  # fmt: skip
-# The training flags this command reads (metadata of the table): listed by --help.
+# Every training flag (a training flagfile is an evaluation flagfile); those this command reads
+# (metadata of the table) are listed by --help.
+run_flags.define_training()
 for _name in EVALUATE:
     flags.declare_key_flag(_name)
 
@@ -48,10 +51,10 @@ def recorded_flags(model):
         raise ValueError(f"{saved} is not JSON ({error}).") from None
 
 
-def evaluation_config(recorded):
+def evaluation_flags(recorded):
     """The flags to evaluate with: the command line's, else the run's (`recorded`), else the
     defaults."""
-    given = train.run_config()
+    given = run_flags.run_config()
     return given.replace(**{
         name: value for name, value in recorded.items() if name in given and not FLAGS[name].present
     })  # fmt: skip
@@ -64,29 +67,30 @@ def main(argv):
         raise ValueError("--model is required.")
     paths.resolve(FLAGS.model)  # a path that names no model stops before TensorFlow
     recorded = recorded_flags(FLAGS.model)
-    config = evaluation_config(recorded)
-    train.validate_data(config)
-    trained = recorded.get("num_classes", config["num_classes"])
-    if trained != config["num_classes"]:
+    chosen = evaluation_flags(recorded)
+    # Only what is scored: the evaluation part, and the training part's labels for "holdout".
+    evaluation = sections.evaluation_config(chosen)
+    scored, fitted = sections.data_config(chosen, "eval"), sections.data_config(chosen, "train")
+    trained = recorded.get("num_classes", chosen.num_classes)
+    if trained != chosen.num_classes:
         raise ValueError(
-            f"--num_classes={config['num_classes']} but the model's run was trained with "
+            f"--num_classes={chosen.num_classes} but the model's run was trained with "
             f"--num_classes={trained}."
         )
     commands.start_tensorflow()
     from tf_autoseg.training import experiment
 
     model = loading.load(FLAGS.model)
-    if model.num_classes != config["num_classes"]:
+    if model.num_classes != chosen.num_classes:
         raise ValueError(
-            f"--num_classes={config['num_classes']} but the model has {model.num_classes} clusters."
+            f"--num_classes={chosen.num_classes} but the model has {model.num_classes} clusters."
         )
-    try:
-        _, held_out, fit = experiment.build_data(config)
-    except ValueError as error:
-        raise ValueError(train.flag_names(str(error))) from error
+    held_out, fit = experiment.evaluation_sets(evaluation, scored, fitted)
     if held_out is None:
         raise ValueError("--dataset=folder needs --masks_dir to evaluate.")
-    results = experiment.evaluate(model, config, held_out[0], fit and fit[0])
+    results = experiment.evaluate(
+        model, held_out[0], fit and fit[0], chosen.num_classes, evaluation.eval_batches
+    )
     print(json.dumps(results, default=lambda v: np.asarray(v).tolist()))
 
 

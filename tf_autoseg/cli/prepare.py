@@ -9,6 +9,8 @@ import sys
 from tf_autoseg import datasets
 from tf_autoseg.cli import commands
 from tf_autoseg.cli import run_flags
+from tf_autoseg.training import sections
+from tf_autoseg.training.config import RunConfig
 
 # ------------------------------------------------------------------ command line
 # The training flags that choose and cut the data, defined from the training table.
@@ -33,7 +35,7 @@ def _define_flags():
 
     def prepared(name):
         # At parsing: datasets registered after this module was imported are accepted.
-        known = [n for n in datasets.names() if datasets.get(n).prepared]
+        known = [n for n in datasets.names() if datasets.get(n).prepared is not None]
         if name is not None and name not in known:
             raise flags.ValidationError(f"--dataset must be one of {', '.join(known)}")
         return True
@@ -53,27 +55,29 @@ def main(argv):
 
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = run_flags.values(DATA)
-    config.update(
-        {name: flags.FLAGS[name].value for name in ("output_dir", "scale", "shard_size", "jobs")}
-    )
-    config["train_tiles"] = [int(t) for t in config["train_tiles"]]
-    config["eval_tiles"] = [int(t) for t in config["eval_tiles"]]
-    if config["num_classes"] is None:  # the dataset's first accepted count, if it has any
-        accepted = datasets.get(config["dataset"]).classes()
+    given = run_flags.values(DATA)
+    if given["num_classes"] is None:  # the dataset's first accepted count, if it has any
+        accepted = datasets.get(given["dataset"]).num_classes
         if not accepted:
             raise ValueError(
-                f"--num_classes is required for --dataset={config['dataset']}: the number of "
+                f"--num_classes is required for --dataset={given['dataset']}: the number of "
                 "classes you will train with (--num_classes of tf_autoseg.train)."
             )
-        config["num_classes"] = accepted[0]
-    commands.check_writable("output_dir", config["output_dir"])  # before TensorFlow, named
+        given["num_classes"] = accepted[0]
+    scale, output_dir = flags.FLAGS.scale, flags.FLAGS.output_dir
+    chosen = RunConfig.from_mapping(given)
+    train, held_out = (sections.data_config(chosen, part).replace(scale=scale)
+                       for part in ("train", "eval"))  # fmt: skip
+    commands.check_writable("output_dir", output_dir)  # before TensorFlow, named
     commands.start_tensorflow()
     from tf_autoseg.training.prepare import prepare
 
-    manifest = prepare(config)  # a ValueError is one line and exit 2 (commands.run)
+    # A ValueError (a rerun with other flags, a bad file) is one line and exit 2 (commands.run).
+    manifest = prepare(
+        train, held_out, output_dir, shard_size=flags.FLAGS.shard_size, jobs=flags.FLAGS.jobs
+    )
     counts = {name: part["examples"] for name, part in manifest["parts"].items()}
-    print(json.dumps({"output_dir": config["output_dir"], "examples": counts}))
+    print(json.dumps({"output_dir": output_dir, "examples": counts}))
 
 
 def run():

@@ -18,8 +18,8 @@ TIFF goes through `tifffile`, not Pillow: Pillow silently drops the fourth band 
 whose extra sample is "unspecified" (how RGB+IR orthophotos are often written) and cannot open
 4-band "minisblack" or planar TIFFs at all; `tifffile` reads all of these band for band.
 
-Long (about 390 lines) because it is the one owner of reading files: every pipeline, segment
-and the figures decode, convert and validate images and masks here, by the same rules.
+It is the one owner of reading files: every pipeline, segment and the figures decode, convert
+and validate images and masks here, by the same rules.
 """
 
 import glob
@@ -142,7 +142,7 @@ def read_index_mask(path, num_classes=None):
     if array.shape[-1] != 1:
         raise ValueError(
             f"Expected a single-channel index mask; {path} has {array.shape[-1]} channels "
-            "(for colour-coded masks use mask_format='colour')"
+            "(colour-coded masks are read through the table of their colours: `colours`)"
         )
     array = array[..., 0]
     limit = num_classes if num_classes is not None else IGNORE

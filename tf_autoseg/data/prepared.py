@@ -1,6 +1,6 @@
 """What a prepared part is made of: how files are read, and which windows are examples.
 
-`tf_autoseg.training.prepare` writes the parts that each dataset's `prepared_parts(config)`
+`tf_autoseg.training.prepare` writes the parts that each dataset's `prepared` callable
 describes (`tf_autoseg.datasets.Dataset`) as TFRecord shards. `Reader` holds the in-memory
 pipeline's conversions of one file, `Part` the examples of one part, `tiled_part` the tiles of
 (image, mask) files, from their headers. No dataset is named here.

@@ -17,6 +17,7 @@ from tf_autoseg.data import images as imageio
 from tf_autoseg.data.prepared import Reader
 from tf_autoseg.data.prepared import tiled_part
 from tf_autoseg.datasets import folder
+from tf_autoseg.datasets.catalog import Dataset
 
 CLASSES11 = ("sky", "building", "pole", "road", "pavement", "tree", "sign-symbol", "fence",
              "car", "pedestrian", "bicyclist")  # fmt: skip
@@ -37,9 +38,13 @@ def frames(path, split="train", sequences=None):
     images = Path(path) / "images"
     if not sequences:
         return [str(images / f"{split}-*")]
+    _check_sequences(sequences)
+    return [str(images / f"*-{sequence}_*") for sequence in sequences]
+
+
+def _check_sequences(sequences):
     for sequence in sequences:
         arguments.choice("sequences", sequence, SEQUENCES)
-    return [str(images / f"*-{sequence}_*") for sequence in sequences]
 
 
 def _checked(path, num_classes):
@@ -114,49 +119,50 @@ def streamed(
     )
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`).
 
-    Training cuts the train frames (of `--train_sequences`) into crops; evaluation reads
-    whole val frames (of `--eval_sequences`).
+    Training cuts the train frames (of `sequences`) into crops; labelled parts are whole
+    frames: the val frames of the eval part, or the train frames (of `sequences`).
     """
-    training = part == "train" and not labels
     return load(
-        config["data_dir"], split="train" if part == "train" else "val",
-        num_classes=config["num_classes"], tile=config["tile"] if training else None,
-        downsample=downsample,
-        sequences=config["train_sequences" if part == "train" else "eval_sequences"], labels=labels, **common,
+        data.data_dir, split="train" if data.part == "train" else "val",
+        num_classes=data.num_classes, tile=None if labels else data.tile,
+        downsample=data.downsample, sequences=data.sequences, labels=labels, **options,
     )  # fmt: skip
 
 
-def streamed_part(config, common, split, small):
+def streamed_part(data, options, split, small):
     """The streamed training frames, or None when they fit in memory."""
-    root, sequences = config["data_dir"], config["train_sequences"]
-    if small(frames(root, "train", sequences), config["downsample"]):
+    if small(frames(data.data_dir, "train", data.sequences), data.downsample):
         return None
-    return streamed(root, "train", config["num_classes"], sequences=sequences,
-                    **folder._stream_options(config, common), **split)  # fmt: skip
+    return streamed(data.data_dir, "train", data.num_classes, sequences=data.sequences,
+                    tile=data.tile, downsample=data.downsample, check=data.file_check, **options,
+                    **split)  # fmt: skip
 
 
-# ------------------------------------------------------------ prepared records
-def prepared_parts(config):
+def prepared_parts(train, held_out, work_dir):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
-    `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root, k, crop, d = (
-        Path(config["data_dir"]),
-        config["num_classes"],
-        config["tile"],
-        config["downsample"],
-    )
+    `tf_autoseg.datasets.Dataset`), from the files' headers: training tiles, whole val frames."""
+    root, k = Path(train.data_dir), train.num_classes
     arguments.choice("num_classes", k, NUM_CLASSES)
     label_map = MERGE3 if k == 3 else tuple(range(11))
     reader = Reader(mask_format="index", label_map=label_map)
     parts = {}
-    for part, split in (("train", "train"), ("eval", "val")):
-        sequences = config.get("train_sequences" if part == "train" else "eval_sequences")
-        found = imageio.list_files(frames(root, split, sequences))
+    for part, split, data in (("train", "train", train), ("eval", "val", held_out)):
+        found = imageio.list_files(frames(root, split, data.sequences))
         pairs = [(f, root / "labels" / f"{f.stem}.png") for f in found]
-        parts[part] = tiled_part(pairs, reader, crop, d, False, whole=part == "eval")
+        parts[part] = tiled_part(pairs, reader, data.tile, data.downsample, False,
+                                 whole=part == "eval")  # fmt: skip
     names = CLASSES3 if k == 3 else CLASSES11
     return parts, dict(num_classes=k, class_names=names)
+
+
+def check_part(data):
+    """CamVid's own checks of `data` (see `tf_autoseg.datasets.Dataset`): its sequences."""
+    _check_sequences(data.sequences)
+
+
+DATASET = Dataset("camvid", read_part, num_classes=NUM_CLASSES, downsample=True,
+                  streamed=streamed_part, prepared=prepared_parts, checks=check_part)  # fmt: skip

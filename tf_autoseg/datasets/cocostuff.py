@@ -16,6 +16,7 @@ from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data.prepared import Part
 from tf_autoseg.data.prepared import Reader
+from tf_autoseg.datasets.catalog import Dataset
 
 COCOSTUFF3 = ("sky", "plant", "ground")  # IIC's order (datasets/segmentation/cocostuff.py)
 NUM_CLASSES = (15, 3)  # COCO-Stuff-15, COCO-Stuff-3
@@ -227,40 +228,38 @@ def _read_stems(curated):
     return [str(stem) for stem in curated]
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`).
 
     IIC's curation reads the label files once, as a preparation step; the pipeline then
     opens images only.
     """
-    root, num_classes = config["data_dir"], config["num_classes"]
-    split = "train" if part == "train" else "val"
-    curation = dict(min_side=config["min_side"], min_target_share=config["min_target_share"])
-    curated = curate(root, split, num_classes, **curation)[0]
-    return load(root, split=split, num_classes=num_classes, crop=config["tile"], curated=curated,
-                **curation, labels=labels, **common)  # fmt: skip
+    split = "train" if data.part == "train" else "val"
+    curation = dict(min_side=data.min_side, min_target_share=data.min_target_share)
+    curated = curate(data.data_dir, split, data.num_classes, **curation)[0]
+    return load(data.data_dir, split=split, num_classes=data.num_classes, crop=data.tile,
+                scale=data.scale, curated=curated, **curation, labels=labels, **options)  # fmt: skip
 
 
-# ------------------------------------------------------------ prepared records
-def prepared_parts(config):
+def prepared_parts(train, held_out, work_dir):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
-    `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root, k, crop = Path(config["data_dir"]), config["num_classes"], config["tile"]
+    `tf_autoseg.datasets.Dataset`), from the files' headers; the curation, which reads every
+    label file, is cached in `work_dir`."""
+    root, k = Path(train.data_dir), train.num_classes
     lut, names = class_map(root / "categories.json", k)
     parts = {}
-    for part, split in (("train", "train"), ("eval", "val")):
-        stems, skipped = _curation(config, split)
-        keep = set(stems)
+    for part, split, data in (("train", "train", train), ("eval", "val", held_out)):
+        stems, skipped = _curation(data, split, work_dir)
+        keep, crop = set(stems), data.tile
         files = []
         for image_path in imageio.list_files(root / f"{split}_img"):
             if image_path.stem not in keep:
                 continue
-            h, w = (round(n * config["scale"]) for n in imageio.image_size(image_path))
+            h, w = (round(n * data.scale) for n in imageio.image_size(image_path))
             if min(h, w) < crop:
                 skipped[str(image_path)] = (
-                    f"{h}x{w} after scale={config['scale']:g} is smaller than the "
-                    f"{crop}x{crop} crop"
+                    f"{h}x{w} after scale={data.scale:g} is smaller than the {crop}x{crop} crop"
                 )
                 continue
             label = root / f"{split}_label" / f"{image_path.stem}.png"
@@ -272,16 +271,19 @@ def prepared_parts(config):
     return parts, dict(num_classes=k, class_names=names)
 
 
-def _curation(config, split):
-    """`curate`'s (stems, skipped), cached in the output folder: it reads every label."""
-    key = f"{split}-{config['num_classes']}-{config['min_side']}-{config['min_target_share']}"
-    cache = Path(config["output_dir"]) / f"curation-{key}.json"
+def _curation(data, split, work_dir):
+    """`curate`'s (stems, skipped), cached in `work_dir`: it reads every label."""
+    key = f"{split}-{data.num_classes}-{data.min_side}-{data.min_target_share}"
+    cache = Path(work_dir) / f"curation-{key}.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
         return saved["stems"], saved["skipped"]
     stems, skipped = curate(
-        config["data_dir"], split, config["num_classes"],
-        min_side=config["min_side"], min_target_share=config["min_target_share"],
+        data.data_dir, split, data.num_classes,
+        min_side=data.min_side, min_target_share=data.min_target_share,
     )  # fmt: skip
     atomic.write_json(cache, {"stems": list(stems), "skipped": skipped})
     return list(stems), skipped
+
+
+DATASET = Dataset("cocostuff", read_part, num_classes=NUM_CLASSES, prepared=prepared_parts)

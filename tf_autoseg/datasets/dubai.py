@@ -11,6 +11,7 @@ from tf_autoseg.data import images as imageio
 from tf_autoseg.data.prepared import Reader
 from tf_autoseg.data.prepared import tiled_part
 from tf_autoseg.datasets import folder
+from tf_autoseg.datasets.catalog import Dataset
 
 IGNORED = ("Unlabeled",)  # classes.json titles whose colour is ignored (255)
 NUM_CLASSES = (5,)  # Dubai-5: the classes of classes.json but "Unlabeled"
@@ -109,38 +110,38 @@ def streamed(path, tiles=(1, 2, 3, 4, 5, 6, 7, 8), *, tile=200, downsample=1, **
     )
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`):
-    the tiles of `--train_tiles` or `--eval_tiles`."""
-    tiles = config["train_tiles" if part == "train" else "eval_tiles"]
-    return load(config["data_dir"], tiles=[int(t) for t in tiles], tile=config["tile"],
-                downsample=downsample, labels=labels, **common)  # fmt: skip
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`): its `tiles`."""
+    return load(data.data_dir, tiles=list(data.tiles), tile=data.tile, downsample=data.downsample,
+                labels=labels, **options)  # fmt: skip
 
 
-def streamed_part(config, common, split, small):
+def streamed_part(data, options, split, small):
     """The streamed training tiles, or None when they fit in memory."""
-    root = config["data_dir"]
-    tiles = [int(t) for t in config["train_tiles"]]
-    if small([Path(root) / f"tile-{t}" / "images" for t in tiles], config["downsample"]):
+    if small(tile_folders(data.data_dir, data.tiles), data.downsample):
         return None
-    return streamed(root, tiles=tiles, **folder._stream_options(config, common), **split)
+    return streamed(data.data_dir, tiles=list(data.tiles), tile=data.tile,
+                    downsample=data.downsample, check=data.file_check, **options, **split)  # fmt: skip
 
 
-# ------------------------------------------------------------ prepared records
-def prepared_parts(config):
+def prepared_parts(train, held_out, work_dir):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
-    `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root, crop, d = Path(config["data_dir"]), config["tile"], config["downsample"]
+    `tf_autoseg.datasets.Dataset`), from the files' headers: the tiles of each part."""
+    root = Path(train.data_dir)
     names, colours = classes(root)
     reader = Reader(mask_format="colour", colours=colours)
     parts = {}
-    for part, tiles in (("train", config["train_tiles"]), ("eval", config["eval_tiles"])):
+    for part, data in (("train", train), ("eval", held_out)):
         pairs = []
-        for t in tiles:
+        for t in data.tiles:
             for image_path in imageio.list_files(root / f"tile-{t}" / "images"):
                 pairs.append(
                     (image_path, image_path.parent.parent / "masks" / f"{image_path.stem}.png")
                 )
-        parts[part] = tiled_part(pairs, reader, crop, d, vertical_flip=True)
+        parts[part] = tiled_part(pairs, reader, data.tile, data.downsample, vertical_flip=True)
     return parts, dict(num_classes=len(names), class_names=names)
+
+
+DATASET = Dataset("dubai", read_part, num_classes=NUM_CLASSES, downsample=True,
+                  streamed=streamed_part, prepared=prepared_parts)  # fmt: skip

@@ -15,13 +15,14 @@ from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data.prepared import Reader
 from tf_autoseg.data.prepared import tiled_part
+from tf_autoseg.datasets.catalog import Dataset
 
 
 def load(
     images,
     masks=None,
     *,
-    mask_format="index",
+    mask_format=None,
     colours=None,
     label_map=None,
     num_classes=None,
@@ -42,7 +43,8 @@ def load(
         masks: a folder holding each image's mask under the image's stem (`.png` first), or a
             function from image path to mask path. Opened only with `labels=True`.
         mask_format: "index" (one channel of class ids, 255 = ignore) or "colour" (RGB,
-            mapped by `colours`; colours it does not list become 255).
+            mapped by `colours`; colours it does not list become 255); default: "colour" when
+            `colours` is given, else "index".
         colours: for "colour": a dict or a JSON file mapping "#RRGGBB" (or "r,g,b") to a
             class id, or to 255 / null for ignored colours.
         label_map: for "index": an optional sequence mapping each of the masks' own class ids
@@ -70,6 +72,8 @@ def load(
         (dataset, info).
     """
     options = core.PipelineOptions(**options)
+    if mask_format is None:
+        mask_format = "colour" if colours else "index"
     arguments.choice("mask_format", mask_format, ("index", "colour"))
     tile = arguments.optional_integer("tile", tile)
     downsample = arguments.integer("downsample", downsample)
@@ -168,58 +172,51 @@ def find_mask(masks, image_path):
     raise ValueError(f"No mask for {image_path} in {masks} (expected {image_path.stem}.png)")
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`).
 
     A folder has no split of its own: the labelled part is its own images with the masks
-    of `--masks_dir` (None without them).
+    of `masks_dir` (None without them).
     """
-    if labels and not config["masks_dir"]:
+    if labels and not data.masks_dir:
         return None
     return load(
-        config["data_dir"], masks=config["masks_dir"] if labels else None,
-        num_classes=config["num_classes"], mask_format="colour" if config["colours"] else "index",
-        colours=config["colours"], tile=config["tile"], downsample=downsample, labels=labels, **common,
+        data.data_dir, masks=data.masks_dir if labels else None, num_classes=data.num_classes,
+        colours=data.colours, tile=data.tile, downsample=data.downsample, labels=labels,
+        **options,
     )  # fmt: skip
 
 
-def streamed_part(config, common, split, small):
+def streamed_part(data, options, split, small):
     """The streamed training part, or None when it fits in memory."""
     from tf_autoseg.data import stream  # TensorFlow: loaded only to stream
 
-    root, downsample = config["data_dir"], config["downsample"]
-    if small(root, downsample):
+    if small(data.data_dir, data.downsample):
         return None
-    return stream.folder(root, num_classes=config["num_classes"], **_stream_options(config, common),
-                         **split)  # fmt: skip
+    return stream.folder(data.data_dir, num_classes=data.num_classes, tile=data.tile,
+                         downsample=data.downsample, check=data.file_check, **options, **split)  # fmt: skip
 
 
-def _stream_options(config, common):
-    """The streaming keywords that folder, dubai and camvid share."""
-    return dict(tile=config["tile"], downsample=config["downsample"],
-                check=config.get("file_check", "decode"), **common)  # fmt: skip
-
-
-# ------------------------------------------------------------ prepared records
-def prepared_parts(config):
+def prepared_parts(train, held_out, work_dir):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
-    `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root, k, crop, d = (
-        Path(config["data_dir"]),
-        config["num_classes"],
-        config["tile"],
-        config["downsample"],
-    )
-    masks = config.get("masks_dir")
-    colours = config.get("colours")
+    `tf_autoseg.datasets.Dataset`), from the files' headers: the training part only."""
+    k, colours = train.num_classes, train.colours
     if colours:
         colours = json.loads(Path(colours).read_text())
     reader = Reader(
-        mask_format=("colour" if colours else "index") if masks else None,
+        mask_format=("colour" if colours else "index") if train.masks_dir else None,
         colours=colours,
         num_classes=k,
     )
-    pairs = [(f, find_mask(masks, f) if masks else None) for f in imageio.list_files(root)]
-    part = tiled_part(pairs, reader, crop, d, vertical_flip=False)
+    masks = train.masks_dir
+    pairs = [
+        (f, find_mask(masks, f) if masks else None)
+        for f in imageio.list_files(Path(train.data_dir))
+    ]
+    part = tiled_part(pairs, reader, train.tile, train.downsample, vertical_flip=False)
     return {"train": part}, dict(num_classes=k, class_names=tuple(str(c) for c in range(k)))
+
+
+DATASET = Dataset("folder", read_part, held_out=False, downsample=True, streamed=streamed_part,
+                  prepared=prepared_parts)  # fmt: skip

@@ -15,6 +15,7 @@ from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data.prepared import Part
 from tf_autoseg.data.prepared import Reader
+from tf_autoseg.datasets.catalog import Dataset
 
 POTSDAM_CLASSES = ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter")
 POTSDAM_COLOURS = {
@@ -28,7 +29,8 @@ POTSDAM_COLOURS = {
 POTSDAM3_CLASSES = ("roads and cars", "buildings and clutter", "vegetation and trees")
 # Potsdam-6 id -> Potsdam-3 id, IIC's merge: road+car, building+clutter, low vegetation+tree.
 POTSDAM6_TO_3 = (0, 1, 2, 2, 0, 1)
-NUM_CLASSES = (6, 3)  # Potsdam-6, Potsdam-3
+POTSDAM6 = len(POTSDAM_CLASSES)  # the classes labels are stored in (and prepared as)
+NUM_CLASSES = (POTSDAM6, 3)  # Potsdam-6, Potsdam-3
 # IIC's preparation, the defaults of `load` and `streamed` alike (one value each, so that the
 # two give the same crops and split): 400 px crops halved to 200 px, a seeded 10% test split.
 CROP, SIZE, TEST_FRACTION, SPLIT_SEED = 400, 200, 0.1, 0
@@ -37,7 +39,7 @@ CROP, SIZE, TEST_FRACTION, SPLIT_SEED = 400, 200, 0.1, 0
 def load(
     path,
     split="train",
-    num_classes=6,
+    num_classes=POTSDAM6,
     *,
     crop=CROP,
     size=SIZE,
@@ -88,7 +90,7 @@ def load(
     )
     adjusted = {}
     factor = crop // size
-    lut = core.label_lut(POTSDAM6_TO_3 if num_classes == 3 else range(6))
+    lut = core.label_lut(POTSDAM6_TO_3 if num_classes == 3 else range(POTSDAM6))
     table = imageio.parse_colours(POTSDAM_COLOURS)
     xs, ys, bands = [], [], None
     for s in sorted({crops[i][0] for i in chosen}):
@@ -103,7 +105,7 @@ def load(
             if colour_labels:
                 mask = imageio.read_colour_mask(label_path, table)
             else:
-                mask = imageio.read_index_mask(label_path, num_classes=6)
+                mask = imageio.read_index_mask(label_path, num_classes=POTSDAM6)
             image, mask, _ = imageio.match_sizes(image, mask, label_path, tolerance=0)
         for _, top, left in (crops[i] for i in chosen if crops[i][0] == s):
             window = np.s_[top : top + crop, left : left + crop]
@@ -119,7 +121,7 @@ def load(
     info = core.DatasetInfo(
         num_classes=num_classes,
         channels=bands,
-        class_names=POTSDAM_CLASSES if num_classes == 6 else POTSDAM3_CLASSES,
+        class_names=POTSDAM_CLASSES if num_classes == POTSDAM6 else POTSDAM3_CLASSES,
         num_examples=len(xs),
         skipped=skipped,
         adjusted=adjusted,
@@ -204,7 +206,7 @@ def _sources(path):
 def streamed(
     path,
     split="train",
-    num_classes=6,
+    num_classes=POTSDAM6,
     *,
     crop=CROP,
     size=SIZE,
@@ -253,7 +255,7 @@ def streamed(
     info = core.DatasetInfo(
         num_classes=num_classes,
         channels=channels or 3,
-        class_names=POTSDAM_CLASSES if num_classes == 6 else POTSDAM3_CLASSES,
+        class_names=POTSDAM_CLASSES if num_classes == POTSDAM6 else POTSDAM3_CLASSES,
         num_examples=len(examples),
         skipped=layout.skipped,
         adjusted={str(h.path): h.note for h in found if h.note},
@@ -261,41 +263,42 @@ def streamed(
     return dataset, info
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`)."""
-    split = "train" if part == "train" else "test"
-    return load(
-        config["data_dir"], split=split, num_classes=config["num_classes"], labels=labels, **common
-    )
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`): IIC's train or test
+    crops."""
+    split = "train" if data.part == "train" else "test"
+    return load(data.data_dir, split=split, num_classes=data.num_classes, labels=labels, **options)
 
 
-def streamed_part(config, common, split, small):
+def streamed_part(data, options, split, small):
     """The streamed training part of the PNG crop layout; None for raw TIFFs (in memory or
     prepared) or when the crops fit in memory (see `tf_autoseg.datasets.Dataset`)."""
-    root = config["data_dir"]
-    if not (Path(root) / "img_dir").is_dir():
+    root = Path(data.data_dir)
+    if not (root / "img_dir").is_dir():
         return None
-    if small(str(Path(root) / "img_dir" / "**" / "*"), shrink=4):  # crops are halved
+    if small(str(root / "img_dir" / "**" / "*"), shrink=(CROP // SIZE) ** 2):  # crops shrink
         return None
-    check = config.get("file_check", "decode")
-    return streamed(root, "train", config["num_classes"], check=check, **common, **split)
+    return streamed(data.data_dir, "train", data.num_classes, check=data.file_check, **options,
+                    **split)  # fmt: skip
 
 
 # ------------------------------------------------------------ prepared records
-def prepared_parts(config):
+def prepared_parts(train, held_out, work_dir):
     """(parts, manifest fields) that `python -m tf_autoseg.prepare` writes (see
-    `tf_autoseg.datasets.Dataset`), from the files' headers."""
-    root = Path(config["data_dir"])
+    `tf_autoseg.datasets.Dataset`), from the files' headers: IIC's crops as Potsdam-6 (the
+    3-class merge is chosen when training)."""
+    root = Path(train.data_dir)
     parts = {}
     for part, split in (("train", "train"), ("eval", "test")):
-        found = plan(root, split, 6, 400, 200, 0.1, 0, labels=part == "eval")
+        found = plan(root, split, POTSDAM6, CROP, SIZE, TEST_FRACTION, SPLIT_SEED,
+                     labels=part == "eval")  # fmt: skip
         colour = found.sources[0][2]  # the raw release: colour-coded TIFF labels
         reader = Reader(
             channels=None,
             mask_format="colour" if colour else "index",
             colours=POTSDAM_COLOURS if colour else None,
-            num_classes=6,
+            num_classes=POTSDAM6,
             tolerance=0,
         )
         used = sorted({found.crops[i][0] for i in found.chosen})
@@ -310,8 +313,12 @@ def prepared_parts(config):
         ]
         examples = [(position[found.crops[i][0]], *found.crops[i][1:]) for i in found.chosen]
         parts[part] = Part(
-            files, examples, (400, 400), 2, (200, 200), reader, vertical_flip=True,
+            files, examples, (CROP, CROP), CROP // SIZE, (SIZE, SIZE), reader, vertical_flip=True,
             skipped=found.skipped,
         )  # fmt: skip
     merges = {"3": {"map": list(POTSDAM6_TO_3), "class_names": POTSDAM3_CLASSES}}
-    return parts, dict(num_classes=6, class_names=POTSDAM_CLASSES, merges=merges)
+    return parts, dict(num_classes=POTSDAM6, class_names=POTSDAM_CLASSES, merges=merges)
+
+
+DATASET = Dataset("potsdam", read_part, num_classes=NUM_CLASSES, streamed=streamed_part,
+                  prepared=prepared_parts)  # fmt: skip

@@ -8,6 +8,7 @@ pipeline yields.
 import numpy as np
 
 from tf_autoseg.data import core
+from tf_autoseg.datasets.catalog import Dataset
 
 # Per class: base RGB colour, stripe orientation (radians) and period (pixels).
 # Colours are close and noise is strong, so a pixel's colour alone is ambiguous
@@ -99,12 +100,15 @@ def load(num_images, size=64, num_classes=3, *, labels=False, **options):
     return dataset, info
 
 
-# ------------------------------------------------------------ the programs' hooks
-def training_part(config, part, labels, common, downsample):
-    """The in-memory part the training program reads (see `tf_autoseg.datasets.Dataset`).
+# ------------------------------------------------------------ the programs' dataset
+def read_part(data, labels, options):
+    """The in-memory part of `data` (see `tf_autoseg.datasets.Dataset`).
 
     The evaluation scenes are another seed's: scenes the training never saw.
     """
-    seed = common["seed"] + (0 if part == "train" else 1000)
-    return load(config["synthetic_images"], config["synthetic_size"], config["num_classes"],
-                labels=labels, **{**common, "seed": seed})  # fmt: skip
+    seed = options["seed"] + (0 if data.part == "train" else 1000)
+    return load(data.synthetic_images, data.synthetic_size, data.num_classes, labels=labels,
+                **{**options, "seed": seed})  # fmt: skip
+
+
+DATASET = Dataset("synthetic", read_part, num_classes=NUM_CLASSES, files=False)

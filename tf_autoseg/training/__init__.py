@@ -1,3 +1,4 @@
-"""One training run (`experiment`) and its callbacks (`callbacks`), the choice of input pipeline
-(`inputs`), prepared shards (`prepare`), run directories (`runs`), checkpoints (`checkpoints`)
-and the precision probe (`precision`)."""
+"""One training run (`experiment`) from its configuration's sections (`sections`, parsed from
+the flags' table, `config`), its callbacks (`callbacks`), the input builder (`inputs`), prepared
+shards (`prepare`), run directories (`runs`), checkpoints (`checkpoints`) and the precision probe
+(`precision`)."""

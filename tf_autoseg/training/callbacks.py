@@ -152,17 +152,19 @@ class SummaryCallback(keras.callbacks.Callback):
     ground truth), else from the training set.
     """
 
-    def __init__(self, log_dir, train, evaluation_set, config):
+    def __init__(self, log_dir, train, evaluation_set, num_classes, *, images=4, log_every=10,
+                 eval_batches=0):  # fmt: skip
+        """`images` shown, `log_every` steps between loss points, `eval_batches` scored at
+        each checkpoint (0: 4), with `num_classes` classes."""
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
-        count = config["summary_images"]
         source = evaluation_set if evaluation_set is not None else train
-        sample = next(iter(source.unbatch().batch(count).take(1)))
+        sample = next(iter(source.unbatch().batch(images).take(1)))
         self.images, self.labels = sample if evaluation_set is not None else (sample, None)
         self.evaluation_set = evaluation_set
-        self.num_classes = config["num_classes"]
-        self.eval_batches = config["eval_batches"] or 4
-        self.log_every = config["log_every"]
+        self.num_classes = num_classes
+        self.eval_batches = eval_batches or 4
+        self.log_every = log_every
 
     def on_train_batch_end(self, batch, logs=None):
         # The trackers, not `logs`: step outputs are rank-1 under some strategies.

@@ -14,10 +14,11 @@ metadata:
 
 A flag's name is the name of the argument it feeds (`--num_classes` is
 `AutoSegModel(num_classes=)` and the loaders' `num_classes`). `RunConfig` is frozen and reads
-like the mapping `flags.json` holds (`config["tile"]` or `config.tile`); `config.model` is its
-`tf_autoseg.modeling.config.ModelConfig`, exactly `AutoSegModel`'s arguments. No TensorFlow:
-the programs parse and check flags before it loads (`tf_autoseg.cli.run_flags` defines them
-with absl). Long (about 340 lines) because it is the table: one field per flag, with its help.
+like the mapping `flags.json` holds; it is the parsing layer only: the libraries take the
+sections the flags become (`tf_autoseg.training.sections`), and the model's
+`tf_autoseg.modeling.config.ModelConfig`, exactly `AutoSegModel`'s arguments, is made by
+`model_config` alone. No TensorFlow: the programs parse and check flags before it loads
+(`tf_autoseg.cli.run_flags` defines them with absl).
 """
 
 import collections.abc
@@ -273,10 +274,6 @@ class RunConfig(_Mapping):
             if field.metadata["kind"] == "list":
                 object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
 
-    def __getitem__(self, name):
-        # A dataset module written before the renames reads its old name (`config["classes"]`).
-        return super().__getitem__(RENAMED.get(name, name))
-
     @classmethod
     def from_mapping(cls, values):
         """A config from flag values by name (a flags.json, a dict): older names and "not
@@ -287,15 +284,21 @@ class RunConfig(_Mapping):
             raise ValueError(f"unknown training flags: {', '.join(sorted(unknown))}")
         return cls(**values)
 
-    @property
-    def model(self):
-        """The `ModelConfig` these flags describe."""
-        return model_config(self)
-
 
 def model_config(flags):
     """The `ModelConfig` of training flags (a `RunConfig` or a mapping of its names): the
     variant's blocks unless given, the ordering set, attention blocks as numbers."""
+    if not all(str(block).isdigit() for block in flags["attention_blocks"]):
+        raise ValueError(
+            f"--attention_blocks={list(flags['attention_blocks'])}: a comma-separated list of "
+            "block numbers (1-based)."
+        )
+    count, types = flags["num_orderings"], flags["ordering_types"]
+    if count not in (2, 4, 8, 16) or (count == 16 and types != "both"):
+        raise ValueError(
+            "`num_orderings` must be 2, 4, 8 or 16 (16 needs ordering_types='both'). "
+            f"Received: num_orderings={count!r}, ordering_types={types!r}"
+        )
     same = set(ModelConfig.names()) & set(RunConfig._names())
     blocks = {
         name: flags[name] for name in ("ar_blocks", "front_blocks") if flags[name] is not None
@@ -305,7 +308,7 @@ def model_config(flags):
         **{**VARIANTS[flags["variant"]], **blocks},
         attention_blocks=tuple(int(b) for b in flags["attention_blocks"]),
         input_downsample=flags["downsample"],
-        orderings=tuple(orderings.default_set(flags["ordering_types"], flags["num_orderings"])),
+        orderings=tuple(orderings.default_set(types, count)),
     )
 
 
@@ -321,19 +324,16 @@ FIELDS = {field.name: field for field in fields()}
 # What the metadata says, by name (what runs.py and the programs read).
 RESUMABLE = frozenset(field.name for field in fields(resumable=True))
 ADDED = {field.name: field.metadata["added"] for field in fields() if "added" in field.metadata}
-RENAMED = {
-    field.metadata["formerly"]: field.name for field in fields() if field.metadata["formerly"]
-}
-SENTINELS = {field.name: field.metadata["unset"] for field in fields()
-             if field.metadata["unset"] is not None}  # fmt: skip
 EVALUATE = tuple(field.name for field in fields(evaluate=True))
 
 
 def upgrade(values):
-    """Flag values by name as today's flags read them: older names renamed (`classes` ->
-    `num_classes`), and the values that meant "not given" (`SENTINELS`) as None."""
-    values = {RENAMED.get(name, name): value for name, value in values.items()}
+    """Flag values by name as today's flags read them: older names (`formerly`) renamed
+    (`classes` -> `num_classes`), and the values that meant "not given" (`unset`) as None."""
+    renamed = {f.metadata["formerly"]: f.name for f in fields() if f.metadata["formerly"]}
+    unset = {f.name: f.metadata["unset"] for f in fields() if f.metadata["unset"] is not None}
+    values = {renamed.get(name, name): value for name, value in values.items()}
     return {
-        name: None if name in SENTINELS and value == SENTINELS[name] else value
+        name: None if name in unset and value == unset[name] else value
         for name, value in values.items()
     }

@@ -1,10 +1,10 @@
-"""One training run, from a validated flag dict: data, model, strategy, fit, evaluate, export.
+"""One training run from its sections (`tf_autoseg.training.sections.ExperimentConfig`): data,
+model, strategy, fit, evaluate, export.
 
-`tf_autoseg.train` parses and validates the flags; this module does the work,
-so it can be called (and tested) without a command line.
-
-Long (~360 lines) because a run is one sequence: which dataset each flag chooses, the model
-from the flags, the strategy, the resume, the summaries and the evaluation are read in order.
+`tf_autoseg.train` parses and checks the flags; this module does the work, so it can be called
+(and tested) without a command line. A run is one sequence, read in order: the strategy, the
+resume, the inputs (`tf_autoseg.training.inputs`), the model from its section, the summaries,
+the evaluation and the export.
 """
 
 import contextlib
@@ -20,14 +20,12 @@ import tensorflow as tf
 from absl import logging
 
 from tf_autoseg import atomic
-from tf_autoseg import datasets
 from tf_autoseg.evaluation import metrics
 from tf_autoseg.modeling.model import AutoSegModel
 from tf_autoseg.training import callbacks
 from tf_autoseg.training import checkpoints
 from tf_autoseg.training import inputs
 from tf_autoseg.training import runs
-from tf_autoseg.training.config import model_config
 
 
 def make_strategy(kind):
@@ -56,86 +54,54 @@ def is_chief(strategy):
     )
 
 
-def pipeline(config, part, labels, start_batch=0):
-    """The (dataset, DatasetInfo) of one part ("train" or "eval") of the flags' dataset.
-
-    Unlabelled training data repeats, shuffles and flips, and starts after `start_batch`
-    batches (a resumed run); labelled data is read once, in order. Streamed or prepared
-    (`tf_autoseg.training.inputs`), else in memory. A folder without `--masks_dir` has no labelled
-    part (None).
-    """
-    chosen = inputs.pipeline_for(config, part, labels, start_batch)
-    if chosen is not None:
-        return chosen
-    in_memory = _in_memory_pipeline(config, part, labels)
-    if in_memory is None:
-        return None
-    dataset, info = in_memory
-    if start_batch:
-        dataset = dataset.skip(start_batch)
-    return inputs.for_workers(config, dataset, part == "train" and not labels), info
-
-
-def _in_memory_pipeline(config, part, labels):
-    training = part == "train" and not labels
-    # Only training images are shrunk: the model shrinks what it segments itself
-    # (`input_downsample`), so labelled data is scored at its own resolution.
-    downsample = config["downsample"] if training else 1
-    # Evaluation sets keep their last, partial batch: every labelled pixel counts.
-    common = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=training,
-                  repeat=training, augment=training, drop_remainder=training)  # fmt: skip
-    hooks = datasets.get(config["dataset"]).hooks()
-    return hooks.training_part(config, part, labels, common, downsample)
-
-
-def build_data(config, start_batch=0):
-    """(train, evaluation, fit) pipelines, each a (dataset, DatasetInfo) pair or None.
-
-    `train` never carries labels. `evaluation` is the held-out part with
-    labels (a folder's own images). `fit` is where the holdout mode fits its
-    cluster -> class mapping, the labelled training part; None in "same" mode.
-    """
-    # A dataset without an evaluation split of its own (a folder) is scored on its images.
-    own_split = datasets.get(config["dataset"]).held_out
-    held_out = pipeline(config, "eval" if own_split else "train", True)
-    fit = pipeline(config, "train", True) if config["eval_mode"] == "holdout" else None
-    return pipeline(config, "train", False, start_batch), held_out, fit
-
-
-def build_model(config, input_shape):
-    """The AutoSegModel the flags describe (`config.model_config`), compiled with Adam."""
-    model = AutoSegModel(input_shape=tuple(input_shape), config=model_config(config))
-    model.compile(optimizer=optimizer(config))
+def build_model(model_config, input_shape, optimisation):
+    """The AutoSegModel of `model_config` (a `ModelConfig`), compiled with `optimizer`."""
+    model = AutoSegModel(input_shape=tuple(input_shape), config=model_config)
+    model.compile(optimizer=optimizer(optimisation))
     return model
 
 
-def check_model(config):
-    """Builds the flags' model once on 32 x 32 images and drops it: the model's own argument
+def check_model(model_config, optimisation):
+    """Builds the model once on 32 x 32 images and drops it: the model's own argument
     checks (stride, dropout, attention blocks, ...) refuse a bad flag before any data is read.
 
     32 x 32 passes the checks that depend on the input (a multiple of every grid stride, square,
     few attention positions); those are made again on the training crops by `run`.
     """
-    build_model(config, (32, 32, 3))
+    build_model(model_config, (32, 32, 3), optimisation)
     keras.backend.clear_session()  # the run's layer names start afresh
 
 
-def optimizer(config):
-    """Adam with the flags' learning-rate schedule and optional weight averaging."""
-    rate = config["learning_rate"]
-    if config["lr_schedule"] == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config["steps"])
-    ema = config["weight_ema"]
+def optimizer(optimisation):
+    """Adam with the learning-rate schedule and optional weight averaging of `optimisation`."""
+    rate = optimisation.learning_rate
+    if optimisation.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=optimisation.steps)
+    ema = optimisation.weight_ema
     return keras.optimizers.Adam(rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+
+
+def evaluation_sets(evaluation, eval_data, train_data):
+    """(held-out, fit): the (dataset, info) pairs `evaluate` scores, or None where missing.
+
+    The held-out part is `eval_data` with labels (None for a folder without masks); the fit
+    part, where the "holdout" mode fits its cluster -> class mapping, is the labelled
+    training part (None in "same" mode).
+    """
+    held_out = inputs.build(eval_data, labels=True)
+    fit = inputs.build(train_data, labels=True) if evaluation.eval_mode == "holdout" else None
+    return held_out, fit
 
 
 def _batches(dataset, limit):
     return dataset.take(limit) if limit else dataset
 
 
-def evaluate(model, config, evaluation_set, fit_set):
-    """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one)."""
-    k, limit = config["num_classes"], config["eval_batches"]
+def evaluate(model, evaluation_set, fit_set, num_classes, batches=0):
+    """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one),
+    on `batches` batches of each set (0: all); the mapping is fitted on `fit_set`, or on the
+    scored set itself when it is None."""
+    k, limit = num_classes, batches
     heads = ("main",) + (("overclustering",) if model.overclustering else ())
     score = metrics.model_confusions(model, _batches(evaluation_set, limit), k, heads)
     fit = (
@@ -164,10 +130,10 @@ def _log_files(part, info):
 def run(config):
     """Trains (resuming if the run directory has checkpoints), evaluates, exports.
 
-    Returns the metrics written to `<run_dir>/metrics.json`. A finished run (see
-    `tf_autoseg.training.runs.finished`) is left as it is: its recorded metrics are returned.
-    The run directory is held by this process from its first write to the end
-    (`runs.held`): a second training into it is refused.
+    `config` is the run's `ExperimentConfig`. Returns the metrics written to
+    `<run_dir>/metrics.json`. A finished run (see `tf_autoseg.training.runs.finished`) is left
+    as it is: its recorded metrics are returned. The run directory is held by this process from
+    its first write to the end (`runs.held`): a second training into it is refused.
     """
     with contextlib.ExitStack() as hold:
         return _run(config, hold)
@@ -175,36 +141,44 @@ def run(config):
 
 def _run(config, hold):
     start = time.time()
-    note = runs.finished(config)
+    train_data, optimisation, output = config.train_data, config.optimisation, config.output
+    run_dir = Path(output.run_dir)
+    note = runs.finished(output, optimisation, config.flags)
     if note is not None:
         logging.info(note)
-        return json.loads((Path(config["run_dir"]) / "metrics.json").read_text())
-    if config.get("data_service"):  # a missing dispatcher is named before any work
+        return json.loads((run_dir / "metrics.json").read_text())
+    if train_data.data_service:  # a missing dispatcher is named before any work
         from tf_autoseg.data import service
 
         service.wait_for_dispatcher(
-            config["data_service"], config["data_service_timeout"], log=logging.info
+            train_data.data_service, train_data.data_service_timeout, log=logging.info
         )
-    keras.utils.set_random_seed(config["seed"])
-    if config["deterministic"]:
+    keras.utils.set_random_seed(optimisation.seed)
+    if optimisation.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(config["distribution"])
+    strategy = make_strategy(optimisation.distribution)
     chief = is_chief(strategy)
-    run_dir = Path(config["run_dir"])
-    runs.check_run_dir(config)
     # Data and model come first: a bad file or configuration stops the run before
     # anything is written. (Workers of a multi-worker run must share run_dir.)
     found = checkpoints.checkpoints(run_dir)
     start_batch = found[-1][0] if found else 0  # the training data starts after it
-    (train, train_info), held_out, fit = build_data(config, start_batch)
-    if train_info.num_examples < config["batch_size"]:  # a batch would repeat examples
+    held_out, fit = evaluation_sets(config.evaluation, config.eval_data, train_data)
+    train, train_info = inputs.build(
+        train_data, start_batch=start_batch, workers=inputs.worker_split(optimisation.distribution),
+        job_name=run_dir.resolve().name,
+    )  # fmt: skip
+    if train_info.num_examples < train_data.batch_size:  # a batch would repeat examples
         raise ValueError(
-            f"--batch_size={config['batch_size']} is more than the {train_info.num_examples} "
+            f"--batch_size={train_data.batch_size} is more than the {train_info.num_examples} "
             "training examples: a batch would hold examples twice. Lower --batch_size to "
             f"{train_info.num_examples} or fewer, or train on more data."
         )
     _log_files("training", train_info)
-    policy, timings = choose_precision(config, train.element_spec.shape[1:])
+    input_shape = train.element_spec.shape[1:]
+    policy, timings = choose_precision(
+        optimisation, lambda: build_model(config.model, input_shape, optimisation), input_shape,
+        train_data.batch_size,
+    )  # fmt: skip
     keras.mixed_precision.set_global_policy(policy)
     held_out_info = held_out[1] if held_out else None
     if held_out_info and (held_out_info.skipped, held_out_info.adjusted) != (
@@ -217,41 +191,50 @@ def _run(config, hold):
         if found:
             model = checkpoints.load_checkpoint(found[-1][1])
         else:
-            model = build_model(config, train.element_spec.shape[1:])
-    if chief:
-        hold.enter_context(runs.held(run_dir, log=logging.info))
-        runs.record_flags(config)
-        for path in checkpoints.remove_leftovers(run_dir):
-            logging.info("Removed %s, left by an interrupted run.", path)
+            model = build_model(config.model, input_shape, optimisation)
     done = int(model.optimizer.iterations)
     if done != start_batch:
         raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
-    runs.check_steps(config, done)
-    if found and done < config["steps"]:
+    runs.check_steps(run_dir, optimisation.steps, done)
+    if chief:
+        hold.enter_context(runs.held(run_dir, log=logging.info))
+        runs.record_flags(run_dir, config.flags)
+        for path in checkpoints.remove_leftovers(run_dir):
+            logging.info("Removed %s, left by an interrupted run.", path)
+    if found and done < optimisation.steps:
         logging.info(
-            "%s: resuming at step %d of %d from %s", run_dir, done, config["steps"], found[-1][1]
-        )
+            "%s: resuming at step %d of %d from %s", run_dir, done, optimisation.steps,
+            found[-1][1],
+        )  # fmt: skip
     elif found:  # stopped after training, before metrics.json
         logging.info("%s: trained to step %d; evaluating and exporting", run_dir, done)
-    interval = config["checkpoint_every"]
+    interval = optimisation.checkpoint_every
     recorded = runs.progress(run_dir, done)
     budget = callbacks.TimeBudget(
-        config["minutes"], recorded.get("train_seconds", 0.0), run_dir, chief
+        optimisation.minutes, recorded.get("train_seconds", 0.0), run_dir, chief
     )
-    # The "random" variant is the untrained baseline: it is evaluated, never fitted.
-    trained_nothing = not (done < config["steps"] and config["variant"] != "random")
+    trained_nothing = not (done < optimisation.steps and optimisation.train)
     if not trained_nothing:
         watching = [checkpoints.CheckpointCallback(run_dir, is_chief=chief, every=interval)]
         ctrl_c = callbacks.StopOnCtrlC()
-        watching += [budget, callbacks.StopOnNonFinite(run_dir, config["learning_rate"]), ctrl_c]
+        stop = callbacks.StopOnNonFinite(run_dir, optimisation.learning_rate)
+        watching += [budget, stop, ctrl_c]
         if chief:
             watching.append(
-                callbacks.SummaryCallback(run_dir / "logs", train, evaluation_set, config)
+                callbacks.SummaryCallback(
+                    run_dir / "logs",
+                    train,
+                    evaluation_set,
+                    config.eval_data.num_classes,
+                    images=output.summary_images,
+                    log_every=output.log_every,
+                    eval_batches=config.evaluation.eval_batches,
+                )  # fmt: skip
             )
         try:
             model.fit(
-                train,  # starts at step `done` (build_data)
-                epochs=config["steps"] // interval,
+                train,  # starts at step `done` (inputs.build's start_batch)
+                epochs=optimisation.steps // interval,
                 initial_epoch=done // interval,
                 steps_per_epoch=interval,
                 callbacks=watching,
@@ -277,28 +260,31 @@ def _run(config, hold):
         "labels_from": _labels_source(model),
         "steps": int(model.optimizer.iterations),
         "train_seconds": round(budget.seconds(), 1),
-        "minutes": config["minutes"],
+        "minutes": optimisation.minutes,
         # A run resumed after its last step trained nothing here: its figures are those
         # recorded at that step, never the empty trackers' zeros.
         "loss": recorded.get("loss") if trained_nothing else float(model.loss_tracker.result()),
         "mutual_information": recorded.get("mutual_information")
         if trained_nothing
         else float(model.mi_tracker.result()),
-        "eval_mode": config["eval_mode"],
+        "eval_mode": config.evaluation.eval_mode,
         "dataset": {
             "train": _describe(train_info),
             "evaluation": _describe(held_out and held_out[1]),
         },
     }
     if evaluation_set is not None:
-        results["evaluation"] = evaluate(model, config, evaluation_set, fit and fit[0])
+        results["evaluation"] = evaluate(
+            model, evaluation_set, fit and fit[0], config.eval_data.num_classes,
+            config.evaluation.eval_batches,
+        )  # fmt: skip
     results["wall_seconds"] = round(time.time() - start, 1)
     if chief:
         checkpoints.save_model(model, run_dir / "model.keras")
-        if config["export"]:
+        if output.export:
             from tf_autoseg.serving import export
 
-            name = config["export_name"] or run_dir.resolve().name
+            name = output.export_name or run_dir.resolve().name
             from tf_autoseg.serving import classes
 
             # A run whose clusters were named (name_clusters) exports class ids.
@@ -306,7 +292,7 @@ def _run(config, hold):
                 export.export_model(
                     model,
                     name,
-                    output_dir=config["export_dir"],
+                    output_dir=output.export_dir,
                     classes=classes.named_path(None, run_dir),
                 )
             )
@@ -314,22 +300,21 @@ def _run(config, hold):
     return results
 
 
-def choose_precision(config, input_shape):
-    """(policy, timings or None) of `--precision`; for "auto" the policy `precision.choose`
-    takes from timing this model's steps at the run's batch and crop."""
-    if config["precision"] != "auto":
-        return config["precision"], None
+def choose_precision(optimisation, build, input_shape, batch_size):
+    """(policy, timings or None) of `optimisation.precision`; for "auto" the policy
+    `precision.choose` takes from timing `build()`'s steps at the run's batch and crop."""
+    if optimisation.precision != "auto":
+        return optimisation.precision, None
     from tf_autoseg.training import precision
 
-    keras.utils.set_random_seed(config["seed"])
-    batch = config["batch_size"]
-    timings = precision.probe(lambda: build_model(config, input_shape), input_shape, batch)
+    keras.utils.set_random_seed(optimisation.seed)
+    timings = precision.probe(build, input_shape, batch_size)
     choice = precision.choose(timings)
     logging.info(
         "--precision=auto: %s (median seconds per step of %d images, %d rounds: %s)",
-        choice, batch, 3, ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
+        choice, batch_size, 3, ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
     )  # fmt: skip
-    keras.utils.set_random_seed(config["seed"])  # the run starts as it would without a probe
+    keras.utils.set_random_seed(optimisation.seed)  # the run starts as it would without a probe
     return choice, timings
 
 

@@ -1,68 +1,43 @@
-"""Which input path a training run reads: in memory, streamed from files, or prepared records.
+"""The one input builder: a part of a dataset (a `DataConfig`) in memory, streamed from its
+files, from prepared records, or through tf.data service.
 
-`pipeline_for(config, part, labels, start_batch)` is what `tf_autoseg.training.experiment.pipeline`
-asks first; None means the in-memory pipelines (`tf_autoseg.data.core` and its neighbours). The
-flags (in the config dict of `tf_autoseg.train`):
+`build(data, labels)` chooses, from the part's own fields:
 
-- `--prepared_dir`: a folder written by `python -m tf_autoseg.prepare`: every part is read
-  from its records (`tf_autoseg.data.records`).
-- `--pipeline=auto|memory|stream`: the unlabelled training part of folder, dubai, camvid and
-  Potsdam crops is streamed (`tf_autoseg.data.stream`, the same batches as in memory) with
-  "stream", or with "auto" when its decoded pixels would pass `MEMORY_LIMIT` bytes or go to
-  tf.data service. Labelled parts (evaluation) stay in memory: they are read once, in order.
-  COCO-Stuff and Potsdam's raw TIFFs stream only once prepared.
-- `--data_service=grpc://host:port`: the training part runs on tf.data service
+- `prepared_dir`: a folder written by `python -m tf_autoseg.prepare`: the part is read from
+  its records (`tf_autoseg.data.records`); labels that were not prepared (a folder prepared
+  without masks) are read in memory.
+- `pipeline="auto"|"memory"|"stream"`: the training part (images only) of a dataset that
+  streams (folder, dubai, camvid, Potsdam crops) is streamed (`tf_autoseg.data.stream`, the
+  same batches as in memory) with "stream", or with "auto" when its decoded pixels would pass
+  `MEMORY_LIMIT` bytes or go to tf.data service. Labelled parts (evaluation) stay in memory:
+  they are read once, in order. COCO-Stuff and Potsdam's raw TIFFs stream only once prepared.
+- `data_service="grpc://host:port"`: the training part runs on tf.data service
   (`tf_autoseg.data_service`).
 
-Under MultiWorkerMirroredStrategy (TF_CONFIG) each worker reads its own share: examples k with
-k mod workers = its index when streamed, whole shard files when prepared; together the workers
-read, step by step, the batches a single trainer would.
+Under MultiWorkerMirroredStrategy (TF_CONFIG) each worker reads its own share of the training
+part: examples k with k mod workers = its index when streamed, whole shard files when prepared;
+together the workers read, step by step, the batches a single trainer would.
 """
 
 import concurrent.futures
 import json
 import os
 
-from tf_autoseg import arguments
 from tf_autoseg import datasets
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data import records
 from tf_autoseg.data import service as data_service
 from tf_autoseg.modeling import transforms
 
-PIPELINES = ("auto", "memory", "stream")
 # "auto" keeps a training set in memory up to this many decoded bytes (it is then also the
 # size of the serialized dataset graph, which must stay well below protobuf's 2 GB).
 MEMORY_LIMIT = 1 << 30
 
 
-def validate(config):
-    """Checks the input flags; raises a ValueError naming the flag."""
-    choice = config.get("pipeline", "auto")
-    arguments.choice("pipeline", choice, PIPELINES)
-    prepared = config.get("prepared_dir")
-    service = config.get("data_service")
-    if service:
-        data_service.check_address(service)
-        if choice == "memory" and not prepared:
-            raise ValueError(
-                "--data_service needs --pipeline=stream or auto (or --prepared_dir): an "
-                "in-memory pipeline ships every pixel to the dispatcher in its graph"
-            )
-    if prepared:
-        records.read_manifest(prepared)
-    if choice == "stream" and not prepared and not datasets.get(config["dataset"]).streams:
-        raise ValueError(
-            f"--pipeline=stream: {config['dataset']} streams once prepared; run "
-            f"`python -m tf_autoseg.prepare --dataset={config['dataset']} "
-            f"--data_dir={config.get('data_dir')} --output_dir=<folder>` and pass "
-            "--prepared_dir=<folder>"
-        )
-
-
-def worker_split(config):
-    """(workers, this worker's index) of a MultiWorkerMirroredStrategy run, from TF_CONFIG."""
-    if config.get("distribution", "auto") not in ("auto", "multiworker"):
+def worker_split(distribution):
+    """(workers, this worker's index) of a MultiWorkerMirroredStrategy run, from TF_CONFIG;
+    (1, 0) unless `distribution` is "auto" or "multiworker"."""
+    if distribution not in ("auto", "multiworker"):
         return 1, 0
     cluster_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     cluster, task = cluster_config.get("cluster", {}), cluster_config.get("task", {})
@@ -73,86 +48,78 @@ def worker_split(config):
     return chiefs + workers, index
 
 
-def pipeline_for(config, part, labels, start_batch=0):
-    """The (dataset, info) of one part when it is not read in memory; else None.
+def build(data, labels=False, *, start_batch=0, workers=(1, 0), job_name="tf_autoseg"):
+    """The (dataset, DatasetInfo) of the part `data` describes, or None when it does not exist
+    (a folder's labels without masks).
 
     Args:
-        config: the run's flag dict.
-        part: "train" or "eval".
-        labels: the labelled view (evaluation) or images only (training).
+        data: a `tf_autoseg.datasets.DataConfig`.
+        labels: the labelled view, read once in order at full resolution (evaluation), or the
+            images only (training): repeated, shuffled, flipped and shrunk by `downsample`.
         start_batch: batches already trained on (a resumed run): the training part starts
             after them, reading none of them.
-
-    Returns:
-        (dataset, DatasetInfo), or None for the in-memory path.
+        workers: (workers, this worker's index) that share the training part (`worker_split`).
+        job_name: the tf.data service job of the training part (the run folder's name).
     """
-    validate(config)
-    training = part == "train" and not labels
-    batch_size = config["batch_size"]
-    service = config.get("data_service") if training else None
-    workers, worker = (1, 0) if (service or not training) else worker_split(config)
-    if batch_size % workers:
+    dataset = datasets.get(data.dataset)
+    training = not labels
+    service = data.data_service if training else None
+    if labels:  # scored at its own resolution: the model shrinks what it segments itself
+        data = data.replace(downsample=1)
+    count, index = workers if training and not service else (1, 0)
+    if data.batch_size % count:
         raise ValueError(
-            f"--batch_size={batch_size} must divide evenly between the {workers} workers"
+            f"--batch_size={data.batch_size} must divide evenly between the {count} workers"
         )
-    common = dict(batch_size=batch_size, seed=config["seed"], shuffle=training, repeat=training,
-                  augment=training, drop_remainder=training)  # fmt: skip
-    split = dict(start=start_batch * batch_size if training else 0, num_workers=workers,
-                 worker=worker)  # fmt: skip
-    if config.get("prepared_dir"):
-        num_classes = config["num_classes"]
-        if (
-            labels
-            and not records.info(config["prepared_dir"], part, True, num_classes).num_examples
-        ):
-            return None  # no labels were prepared (a folder without masks has none)
-        dataset, info = records.load(
-            config["prepared_dir"], part, labels=labels, num_classes=num_classes, **common, **split
-        )
-    elif not training or config.get("pipeline", "auto") == "memory":
-        return None
-    else:
-        built = _streamed(
-            config, common, split, force=config.get("pipeline") == "stream" or service
-        )
+    # Evaluation sets keep their last, partial batch: every labelled pixel counts.
+    options = dict(batch_size=data.batch_size, seed=data.seed, shuffle=training, repeat=training,
+                   augment=training, drop_remainder=training)  # fmt: skip
+    split = dict(start=start_batch * data.batch_size if training else 0, num_workers=count,
+                 worker=index)  # fmt: skip
+    built = None
+    # Labels that were not prepared (a folder prepared without masks) are read in memory.
+    prepared = data.prepared_dir and (
+        not labels
+        or records.info(data.prepared_dir, data.part, True, data.num_classes).num_examples
+    )
+    if prepared:
+        built = records.load(data.prepared_dir, data.part, labels=labels,
+                             num_classes=data.num_classes, **options, **split)  # fmt: skip
+    elif training and data.pipeline != "memory":
+        built = _streamed(dataset, data, options, split, force=data.pipeline == "stream" or service)
         if built is None and service:
             raise ValueError(
-                f"--data_service: {config['dataset']} in {config['data_dir']} streams only once "
-                "prepared (COCO-Stuff, Potsdam's TIFFs; synthetic: never): run `python -m "
+                f"--data_service: {data.dataset} in {data.data_dir} streams only once prepared "
+                "(COCO-Stuff, Potsdam's TIFFs; synthetic: never): run `python -m "
                 "tf_autoseg.prepare` and pass --prepared_dir"
             )
+    if built is None:
+        built = dataset.read(data, labels, options)
         if built is None:
             return None
-        dataset, info = built
-    dataset = for_workers(config, dataset, training)
+        if start_batch and training:
+            built = (built[0].skip(start_batch), built[1])
+    examples, info = built
+    if training and workers[0] > 1:
+        # Keras 3's fit all-reduces the first batch to build the model there
+        # (Trainer._maybe_symbolic_build), and collective ops refuse uint8: the batches go as
+        # float32 in [0, 1], exactly what the model makes of uint8.
+        examples = examples.map(transforms.to_float_images, deterministic=True)
     if service:
-        job = os.path.basename(os.path.normpath(config.get("run_dir") or "tf_autoseg"))
-        dataset = data_service.distribute(dataset, service, job_name=job)
-    return dataset, info
+        examples = data_service.distribute(examples, service, job_name=job_name)
+    return examples, info
 
 
-def for_workers(config, dataset, training):
-    """The training part as fit needs it under MultiWorkerMirroredStrategy (else as it is).
-
-    Keras 3's fit all-reduces the first batch to build the model there
-    (Trainer._maybe_symbolic_build), and collective ops refuse uint8: the batches go as
-    float32 in [0, 1], exactly what the model makes of uint8. Every input path calls this.
-    """
-    if training and worker_split(config)[0] > 1:
-        return dataset.map(transforms.to_float_images, deterministic=True)
-    return dataset
-
-
-def _streamed(config, common, split, force):
-    """The streamed training part, or None when "auto" finds it small enough for memory."""
-    dataset = datasets.get(config["dataset"])
-    if not dataset.streams:
+def _streamed(dataset, data, options, split, force):
+    """The streamed training part, or None when "auto" finds it small enough for memory (or
+    the dataset streams only once prepared)."""
+    if dataset.streamed is None:
         return None
 
     def small(sources, downsample=1, shrink=1):
         return not force and _decoded_bytes(sources, downsample) // shrink <= MEMORY_LIMIT
 
-    return dataset.hooks().streamed_part(config, common, split, small)
+    return dataset.streamed(data, options, split, small)
 
 
 def _decoded_bytes(sources, downsample=1, channels=3):

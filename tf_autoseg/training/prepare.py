@@ -42,21 +42,22 @@ from tf_autoseg import datasets
 from tf_autoseg.data import core
 from tf_autoseg.data import images as imageio
 from tf_autoseg.data import records
-from tf_autoseg.training import config as run_config
+from tf_autoseg.training.config import upgrade
 
 PLAN = "plan.json"
 
 
-def plan(config):
-    """(parts, manifest fields) of the dataset the config describes, from its module's
-    `prepared_parts` (`tf_autoseg.datasets.Dataset`): headers only (and, for cocostuff, the
-    label files once, for the curation, cached in output_dir)."""
-    name = config["dataset"]
-    dataset = datasets.get(name)
-    if not dataset.prepared:
-        prepared = ", ".join(n for n in datasets.names() if datasets.get(n).prepared)
-        raise ValueError(f"`dataset` must be one of {prepared}. Received: dataset={name!r}")
-    return dataset.hooks().prepared_parts(config)
+def plan(train, held_out, work_dir):
+    """(parts, manifest fields) of the dataset of `train` and `held_out` (its two DataConfigs),
+    from its `prepared` callable (`tf_autoseg.datasets.Dataset`): headers only (and, for
+    cocostuff, the label files once, for the curation, cached in `work_dir`)."""
+    dataset = datasets.get(train.dataset)
+    if dataset.prepared is None:
+        prepared = ", ".join(n for n in datasets.names() if datasets.get(n).prepared is not None)
+        raise ValueError(
+            f"`dataset` must be one of {prepared}. Received: dataset={train.dataset!r}"
+        )
+    return dataset.prepared(train, held_out, work_dir)
 
 
 def write_shard(folder, name, part, chosen):
@@ -109,11 +110,24 @@ def write_shard(folder, name, part, chosen):
     return entry
 
 
+def recorded_flags(train, held_out, shard_size):
+    """What identifies a preparation (plan.json, the manifest): the flags of `python -m
+    tf_autoseg.prepare` that made it, by name, as every preparation recorded them."""
+    return dict(sorted({
+        "dataset": train.dataset, "data_dir": train.data_dir, "num_classes": train.num_classes,
+        "tile": train.tile, "downsample": train.downsample, "min_side": train.min_side,
+        "min_target_share": train.min_target_share, "masks_dir": train.masks_dir,
+        "colours": train.colours, "scale": train.scale, "shard_size": shard_size,
+        "train_tiles": list(train.tiles), "eval_tiles": list(held_out.tiles),
+        "train_sequences": list(train.sequences), "eval_sequences": list(held_out.sequences),
+    }.items()))  # fmt: skip
+
+
 def _read_plan(path):
     """A plan.json, its flags under today's names (a plan of before `--classes` was
     `--num_classes` is the same plan)."""
     plan = json.loads(path.read_text())
-    plan["flags"] = run_config.upgrade(plan.get("flags", {}))
+    plan["flags"] = upgrade(plan.get("flags", {}))
     return plan
 
 
@@ -127,20 +141,21 @@ def _write_job(job):
     return write_shard(*job)
 
 
-def prepare(config, log=print):
-    """Writes (or completes) the prepared folder the config describes; returns its manifest.
+def prepare(train, held_out, output_dir, *, shard_size=512, jobs=1, log=print):
+    """Writes (or completes) the prepared folder of a dataset's parts; returns its manifest.
 
     Args:
-        config: dataset, data_dir, output_dir, num_classes, tile, downsample, scale, min_side,
-            min_target_share, train_tiles, eval_tiles, masks_dir, colours, shard_size, jobs.
+        train, held_out: the `tf_autoseg.datasets.DataConfig` of the "train" and "eval" parts.
+        output_dir: the folder of the shards and the manifest.
+        shard_size: examples per shard file.
+        jobs: shards written at once, in separate processes.
         log: called with a line per shard written or found.
     """
-    out = Path(config["output_dir"])
+    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shard_size = config["shard_size"]
     arguments.integer("shard_size", shard_size)
-    parts, fields = plan(config)
-    flags = {k: v for k, v in sorted(config.items()) if k not in ("output_dir", "jobs")}
+    parts, fields = plan(train, held_out, out)
+    flags = recorded_flags(train, held_out, shard_size)
     recorded = {
         "flags": flags,
         "parts": {
@@ -162,7 +177,7 @@ def prepare(config, log=print):
         plan_path.unlink()
     if not plan_path.is_file():
         atomic.write_json(plan_path, recorded)
-    jobs, entries = [], {}
+    pending, entries = [], {}
     for name, part in parts.items():
         count = max(1, -(-len(part.examples) // shard_size))
         for index in range(count):
@@ -177,24 +192,24 @@ def prepare(config, log=print):
                     for f, top, left in part.examples[index * shard_size : (index + 1) * shard_size]
                 ]
                 light = dataclasses.replace(part, files=[], examples=[])
-                jobs.append((str(out), shard.name, light, chosen))
-    workers = max(1, int(config.get("jobs") or 1))
+                pending.append((str(out), shard.name, light, chosen))
+    workers = max(1, int(jobs or 1))
     if workers == 1:
-        results = map(_write_job, jobs)
+        results = map(_write_job, pending)
     else:  # spawned, not forked: TensorFlow's threads do not survive a fork
         context = multiprocessing.get_context("spawn")
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
-        results = pool.map(_write_job, jobs)
+        results = pool.map(_write_job, pending)
     start = time.time()
-    for job, entry in zip(jobs, results):
+    for job, entry in zip(pending, results):
         entries[_key(job[1])] = entry
         log(f"{entry['file']}: {entry['examples']} examples ({time.time() - start:.0f} s)")
     if workers > 1:
         pool.shutdown()
     manifest = {
         "format": records.FORMAT,
-        "dataset": config["dataset"],
-        "source": str(Path(config["data_dir"]).resolve()),
+        "dataset": train.dataset,
+        "source": str(Path(train.data_dir).resolve()),
         "flags": flags,
         "channels": next(iter(entries.values()))["channels"],
         **{

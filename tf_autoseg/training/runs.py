@@ -19,62 +19,58 @@ from tf_autoseg.training.config import RESUMABLE
 from tf_autoseg.training.config import upgrade
 
 
-def check_run_dir(config):
-    """Refuses to resume a run started with other training flags (reads only)."""
-    saved = Path(config["run_dir"]) / "flags.json"
-    if saved.exists():
-        check_same_flags(saved, config, ignored=RESUMABLE, added=ADDED)
-
-
-def record_flags(config):
+def record_flags(run_dir, flags):
     """Creates the run directory and its flags.json, once the run is known to start."""
-    run_dir = Path(config["run_dir"])
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "flags.json").exists():
-        atomic.write_json(run_dir / "flags.json", _plain(config))
+        atomic.write_json(run_dir / "flags.json", _plain(flags))
     return run_dir
 
 
-def finished(config):
-    """A sentence saying the run is finished (its step, model and export), or None.
+def finished(output, optimisation, flags):
+    """A sentence saying the run is finished (its step, model and export), or None, once the
+    run directory is known to hold this run (its flags.json, `check_same_flags`) or none.
 
-    A run is finished once its `metrics.json` (written last) records `--steps` steps, or the
-    training seconds of `--minutes`; any number for `--variant=random`, which is never
-    trained. A finished run is left as it is: raising `--steps` (or `--minutes`) continues it,
-    and `python -m tf_autoseg.export` exports it again.
+    A run (`output.run_dir`) is finished once its `metrics.json` (written last) records
+    `optimisation.steps` steps, or the training seconds of `optimisation.minutes`; any number
+    for a model that is never trained. A finished run is left as it is: raising `--steps` (or
+    `--minutes`) continues it, and `python -m tf_autoseg.export` exports it again.
 
     Raises:
-        ValueError: the run was started with other training flags, or went past `--steps`.
+        ValueError: the run was started with other training flags (`flags`), or went past
+            `--steps`.
     """
-    run_dir = Path(config["run_dir"])
+    run_dir = Path(output.run_dir)
+    if (run_dir / "flags.json").exists():  # reads only: a resumed run must be the same run
+        check_same_flags(run_dir / "flags.json", flags, ignored=RESUMABLE, added=ADDED)
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    check_run_dir(config)
     try:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not JSON ({error}); move it away to finish the run.") from None
-    done = int(metrics.get("steps", 0))
-    if config["variant"] != "random":
-        spent = metrics.get("train_seconds", 0.0) >= 60 * (config.get("minutes") or float("inf"))
-        if done < config["steps"] and not spent:
+    done, steps = int(metrics.get("steps", 0)), optimisation.steps
+    if optimisation.train:
+        spent = metrics.get("train_seconds", 0.0) >= 60 * (optimisation.minutes or float("inf"))
+        if done < steps and not spent:
             return None
-        check_steps(config, done)
-    name = config["export_name"] or run_dir.resolve().name
+        check_steps(run_dir, steps, done)
+    name = output.export_name or run_dir.resolve().name
     return (
-        f"{run_dir} is already finished at step {done} of {config['steps']}: model "
+        f"{run_dir} is already finished at step {done} of {steps}: model "
         f"{run_dir / 'model.keras'}, export {metrics.get('export') or 'none'}. Nothing was "
         "changed. Raise --steps (or --minutes) to train it further; export it again with: python -m "
-        f"tf_autoseg.export --model={run_dir} --name={name} --output_dir={config['export_dir']}"
+        f"tf_autoseg.export --model={run_dir} --name={name} --output_dir={output.export_dir}"
     )
 
 
-def check_steps(config, done):
-    """Raises if the run already went past `--steps`."""
-    if done > config["steps"]:
+def check_steps(run_dir, steps, done):
+    """Raises if the run in `run_dir` already went past `steps`."""
+    if done > steps:
         raise ValueError(
-            f"--steps={config['steps']}: the run in {config['run_dir']} already reached step "
+            f"--steps={steps}: the run in {run_dir} already reached step "
             f"{done}. Give --steps={done} or more, or choose a new --run_dir."
         )
 
