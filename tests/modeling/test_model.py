@@ -354,7 +354,7 @@ def test_fitted_centres_label_pixels_by_the_nearest_centre_and_survive_saving(so
     np.testing.assert_allclose(  # unfitted: the head answers
         model(images).numpy(), tf.image.resize(head, (16, 16)).numpy(), atol=1e-6
     )
-    centres = model.fit_centres([images[:2], (images[2:], None)], seed=3)
+    centres = model.fit_labelling([images[:2], (images[2:], None)], seed=3)
     assert centres.shape == (3, model.network.feature_depth if source == "features" else 6)
     features, _, over = model.network.forward(images)
     space = (features if source == "features" else over).numpy()
@@ -374,8 +374,8 @@ def test_centres_need_their_source():
         _compiled(labels_from="overclustering")
     with pytest.raises(ValueError, match="`labels_from` must be one of"):
         _compiled(labels_from="kmeans")
-    with pytest.raises(ValueError, match="fit_centres needs"):
-        _compiled().fit_centres([tf.zeros((1, 16, 16, 3))])
+    with pytest.raises(ValueError, match="fit_labelling needs"):
+        _compiled().fit_labelling([tf.zeros((1, 16, 16, 3))])
 
 
 def test_new_options_round_trip_through_the_config():

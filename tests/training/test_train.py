@@ -665,7 +665,7 @@ def _evaluate(*args):
 
 
 def test_labels_from_features_fits_centres_that_the_export_serves(tmp_path, absl_info):
-    _main([_tiny_flagfile(tmp_path), "--labels_from=features"])
+    _main([_tiny_flagfile(tmp_path), "--labels_from=features", "--refine_iterations=0"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["labels_from"] == "features"
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")

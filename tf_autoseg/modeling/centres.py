@@ -28,6 +28,9 @@ class ClusterCentres(keras.layers.Layer):
         **kwargs: base layer arguments.
     """
 
+    SAMPLES = 100_000  # points a fit sees, by default
+    RESTARTS = 10  # k-means runs, the lowest inertia kept
+
     def __init__(self, num_centres, depth, **kwargs):
         super().__init__(dtype="float32", autocast=False, **kwargs)
         self.num_centres = num_centres
@@ -45,6 +48,11 @@ class ClusterCentres(keras.layers.Layer):
     @property
     def fitted(self):
         return float(self.scale.numpy()) > 0
+
+    @property
+    def fitted_flag(self):
+        """1.0 once fitted, else 0.0 (a tensor, for graphs)."""
+        return tf.cast(self.scale > 0, tf.float32)
 
     def call(self, points, fallback):
         points = tf.cast(points, tf.float32)

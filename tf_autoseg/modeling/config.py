@@ -23,7 +23,7 @@ from tf_autoseg import arguments
 from tf_autoseg.layers import orderings
 
 FRONTS = ("identity", "stem", "residual", "resnet18")
-LABEL_SOURCES = ("head", "features", "overclustering")
+LABEL_SOURCES = ("head", "mixture", "features", "overclustering")
 OBJECTIVES = ("ac", "arl")
 SAMPLINGS = ("random", "no_repeat", "hard")
 GEOMETRIC = ("none", "flip", "rotate", "flip_rotate")
@@ -214,12 +214,20 @@ class LabellingConfig(_Section):
     """How plain inference turns the network's output into the K labels it answers.
 
     Args:
-        labels_from: "head" (the main head's argmax, the paper's), or the nearest of K
-            centres that `AutoSegModel.fit_centres` finds by k-means, without labels, in the
-            space of `g_ar`'s "features" or of the "overclustering" head's probabilities. The
-            head's clusters are pushed toward equal sizes by the mutual information; k-means
-            centres are not, which suits classes of very unequal shares. Until the centres
-            are fitted, inference answers with the head.
+        labels_from: "head" (the main head's argmax, the paper's); "mixture" (the label-free
+            stage of `tf_autoseg.modeling.labelling`: a Gaussian mixture over the features
+            and the pixels' colour, fitted to the images it labels); or the nearest of K
+            centres found by k-means in the space of `g_ar`'s "features" or of the
+            "overclustering" head's probabilities. All but "head" are fitted without labels
+            by `AutoSegModel.fit_labelling` (the training program fits them at its end);
+            until then inference answers with the head.
+        mixture_dims: the principal axes of (features, colour) the mixture lives on.
+        colour_weight: the colour's weight beside the features in the mixture's space (0:
+            features only; 1: the same total variance).
+        refine_iterations: mean-field steps of the edge-aware refinement at full resolution
+            (`tf_autoseg.modeling.refinement`) after any labelling but the head's (0, the
+            default of models saved before it existed: none; the training program's
+            `--refine_iterations` defaults to 5).
         input_downsample: inference shrinks images this many times before the network: set
             it to the `--downsample` the training images were shrunk by, so that full-size
             images are segmented at the training scale. Training steps take the crops as
@@ -227,11 +235,17 @@ class LabellingConfig(_Section):
     """
 
     labels_from: str = "head"
+    mixture_dims: int = 3
+    colour_weight: float = 0.0
+    refine_iterations: int = 0
     input_downsample: int = 1
 
     def _check(self):
         return {
             "labels_from": arguments.choice("labels_from", self.labels_from, LABEL_SOURCES),
+            "mixture_dims": arguments.integer("mixture_dims", self.mixture_dims, 1),
+            "colour_weight": arguments.non_negative("colour_weight", self.colour_weight),
+            "refine_iterations": arguments.integer("refine_iterations", self.refine_iterations, 0),
             "input_downsample": arguments.integer("input_downsample", self.input_downsample),
         }
 

@@ -1,7 +1,7 @@
 """k-means: Lloyd's algorithm with k-means++ seeding, in NumPy.
 
 Used by the baselines (k-means on pixels or on a network's features) and by the model's
-label-free cluster centres (`AutoSegModel.fit_centres`).
+label-free cluster centres (`AutoSegModel.fit_labelling`).
 """
 
 import numpy as np

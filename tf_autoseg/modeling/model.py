@@ -15,10 +15,12 @@ import tensorflow as tf
 
 from tf_autoseg import arguments
 from tf_autoseg.modeling import kmeans
+from tf_autoseg.modeling import refinement
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling.centres import ClusterCentres
 from tf_autoseg.modeling.config import VARIANTS
 from tf_autoseg.modeling.config import ModelConfig
+from tf_autoseg.modeling.labelling import MixtureLabelling
 from tf_autoseg.modeling.network import AutoSegNetwork
 from tf_autoseg.modeling.objective import Objective
 from tf_autoseg.modeling.views import Views
@@ -91,7 +93,8 @@ class AutoSegModel(keras.Model):
             config.objective, config.network.num_classes, config.network.overclustering,
             config.seed, name="objective",
         )  # fmt: skip
-        self.centres = None  # label-free centres (`labels_from` not "head"), made in `build`
+        # The label-free labelling of `labels_from` (None for the head's), made in `build`.
+        self.centres = self.mixture = None
         height, width = self.image_shape[:2]
         if height is not None and width is not None:
             self._check_crop(height, width)
@@ -130,9 +133,15 @@ class AutoSegModel(keras.Model):
         if self.built:
             return
         self.network.build((None, *self.image_shape))
-        labels_from = self.config.labelling.labels_from
-        if labels_from != "head":
-            over = labels_from == "overclustering"
+        labelling = self.config.labelling
+        if labelling.labels_from == "mixture":
+            self.mixture = MixtureLabelling(
+                self.num_classes, self.network.feature_depth, self.image_shape[-1],
+                dims=labelling.mixture_dims, colour_weight=labelling.colour_weight,
+                name="mixture",
+            )  # fmt: skip
+        elif labelling.labels_from != "head":
+            over = labelling.labels_from == "overclustering"
             depth = self.overclustering if over else self.network.feature_depth
             self.centres = ClusterCentres(self.num_classes, depth, name="centres")
         self.built = True
@@ -145,11 +154,20 @@ class AutoSegModel(keras.Model):
         size = tf.shape(images)[1:3]
         return tf.image.resize(probs, size, method="bilinear")
 
-    def labelling_space(self, outputs):
-        """The float32 points the centres of `labels_from` live in: the network's features,
-        or its overclustering probabilities."""
-        over = self.config.labelling.labels_from == "overclustering"
+    def labelling_points(self, outputs, images):
+        """The float32 points on the grid that the labelling of `labels_from` labels: the
+        features beside the colour (mixture), the features, or the overclustering head's
+        probabilities (centres). `images`: the float images the network saw."""
+        labels_from = self.config.labelling.labels_from
+        if labels_from == "mixture":
+            return MixtureLabelling.points(outputs.features, images)
+        over = labels_from == "overclustering"
         return tf.cast(outputs.overclustering if over else outputs.features, tf.float32)
+
+    @property
+    def labelling(self):
+        """The fitted-without-labels stage of `labels_from` (a layer), or None for the head."""
+        return self.mixture if self.mixture is not None else self.centres
 
     def inference(self, images, heads=("main",)):
         """{head: (B, H, W, K) probabilities} of plain inference at the images' own size.
@@ -162,12 +180,20 @@ class AutoSegModel(keras.Model):
         """
         images = transforms.to_float_images(images)
         size = tf.shape(images)[1:3]
-        outputs = self.network.forward(self.shrink(images), None, training=False)
+        shrunk = self.shrink(images)
+        outputs = self.network.forward(shrunk, None, training=False)
         main = outputs.probabilities
-        if self.centres is not None:
-            main = self.centres(self.labelling_space(outputs), main)
+        if self.labelling is not None:
+            main = self.labelling(self.labelling_points(outputs, shrunk), main)
         probs = {"main": main, "overclustering": outputs.overclustering}
-        return {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
+        probs = {head: tf.image.resize(probs[head], size, method="bilinear") for head in heads}
+        if "main" in probs and self.labelling is not None:
+            # Edge-aware, at full resolution; a no-op while the stage is unfitted (the head).
+            refined = refinement.refine(
+                probs["main"], images, self.config.labelling.refine_iterations
+            )
+            probs["main"] = tf.where(self.labelling.fitted_flag > 0, refined, probs["main"])
+        return probs
 
     def shrink(self, images):
         """Float images shrunk `input_downsample` times by area averaging (as-is at 1)."""
@@ -200,38 +226,44 @@ class AutoSegModel(keras.Model):
                 outputs[head].append(cluster_ids(probs[head]))
         return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
-    def fit_centres(self, batches, samples=100_000, per_batch=4096, seed=0, restarts=10):
-        """Fits the K centres of `labels_from` by k-means on a sample of plain-inference outputs.
+    def fit_labelling(self, batches, samples=None, per_batch=4096, seed=0, restarts=None):
+        """Fits the label-free stage of `labels_from` on a sample of the images' grid points.
 
-        Labels are never read. Run it after training (the training program does); inference
-        uses the centres from then on.
+        Labels are never read. The training program fits it on training images after its
+        last step; evaluate, segment and the naming page fit it again on the images they
+        label (as the k-means baselines do), the mixture keeping its component ids.
 
         Args:
             batches: an iterable of image batches, or of (images, labels) with labels ignored.
-            samples: grid positions the k-means sees (a seeded sample).
-            per_batch: at most this many positions kept from each batch before sampling.
-            seed: seeds the sample and the k-means.
-            restarts: k-means runs; the one of lowest inertia is kept (label-free).
+            samples: grid points the fit sees (a seeded sample; default: the stage's
+                `SAMPLES`).
+            per_batch: at most this many points kept from each batch before sampling.
+            seed: seeds the sample and the fit.
+            restarts: runs from different seeds, the best kept by a label-free criterion
+                (k-means inertia, mixture likelihood; default: the stage's `RESTARTS`).
 
         Returns:
-            The (K, D) centres.
+            The fit: the (K, D) centres, or the `tf_autoseg.modeling.mixture.Mixture`.
         """
-        if self.centres is None:
-            raise ValueError("fit_centres needs a model built with labels_from='features' or "
-                             "'overclustering'. Received: labels_from='head'")  # fmt: skip
+        stage = self.labelling
+        if stage is None:
+            raise ValueError("fit_labelling needs a model built with labels_from='mixture', "
+                             "'features' or 'overclustering'. Received: labels_from='head'")  # fmt: skip
 
         def points():
             for batch in batches:
                 images = batch[0] if isinstance(batch, (tuple, list)) else batch
                 images = self.shrink(transforms.to_float_images(images))
-                space = self.labelling_space(self.network.forward(images)).numpy()
-                yield space.reshape(-1, space.shape[-1])
+                grid = self.labelling_points(self.network.forward(images), images).numpy()
+                yield grid.reshape(-1, grid.shape[-1])
 
+        samples = stage.SAMPLES if samples is None else samples
         try:
             pool = kmeans.sample_pool(points(), samples, per_batch, np.random.default_rng(seed))
         except ValueError:
-            raise ValueError("fit_centres got no batch of images") from None
-        return self.centres.fit(pool, seed=seed, restarts=restarts)
+            raise ValueError("fit_labelling got no batch of images") from None
+        restarts = stage.RESTARTS if restarts is None else restarts
+        return stage.fit(pool, seed=seed, restarts=restarts)
 
     # ---------------------------------------------------------------- training
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):

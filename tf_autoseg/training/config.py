@@ -191,11 +191,24 @@ class RunConfig(_Mapping):
         "own).", added=0.0,
     )  # fmt: skip
     labels_from: str = enum(
-        "head", ["head", "features", "overclustering"],
-        "What the K clusters of inference are: the main head's argmax (the paper's), or K "
-        "centres fitted by k-means without labels after training, on the autoregressive "
-        "features or the overclustering head's probabilities (not pushed toward equal sizes).",
-        added="head",
+        "head", ["head", "mixture", "features", "overclustering"],
+        "What the K labels of inference are: the main head's argmax (the paper's); mixture: a "
+        "Gaussian mixture over the features and the pixels' colour, fitted without labels on "
+        "training images after training and again on the images evaluate, segment and the "
+        "naming page label; or K k-means centres on the autoregressive features or the "
+        "overclustering head's probabilities.", added="head",
+    )  # fmt: skip
+    mixture_dims: int = integer(
+        3, "--labels_from=mixture: principal axes of (features, colour) the mixture lives on.",
+        added=3,
+    )  # fmt: skip
+    colour_weight: float = real(
+        0.0, "--labels_from=mixture: weight of the pixels' colour beside the features (0: "
+        "features only, 1: the same total variance).", added=0.0,
+    )  # fmt: skip
+    refine_iterations: int = integer(
+        5, "Mean-field steps of the edge-aware refinement at full resolution after a "
+        "labelling fitted without labels (0: none; the head is never refined).", added=0,
     )  # fmt: skip
     sobel: bool = boolean(
         False, "Sobel gradients of the grey level beside the input channels.", added=False

@@ -318,22 +318,23 @@ def choose_precision(optimisation, build, input_shape, batch_size):
     return choice, timings
 
 
-CENTRE_BATCHES = 50  # training batches whose outputs the label-free centres are fitted on
+LABELLING_BATCHES = 50  # training batches the label-free stage is fitted on at the end
 
 
 def finish_training(model, train):
-    """After the last step: the weight average takes its place, and the centres are fitted.
+    """After the last step: the weight average takes its place, and the label-free stage of
+    `labels_from` (if any) is fitted on training images.
 
     Idempotent, so a run stopped after its last checkpoint ends the same way when resumed.
     """
     if getattr(model.optimizer, "use_ema", False):
         model.optimizer.finalize_variable_values(model.trainable_variables)
-    if model.centres is not None:
-        model.fit_centres(train.take(CENTRE_BATCHES), seed=model.config.seed)
+    if model.labelling is not None:
+        model.fit_labelling(train.take(LABELLING_BATCHES), seed=model.config.seed)
 
 
 def _labels_source(model):
-    if model.centres is None or not model.centres.fitted:
+    if model.labelling is None or not model.labelling.fitted:
         return "head"
     return model.config.labelling.labels_from
 

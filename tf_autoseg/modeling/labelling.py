@@ -1,0 +1,122 @@
+"""`MixtureLabelling`: the label-free labelling stage of `labels_from="mixture"`.
+
+The paper's head is a K-way partition fixed on the training images: on a scene it never saw
+(another street, dusk) it is at or below clustering pixel colours (docs/benchmarks.md). This
+stage labels the network's output instead with a Gaussian mixture of K components
+(`tf_autoseg.modeling.mixture`) over the network's features joined with the pixels' colour:
+
+- each grid cell's point is the features (each dimension standardised, the block scaled to
+  unit total variance) beside the colour of the image's pixels in that cell (scaled to unit
+  total variance, times `colour_weight`), projected on its `dims` principal axes;
+- a mixture (full covariances) is fitted there without labels: at the end of training on
+  training images (what the SavedModel serves), and again on the images a program is asked to
+  label (`AutoSegModel.fit_labelling`: evaluate, segment, the naming page), as the k-means
+  baselines fit their clusters to the images they score; a refit keeps the component ids of
+  the fit before it wherever the two agree, so named classes stay named.
+
+A layer with its own weights (the folded normalisation and projection, the components), so a
+fitted stage is saved, loaded and exported with the model.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_autoseg.modeling import mixture as mixture_lib
+
+
+class MixtureLabelling(keras.layers.Layer):
+    """K mixture components over (features, colour) points, unfitted until `fit`.
+
+    `call(points, fallback)`: (B, h, w, K) component probabilities of (B, h, w, D + C) points
+    (`points(features, images)`), or `fallback` (the head's) while unfitted.
+
+    Args:
+        num_classes: K.
+        feature_depth: D, channels of the network's features.
+        channels: C, channels of the images.
+        dims: principal axes the mixture lives on.
+        colour_weight: the colour block's weight against the features' (1: equal variance).
+        **kwargs: base layer arguments.
+    """
+
+    SAMPLES = 20_000  # points a fit sees, by default
+    RESTARTS = 3  # EM runs from k-means starts, the highest likelihood kept
+
+    def __init__(self, num_classes, feature_depth, channels, dims=3, colour_weight=0.0, **kwargs):
+        super().__init__(dtype="float32", autocast=False, **kwargs)
+        self.num_classes, self.feature_depth, self.channels = num_classes, feature_depth, channels
+        self.dims, self.colour_weight = dims, colour_weight
+        depth = feature_depth + channels
+
+        def weight(name, shape):
+            return self.add_weight(
+                shape=shape, initializer="zeros", dtype="float32", trainable=False, name=name
+            )
+
+        self.projection = weight("projection", (depth, dims))  # normalisation and axes, folded
+        self.offset = weight("offset", (dims,))
+        self.means = weight("means", (num_classes, dims))
+        self.whitening = weight("whitening", (num_classes, dims, dims))
+        self.bias = weight("bias", (num_classes,))
+        self.fitted_flag = weight("fitted", ())
+        self.built = True
+
+    @property
+    def fitted(self):
+        return float(self.fitted_flag.numpy()) > 0
+
+    @staticmethod
+    def points(features, images):
+        """(B, h, w, D + C) float32: the features beside the images' colour averaged over each
+        grid cell (images at any size, float in [0, 1])."""
+        colour = tf.image.resize(tf.cast(images, tf.float32), tf.shape(features)[1:3], "area")
+        return tf.concat([tf.cast(features, tf.float32), colour], -1)
+
+    def call(self, points, fallback):
+        z = tf.einsum("bhwd,dp->bhwp", tf.cast(points, tf.float32), self.projection) + self.offset
+        centred = z[..., None, :] - self.means  # (B, h, w, K, P)
+        whitened = tf.einsum("kij,bhwkj->bhwki", self.whitening, centred)
+        logits = self.bias - 0.5 * tf.reduce_sum(whitened**2, -1)
+        return tf.where(self.fitted_flag > 0, tf.nn.softmax(logits), fallback)
+
+    def fit(self, points, seed=0, restarts=3):
+        """Fits the stage on (N, D + C) points (labels are never read); returns the mixture.
+
+        A refit's components take the ids of the previous fit's that label the same points
+        most alike (Hungarian matching of the two labellings), so cluster ids keep their
+        meaning (named classes) while the components follow the new images.
+        """
+        points = np.asarray(points, np.float64)
+        previous = self.labels(points) if self.fitted else None
+        mean = points.mean(0)
+        d = self.feature_depth
+        scale = np.empty(points.shape[1])
+        scale[:d] = points[:, :d].std(0) * np.sqrt(d) + 1e-6
+        colour_spread = np.sqrt(points[:, d:].var(0).sum()) + 1e-6
+        scale[d:] = colour_spread / self.colour_weight if self.colour_weight else np.inf
+        normalised = (points - mean) / scale
+        axes = np.linalg.eigh(np.cov(normalised, rowvar=False))[1][:, ::-1][:, : self.dims]
+        projection = axes / scale[:, None]
+        offset = -mean @ projection
+        fitted = mixture_lib.fit(points @ projection + offset, self.num_classes, seed, restarts)
+        if previous is not None:
+            new = fitted.posterior(points @ projection + offset).argmax(1)
+            fitted = fitted.permuted(mixture_lib.agreement_order(new, previous, self.num_classes))
+        whitening, bias = fitted.whitening()
+        for variable, value in (
+            (self.projection, projection), (self.offset, offset), (self.means, fitted.means),
+            (self.whitening, whitening), (self.bias, bias), (self.fitted_flag, 1.0),
+        ):  # fmt: skip
+            variable.assign(np.asarray(value, np.float32))
+        return fitted
+
+    def labels(self, points):
+        """(N,) component ids of (N, D + C) points, by the current fit (NumPy)."""
+        points = tf.constant(np.asarray(points, np.float32)[None, None])
+        probabilities = self(points, tf.zeros((1, 1, len(points[0, 0]), self.num_classes)))
+        return probabilities.numpy()[0, 0].argmax(-1)
+
+    def reset(self):
+        """Back to unfitted: inference answers with the fallback (the head)."""
+        self.fitted_flag.assign(0.0)
