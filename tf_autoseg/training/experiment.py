@@ -132,8 +132,9 @@ def run(config):
 
     `config` is the run's `ExperimentConfig`. Returns the metrics written to
     `<run_dir>/metrics.json`. A finished run (see `tf_autoseg.training.runs.finished`) is left
-    as it is: its recorded metrics are returned. The run directory is held by this process from
-    its first write to the end (`runs.held`): a second training into it is refused.
+    as it is: its recorded metrics are returned. The run directory is held by this process (the
+    chief) from before its first read to the end (`runs.held`): a second training into it is
+    refused before it reads a checkpoint the first may be replacing.
     """
     with contextlib.ExitStack() as hold:
         return _run(config, hold)
@@ -143,6 +144,8 @@ def _run(config, hold):
     start = time.time()
     train_data, optimisation, output = config.train_data, config.optimisation, config.output
     run_dir = Path(output.run_dir)
+    if runs.is_chief(optimisation.distribution):  # before anything in run_dir is read
+        hold.enter_context(runs.held(run_dir, log=logging.info))
     note = runs.finished(output, optimisation, config.flags)
     if note is not None:
         logging.info(note)
@@ -197,7 +200,6 @@ def _run(config, hold):
         raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
     runs.check_steps(run_dir, optimisation.steps, done)
     if chief:
-        hold.enter_context(runs.held(run_dir, log=logging.info))
         runs.record_flags(run_dir, config.flags)
         for path in checkpoints.remove_leftovers(run_dir):
             logging.info("Removed %s, left by an interrupted run.", path)
