@@ -218,7 +218,7 @@ def test_each_part_is_a_data_section_named_as_the_dataset_arguments(tmp_path):
         ("0001TP",),
     )
     assert run.train_data.data_service == "grpc://h:1" and run.eval_data.data_service is None
-    assert run.model.num_classes == 3 and run.output.run_dir == "r" and run.flags is flags
+    assert run.model.network.num_classes == 3 and run.output.run_dir == "r" and run.flags is flags
     assert not sections.experiment_config(flags.replace(variant="random")).optimisation.train
     # A folder has no evaluation part of its own: it is scored on its training part.
     folder = flags.replace(dataset="folder", data_dir=str(tmp_path), masks_dir=str(tmp_path))
