@@ -362,3 +362,35 @@ def test_a_bad_save_writes_nothing(served, body, headers, status):
     assert answer[0] == status
     assert not session.classes_path.exists()
     assert not list(session.classes_path.parent.iterdir())
+
+
+# ------------------------------------------------------------------ issue 26: what a save keeps
+def test_a_hand_edited_file_is_kept_in_the_history_before_a_save_replaces_it(tmp_path):
+    path = tmp_path / "classes.json"
+    classes.save(path, classes.parse(MAPPING))
+    for edited in (
+        '{"classes": [{"name": "road", "clusters": [0, 3',
+        json.dumps(_with(ignored=[])),
+    ):
+        path.write_text(edited)  # by hand: broken JSON, then a valid file that is no version
+        saved = classes.save(path, classes.parse(MAPPING))
+        kept = sorted(classes.history_folder(path).glob("replaced-*.json"))
+        assert kept and kept[-1].read_text() == edited, kept
+        assert classes.read(path) == saved
+    classes.save(path, classes.parse(MAPPING))  # a saved version is not kept twice
+    assert len(list(classes.history_folder(path).glob("replaced-*.json"))) == 2
+
+
+def test_history_files_are_as_readable_as_the_mapping(tmp_path):
+    path = tmp_path / "classes.json"
+    saved = classes.save(path, classes.parse(MAPPING))
+    version = classes.history_folder(path) / f"{saved.version}.json"
+    assert version.stat().st_mode & 0o777 == path.stat().st_mode & 0o777
+    assert version.stat().st_mode & 0o044  # others may read it, as they may classes.json
+
+
+def test_a_file_nested_too_deeply_is_one_line(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        classes.read(path)

@@ -295,6 +295,8 @@ def _load(path):
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a mapping") from None
 
 
 def read(path, num_clusters=None, head=None):
@@ -404,7 +406,9 @@ def save(path, classes):
     Each save also stays as `history_folder(path)/<n>.json` (never overwritten; two savers
     at once take different numbers), so an earlier naming can be restored by copying it back.
     `path` itself is replaced whole (a reader sees the old or the new mapping), and only by
-    the newest version: a slower saver of an older one leaves it.
+    the newest version: a slower saver of an older one leaves it. A `path` that is no saved
+    version (written or edited by hand, valid or not) is kept first, as
+    `history_folder(path)/replaced-<n>.json`.
     """
     from dataclasses import replace
 
@@ -417,6 +421,8 @@ def save(path, classes):
     def versions():
         return [int(p.stem) for p in history.glob("*.json") if p.stem.isdigit()]
 
+    _keep_unsaved(path, history)
+
     for _ in range(1000):
         saved = replace(classes, version=max(versions(), default=0) + 1)
         if _claim(history / f"{saved.version}.json", saved.dumps()):
@@ -428,12 +434,39 @@ def save(path, classes):
     return saved
 
 
+def _keep_unsaved(path, history):
+    """Copies `path` into `history` as `replaced-<n>.json` unless it is a saved version (the
+    text of `history/<its version>.json`): a hand-edited file is never lost to a save."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        try:
+            text = path.read_bytes().decode("latin-1")
+        except OSError:
+            return  # no file (the first save), or one that cannot be read: nothing to keep
+    try:
+        version = json.loads(text).get("version")
+    except (ValueError, RecursionError, AttributeError):
+        version = None
+    saved = history / f"{version}.json"
+    if _int(version) and saved.is_file() and saved.read_text() == text:
+        return
+    for number in range(1, 100000):
+        if _claim(history / f"replaced-{number}.json", text):
+            return
+    raise RuntimeError(f"could not keep {path} in {history}")
+
+
 def _claim(target, text):
-    """Writes `text` as `target` if no such file exists, whole; False if one does."""
+    """Writes `text` as `target` if no such file exists, whole; False if one does. The file
+    is readable as a plain `open` would make it (mkstemp's are private)."""
+    from tf_autoseg import atomic
+
     handle, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        os.chmod(temp, 0o666 & ~atomic.umask())
         try:  # link() fails on an existing name: one saver claims each number, whole
             os.link(temp, target)
         except FileExistsError:
