@@ -189,7 +189,7 @@ def test_a_rerun_with_other_flags_is_refused_naming_the_folder(tmp_path):
     images, _ = labelled_folder(tmp_path / "src")
     prepare.prepare(**job("folder", images, tmp_path / "out"), log=lambda line: None)
     with pytest.raises(ValueError, match=f"{tmp_path / 'out'} holds a preparation with other"):
-        prepare.prepare(**job("folder", images, tmp_path / "out", tile=4), log=lambda line: None)
+        prepare.prepare(**job("folder", images, tmp_path / "out", tile=16), log=lambda line: None)
 
 
 def test_a_folder_prepared_under_the_old_flag_names_is_the_same_preparation(tmp_path):
@@ -205,7 +205,7 @@ def test_a_folder_prepared_under_the_old_flag_names_is_the_same_preparation(tmp_
     prepare.prepare(**job("folder", images, tmp_path / "out"), log=lines.append)  # not refused
     assert lines and all("already written" in line for line in lines)  # nothing written again
     with pytest.raises(ValueError, match="holds a preparation with other"):
-        prepare.prepare(**job("folder", images, tmp_path / "out", tile=4), log=lambda line: None)
+        prepare.prepare(**job("folder", images, tmp_path / "out", tile=16), log=lambda line: None)
 
 
 def id_images(folder, count, size=16):
@@ -370,3 +370,17 @@ def test_a_preparation_that_failed_before_its_first_shard_does_not_lock_its_fold
     bad.unlink()
     manifest = prepare.prepare(**options, log=lambda _: 0)
     assert manifest["parts"]["train"]["examples"] == 6
+
+
+def test_nonsense_jobs_and_tiles_are_refused_before_anything_is_written(tmp_path):
+    from tf_autoseg.datasets import folder
+
+    images, _ = labelled_folder(tmp_path / "src")
+    for jobs in (0, -3):  # both wrote with one process, silently
+        with pytest.raises(ValueError, match=f"Received: jobs={jobs}"):
+            prepare.prepare(**job("folder", images, tmp_path / "out"), jobs=jobs, log=print)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="`tile` must be an int >= 8. Received: tile=1"):
+        job("folder", images, tmp_path / "out", tile=1)
+    with pytest.raises(ValueError, match="Received: tile=2"):
+        folder.load(images, num_classes=3, tile=2)

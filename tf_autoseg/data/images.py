@@ -301,6 +301,12 @@ def resize(array, height, width, labels=False):
     return np.stack(planes, axis=-1)
 
 
+# The smallest tile (or training crop) side: below it a tile holds no texture to cluster and
+# the network's stride (up to 4) leaves a grid of a pixel or two; `--tile=1` trained on a
+# million one-pixel tiles.
+MIN_TILE = 8
+
+
 def cut_tiles(array, tile):
     """Non-overlapping tile x tile pieces of (H, W, ...) in raster order; the remainder is dropped.
 
