@@ -11,8 +11,11 @@ starts. The rules, the same for every pipeline in `tf_autoseg.data.core`:
 - Conversions, each described by the note that `read_image` / `match_sizes` return (the
   pipelines list them in `DatasetInfo.adjusted`): grayscale is replicated to RGB; an alpha
   channel is dropped (RGBA -> RGB, LA -> L); palette and CMYK/YCbCr images become RGB;
-  16-bit samples keep their high byte (`v >> 8`); a mask up to `tolerance` px off its image's
-  size is cropped, with the image, to the common top-left region.
+  16-bit samples keep their high byte (`v >> 8`), but a TIFF that declares its range
+  (`MaxSampleValue`, e.g. 4095 for 12-bit data) is scaled by it, and 16-bit samples that reach
+  only 12 bits or fewer without such a tag (near-black once reduced) are a warning naming the
+  file; a mask up to `tolerance` px off its image's size is cropped, with the image, to the
+  common top-left region.
 
 TIFF goes through `tifffile`, not Pillow: Pillow silently drops the fourth band of an RGB TIFF
 whose extra sample is "unspecified" (how RGB+IR orthophotos are often written) and cannot open
@@ -332,7 +335,14 @@ def _tifffile():
     return tifffile
 
 
-def _to_uint8(array, path, notes, keep_depth):
+# 16-bit samples whose maximum stays below this (12-bit data or less) are near-black once
+# reduced to their high byte (at most 15 of 255).
+_FEW_BITS = 1 << 12
+_WARNED = 10  # files named in a warning each; the rest are in the dataset's notes
+
+
+def _to_uint8(array, path, notes, keep_depth, max_sample=None):
+    """uint8 samples of `array`; `max_sample`: the range a TIFF declares (MaxSampleValue)."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.uint16 or array.dtype == np.dtype(">u2"):
@@ -340,9 +350,30 @@ def _to_uint8(array, path, notes, keep_depth):
             if array.max(initial=0) > IGNORE:
                 raise ValueError(f"Mask {path} holds ids above {IGNORE}")
             return array.astype(np.uint8)
-        notes.append("16-bit reduced to 8-bit (high byte)")
+        if max_sample is not None and IGNORE <= max_sample < 65535:  # its declared range
+            notes.append(f"16-bit samples of range 0-{max_sample} scaled to 8-bit")
+            scaled = np.minimum(array, max_sample).astype(np.uint32) * 255
+            return ((scaled + max_sample // 2) // max_sample).astype(np.uint8)
+        peak = int(array.max(initial=0))
+        if 0 < peak < _FEW_BITS:
+            note = (
+                f"16-bit reduced to 8-bit (high byte), but its samples reach only {peak} of "
+                f"65535 (12-bit data or less?): it is nearly black (at most {peak >> 8} of "
+                "255). Rescale the file to 16 bits or 8 bits, or declare its range in the TIFF "
+                "tag MaxSampleValue"
+            )
+            _warn(f"{path}: {note}.")
+        else:
+            note = "16-bit reduced to 8-bit (high byte)"
+        notes.append(note)
         return (array >> 8).astype(np.uint8)
     raise ValueError(f"Unsupported sample type {array.dtype} in {path} (expected 8 or 16 bit)")
+
+
+def _warn(message):
+    from absl import logging
+
+    logging.log_first_n(logging.WARNING, "%s", _WARNED, message)
 
 
 def _read_pillow(path, keep_depth=False, palette_as_index=False):
@@ -378,6 +409,8 @@ def _read_tiff(path, keep_depth=False):
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             array, axes = page.asarray(), page.axes
+            max_sample = page.tags.get("MaxSampleValue")
+            max_sample = _declared(max_sample.value) if max_sample is not None else None
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as error:
         hint = (
             " (install `imagecodecs` for this compression)" if "imagecodecs" in str(error) else ""
@@ -388,5 +421,14 @@ def _read_tiff(path, keep_depth=False):
     if array.ndim not in (2, 3):
         raise ValueError(f"Unsupported TIFF layout {axes} {array.shape} in {path}")
     notes = []
-    array = _to_uint8(array, path, notes, keep_depth)
+    array = _to_uint8(array, path, notes, keep_depth, max_sample)
     return (array[..., None] if array.ndim == 2 else array), notes
+
+
+def _declared(value):
+    """The largest of a MaxSampleValue tag's values (one per band, or one), or None."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    try:
+        return max(int(v) for v in values)
+    except (TypeError, ValueError):
+        return None
