@@ -76,6 +76,25 @@ def test_a_bad_mapping_is_named_in_one_line(value, message):
     assert message in text and "\n" not in text and text.startswith("classes.json: ")
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (_with(classes=[{"name": "road", "color": "#804080", "clusters": [0, 1, 2, 3, 4]}]),
+         'classes[0] has the key "color", which a mapping does not take: write "colour"'),
+        (_with(ignore=[2]), 'the mapping has the key "ignore", which a mapping does not take: '
+         'write "ignored"'),
+        (_with(comment="mine"), 'the mapping has the key "comment", which a mapping does not '
+         'take: expected "format"'),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_is_refused_rather_than_its_value_replaced(tmp_path, value, message):
+    # "color" was "ok", and the class drawn in the palette's colour instead of the one given.
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(value))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        classes.read(path)
+
+
 def test_a_file_that_is_not_json_is_named(tmp_path):
     path = tmp_path / "classes.json"
     path.write_text("{not json")

@@ -136,6 +136,7 @@ def parse(value, num_clusters=None, head=None, source=FILE):
     """
     if not isinstance(value, dict):
         _fail(source, f"expected a JSON object, found {type(value).__name__}")
+    _known_keys(source, "the mapping", value, _KEYS)
     if value.get("format", FORMAT) != FORMAT:
         _fail(source, f'"format" must be "{FORMAT}", found {value.get("format")!r}')
     file_head = value.get("head", "main")
@@ -180,6 +181,7 @@ def parse(value, num_clusters=None, head=None, source=FILE):
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             _fail(source, f"classes[{index}] must be an object, found {type(entry).__name__}")
+        _known_keys(source, f"classes[{index}]", entry, _CLASS_KEYS)
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             _fail(source, f'classes[{index}] needs a non-empty "name", found {name!r}')
@@ -226,6 +228,22 @@ def parse(value, num_clusters=None, head=None, source=FILE):
         ignore_id,
         version if _int(version) else 0,
     )
+
+
+_KEYS = ("format", "head", "num_clusters", "ignore_id", "classes", "ignored", "version")
+_CLASS_KEYS = ("id", "name", "colour", "clusters")
+_SPELLINGS = {"color": "colour", "ignore": "ignored", "cluster": "clusters", "title": "name"}
+
+
+def _known_keys(source, where, value, known):
+    """Fails on a key outside `known`: a misspelt one ("color") would otherwise be silently
+    ignored and its value replaced by the default."""
+    for key in value:
+        if key not in known:
+            hint = f'write "{_SPELLINGS[key]}"' if _SPELLINGS.get(key) in known else (
+                "expected " + ", ".join(f'"{k}"' for k in known)
+            )  # fmt: skip
+            _fail(source, f'{where} has the key "{key}", which a mapping does not take: {hint}')
 
 
 def head_clusters(model, head):
