@@ -27,6 +27,7 @@ and validate images and masks here, by the same rules.
 
 import glob
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,15 @@ def list_files(source, suffixes=IMAGE_SUFFIXES):
         suffixes: file name endings to keep (case-insensitive).
 
     Returns:
-        Sorted paths for each entry, in the order of the entries, without duplicates.
+        Sorted paths for each entry, in the order of the entries, without duplicates: a file
+        reached by several paths (through a symbolic link, or a link loop that `**` follows
+        until the system stops it, 40 levels deep) is listed once, by its shortest path.
 
     Raises:
         ValueError: naming the folder or pattern that does not exist or matches no file.
     """
     entries = [source] if isinstance(source, (str, Path)) else list(source)
-    found = []
+    found, seen = [], set()
     for entry in entries:
         text = str(entry)
         if any(c in text for c in "*?["):
@@ -64,10 +67,16 @@ def list_files(source, suffixes=IMAGE_SUFFIXES):
             paths = [Path(text)]
         else:
             raise ValueError(f"No such folder or file: {text}")
-        paths = sorted(p for p in paths if p.is_file() and p.suffix.lower() in suffixes)
+        paths = [p for p in paths if p.suffix.lower() in suffixes and p.is_file()]
         if not paths:
             raise ValueError(f"No image files ({', '.join(suffixes)}) in {text}")
-        found += [p for p in paths if p not in found]
+        shortest = {}
+        for path in sorted(paths, key=lambda p: (len(p.parts), str(p))):
+            shortest.setdefault(os.path.realpath(path), path)
+        for real, path in sorted(shortest.items(), key=lambda item: item[1]):
+            if real not in seen:
+                seen.add(real)
+                found.append(path)
     return found
 
 
