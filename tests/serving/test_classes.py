@@ -14,6 +14,7 @@ import pytest
 
 from tf_autoseg.serving import classes
 from tf_autoseg.serving import naming
+from tf_autoseg.serving import page_server
 
 MAPPING = {
     "head": "main",
@@ -438,11 +439,11 @@ def test_idle_connections_are_bounded_and_closed(served, monkeypatch):
     try:
         time.sleep(1.0)
         # One thread per connection, up to the limit; the others are closed at once.
-        assert threading.active_count() - before <= naming.MAX_CONNECTIONS
+        assert threading.active_count() - before <= page_server.MAX_CONNECTIONS
     finally:
         for connection in idle:
             connection.close()
-    monkeypatch.setattr(naming, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(page_server, "IDLE_SECONDS", 0.5)
     quick = naming.make_server("127.0.0.1", 0, served[1])
     thread = threading.Thread(target=quick.serve_forever, daemon=True)
     thread.start()
@@ -515,10 +516,10 @@ def test_off_loopback_the_page_answers_only_its_own_names(served):
 def test_the_names_a_page_answers_to():
     import socket
 
-    assert naming.host_names("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
-    assert socket.gethostname().lower() not in naming.host_names("127.0.0.1")
-    everywhere = naming.host_names("0.0.0.0")
+    assert page_server.host_names("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+    assert socket.gethostname().lower() not in page_server.host_names("127.0.0.1")
+    everywhere = page_server.host_names("0.0.0.0")
     assert {"localhost", socket.gethostname().lower()} <= everywhere
     assert "0.0.0.0" not in everywhere and "evil.example" not in everywhere
-    assert naming.is_loopback("127.0.0.2") and naming.is_loopback("[::1]")
-    assert not naming.is_loopback("0.0.0.0") and not naming.is_loopback("10.1.2.3")
+    assert page_server.is_loopback("127.0.0.2") and page_server.is_loopback("[::1]")
+    assert not page_server.is_loopback("0.0.0.0") and not page_server.is_loopback("10.1.2.3")

@@ -32,6 +32,7 @@ from tf_autoseg.data import images
 from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
 from tf_autoseg.serving import naming
+from tf_autoseg.serving import page_server
 from tf_autoseg.serving import paths
 
 FLAGS = flags.FLAGS
@@ -179,7 +180,7 @@ def main(argv):
 
 def _listen(host, port):
     """The page's server bound to (`host`, `port`); a ValueError naming the flag at fault."""
-    if not naming.is_loopback(host) and not FLAGS.allow_network:
+    if not page_server.is_loopback(host) and not FLAGS.allow_network:
         raise ValueError(
             f"--host={host} is not a loopback address: the page (the sampled images, and saving "
             "names) would be reachable from the network. Add --allow_network to serve it "
@@ -227,7 +228,7 @@ def serve(server, files, chosen, classes_path):
     )
     worker.start()
     host, port = server.server_address[:2]
-    network = not naming.is_loopback(host)
+    network = not page_server.is_loopback(host)
     if host in ("0.0.0.0", "::"):  # every address: the machine's name is the one to open
         host = socket.getfqdn()
     shown = f"[{host}]" if ":" in host else host

@@ -10,44 +10,38 @@ writes a `classes.json` (`tf_autoseg.serving.classes`).
   images and label maps (at most `display_side` pixels a side), pixel counts, patch places.
   It is filled by `compute` (in a background thread, so the page answers at once with its
   progress), then read only; PNGs are encoded on request and memoised.
-- `make_server` is a `ThreadingHTTPServer` with a fixed route table: no URL names a file,
-  so nothing outside the sample can be served (anything else is 404). It answers only
-  requests whose `Host` names it (`host_names`: the address it was asked to bind, and off
+- `make_server` is a threading HTTP server (`tf_autoseg.serving.page_server`: bounded
+  connections, idle ones closed) with a fixed route table: no URL names a file, so nothing
+  outside the sample can be served (anything else is 404). It answers only requests whose
+  `Host` names it (`page_server.host_names`: the address it was asked to bind, and off
   loopback the machine's own names; a DNS-rebinding page gets 403), and a save must be a
-  same-origin JSON POST from one of those names. At most `MAX_CONNECTIONS` connections are
-  served at once, each dropped after `IDLE_SECONDS` without a byte; a client that goes away
-  mid-request costs a debug line, not a traceback.
+  same-origin JSON POST from one of those names.
 
-Long (about 370 lines) because the page's server and the data it serves change together;
+Long (about 380 lines) because the page's server and the data it serves change together;
 the page itself is `naming_page.html`, the mapping `tf_autoseg.serving.classes`.
 """
 
 import functools
 import io
-import ipaddress
 import json
 import re
-import socket
-import sys
 import threading
 import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 from absl import logging
 
 from tf_autoseg.serving import classes as named_classes
+from tf_autoseg.serving import page_server
 
 PATCHES = 6  # example patches per cluster
 PATCH = 96  # their side, in display pixels
 PAGE = Path(__file__).with_name("naming_page.html")
 _MAX_BODY = 1 << 20
-MAX_CONNECTIONS = 64  # served at once; more are closed at once rather than given a thread
-IDLE_SECONDS = 30  # a connection silent this long (no request, or a body that stops) is closed
 
 
 def sample_files(files, count, seed=0):
@@ -267,106 +261,11 @@ class Session:
             return named_classes.save(self.classes_path, mapped).to_json()
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading server that serves at most `MAX_CONNECTIONS` connections at once and logs
-    a client that went away as one debug line (http.server prints a traceback)."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, *args, **kwargs):
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):  # full: no thread for an idle crowd
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request, client_address):
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):  # BrokenPipe, reset, idle
-            logging.debug("%s went away: %s", client_address[0], type(error).__name__)
-        else:
-            logging.warning("A request from %s failed: %s: %s", client_address[0],
-                            type(error).__name__, error)  # fmt: skip
-
-
-class _IPv6Server(_Server):
-    address_family = socket.AF_INET6
-
-
 _ROUTES = {
     "image": re.compile(r"^/image/(\d+)\.png$"),
     "labels": re.compile(r"^/labels/(\d+)\.png$"),
     "patch": re.compile(r"^/patch/(\d+)/(\d+)\.png$"),
 }
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-_WILDCARDS = ("", "0.0.0.0", "::")
-
-
-def is_loopback(host):
-    """Whether `host` (a name or an address, IPv6 in brackets or not) is this machine's
-    loopback: only programs of this machine reach a server bound there."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def machine_names():
-    """This machine's names and addresses as a browser may write them in `Host`: its host
-    name, full name, the addresses they resolve to and the address it reaches out from."""
-    names = {socket.gethostname(), socket.getfqdn()}
-    for name in list(names):
-        try:
-            names |= {info[4][0] for info in socket.getaddrinfo(name, None)}
-        except OSError:
-            pass
-    for family, target in ((socket.AF_INET, "10.255.255.255"), (socket.AF_INET6, "fd00::1")):
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect((target, 1))  # UDP: nothing is sent
-                names.add(probe.getsockname()[0])
-        except OSError:
-            pass
-    return {name.lower().split("%")[0] for name in names if name}
-
-
-def host_names(host):
-    """The names a request's `Host` may carry for a server bound to `host`: that address; on
-    loopback, the loopback names; elsewhere also the machine's own names (`machine_names`),
-    and on a wildcard address (0.0.0.0, ::) the loopback names too. A name outside this set
-    (a DNS-rebinding page's own) is refused, on loopback and off it."""
-    bound = host.strip("[]").lower()
-    names = {bound} - {""}
-    if is_loopback(bound) or bound in _WILDCARDS:
-        names |= set(_LOOPBACK_NAMES)
-    if not is_loopback(bound):
-        names |= machine_names()
-    return names - set(_WILDCARDS)
-
-
-def _name_of(host_header):
-    """The host part of a `Host` header ("name:port", "[v6]:port"), lower case."""
-    text = (host_header or "").strip().lower()
-    if text.startswith("["):
-        return text[1 : text.find("]")] if "]" in text else ""
-    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
 def make_server(host="127.0.0.1", port=0, session=None):
@@ -379,11 +278,13 @@ def make_server(host="127.0.0.1", port=0, session=None):
         OSError: the address cannot be bound (a port in use: errno EADDRINUSE).
     """
     page = PAGE.read_bytes()
-    allowed = host_names(host)
+    allowed = page_server.host_names(host)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "tf_autoseg-name_clusters"
-        timeout = IDLE_SECONDS  # a silent connection (no request, a body that stops) ends
+        timeout = (
+            page_server.IDLE_SECONDS
+        )  # a silent connection (no request, a body that stops) ends
 
         @property
         def session(self):
@@ -406,7 +307,7 @@ def make_server(host="127.0.0.1", port=0, session=None):
             self.wfile.write(body)
 
         def _host_allowed(self):
-            return _name_of(self.headers.get("Host")) in allowed
+            return page_server.name_of(self.headers.get("Host")) in allowed
 
         def _same_origin(self):
             origin = self.headers.get("Origin")
@@ -477,7 +378,6 @@ def make_server(host="127.0.0.1", port=0, session=None):
                 HTTPStatus.OK, {"saved": saved, "path": str(self.session.classes_path)}
             )
 
-    server_class = _IPv6Server if ":" in host.strip("[]") else _Server
-    server = server_class((host.strip("[]"), port), Handler)
+    server = page_server.bind(host, port, Handler)
     server.session = session
     return server
