@@ -156,11 +156,16 @@ def imported_files(path, root=ROOT, source=None):
                 )
         elif (
             isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
-            and isinstance(node.value, ast.Dict)
+            and any(
+                isinstance(t, ast.Name) and t.id in ("_EXPORTS", "_REGISTERED")
+                for t in node.targets
+            )
+            and isinstance(node.value, (ast.Dict, ast.Tuple))
         ):
-            # The package's lazy names: `_EXPORTS = {name: "module"}`, imported on first use.
-            for value in node.value.values:
+            # The package's lazy names, `_EXPORTS = {name: "module"}`, imported on first use,
+            # and the modules Keras's table imports on demand, `_REGISTERED = ("module", ...)`.
+            values = node.value.values if isinstance(node.value, ast.Dict) else node.value.elts
+            for value in values:
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):
                     found.add(_module_file(value.value, root))
     found.discard(None)

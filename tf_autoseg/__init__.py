@@ -5,10 +5,12 @@ ECCV 2020 (arXiv 2007.08247).
 
 The names below are imported on first use, not with the package: the command-line programs
 (`python -m tf_autoseg.train`, ...) parse their flags, and answer `--help`, before TensorFlow
-loads. `import tf_autoseg.modeling.model` registers the layers and the model for `.keras` loading.
+loads. `import tf_autoseg` is enough for `keras.saving.load_model` to load the package's models
+and layers: Keras's table of custom objects imports them when asked (`registration`).
 """
 
 from tf_autoseg import lazy
+from tf_autoseg import registration
 
 __version__ = "0.1.0"
 
@@ -24,3 +26,4 @@ _EXPORTS = {
 }
 
 __getattr__, __dir__, __all__ = lazy.exports(__name__, _EXPORTS)
+registration.watch()  # last: the package's names are all defined

@@ -30,7 +30,7 @@ def write(path, writer, suffix=""):
         writer(tmp)
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plain open would not
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; a plain open would not
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -38,7 +38,15 @@ def write(path, writer, suffix=""):
         raise
 
 
-def _umask():
+def umask():
+    """The process's umask: from /proc where it is there, else by setting it and putting it
+    back (which a thread creating a file at that moment would see)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -248,7 +248,10 @@ def test_a_typo_in_a_flagfile_is_one_line(tmp_path):
     _assert_one_line_error(_run(["-m", "tf_autoseg.train", "--steps=abc"]), "--steps=abc")
 
 
-@pytest.mark.parametrize("arg", ["--num_classes=1", "--width=0", "--stride=3", "--minutes=0"])
+@pytest.mark.parametrize(
+    "arg",
+    ["--num_classes=1", "--width=0", "--stride=3", "--minutes=0", "--tile=1", "--eval_batches=-3"],
+)
 def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
     probe = (
         "import runpy, sys\n"
@@ -263,6 +266,26 @@ def test_range_checks_answer_before_tensorflow_loads(arg, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == "exit 2 False", result.stderr[-3000:]
     assert lines[0].startswith("error: `" + arg[2:].split("=")[0] + "`"), lines
+
+
+@pytest.mark.parametrize(
+    "program, args, named",
+    [
+        ("prepare", ["--jobs=0"], "--jobs=0: --jobs must be a positive int"),
+        ("prepare", ["--jobs=-3"], "--jobs=-3: --jobs must be a positive int"),
+        ("prepare", ["--shard_size=0"], "--shard_size=0: --shard_size must be a positive int"),
+        ("evaluate", ["--model={model}", "--eval_batches=-3"], "Received: eval_batches=-3"),
+        ("evaluate", ["--model={model}", "--tile=1"], "Received: tile=1"),
+    ],
+)
+def test_nonsense_counts_are_refused_before_any_work(program, args, named, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")  # refused before it is read
+    args = [arg.format(model=tmp_path / "run") for arg in args]
+    data = ["--dataset=folder", f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'out'}",
+            "--num_classes=3"] if program == "prepare" else []  # fmt: skip
+    _assert_one_line_error(_run(["-m", f"tf_autoseg.{program}", *data, *args]), named)
+    assert not (tmp_path / "out").exists()
 
 
 def test_every_program_has_a_console_script_that_runs_it():

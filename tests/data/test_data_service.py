@@ -124,3 +124,59 @@ def test_the_service_program_stops_cleanly_on_sigterm_and_ctrl_c():
             process.kill()
         assert process.returncode == 0, err[-2000:]
         assert "stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--port=70000"], "--port must be a port in [1, 65535]"),  # gRPC took 70000 mod 65536
+        (["--port=-1"], "--port must be a port in [1, 65535]"),  # was a traceback
+        (["--workers=-2"], "Received: workers=-2"),  # ran with 0 workers
+        (["--dispatcher=localhost:5050", "--workers=0"], "Received: workers=0"),  # serves nothing
+        (["--dispatcher=localhost"], "--dispatcher must be host:port"),
+    ],
+)
+def test_bad_flags_are_one_line_before_anything_starts(args, named):
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['prog', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('tf_autoseg.data_service', run_name='__main__')\n"
+        "except SystemExit as exit_:\n"
+        "    print('exit', exit_.code, 'tensorflow' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "exit 2 False", result.stderr[-3000:]  # nothing started, no TensorFlow
+    assert len(lines) == 2 and lines[0].startswith("error: ") and named in lines[0], lines
+
+
+def test_a_second_service_on_a_taken_port_is_refused_and_start_up_is_quiet():
+    import signal
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the program's own default, as a user runs it
+    command = [sys.executable, "-m", "tf_autoseg.data_service", f"--port={port}", "--workers=1"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        assert f"1 worker(s) for grpc://localhost:{port}" in first.stdout.readline()
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr[-3000:]
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"--port={port}: the port is in use" in lines[0], lines
+        assert "worker(s) for" not in second.stdout  # it reported no success
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0 and "stopped" in out, err[-2000:]
+    # TensorFlow's start-up log (cuInit, CPU features, oneDNN) is hidden as by every program.
+    assert not [line for line in err.splitlines() if line.strip()], err[-2000:]

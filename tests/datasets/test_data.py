@@ -468,6 +468,31 @@ def test_documented_conversions_are_applied_and_listed(tmp_path):
         folder.load(tmp_path / "gray", channels=4, batch_size=1)  # 4 bands required: no guessing
 
 
+def test_12_bit_data_in_16_bit_tiffs_is_scaled_by_its_range_or_named_in_a_warning(tmp_path, caplog):
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)  # 0..4092: 12 bits
+    rgb = np.dstack([ramp, ramp // 2, ramp // 4])
+    declared = tmp_path / "declared.tif"
+    tifffile.imwrite(declared, rgb, photometric="rgb", extratags=[(281, "H", 1, 4095, False)])
+    image, note = imageio.read_image(declared)
+    expected = np.round(rgb.astype(np.float64) * 255 / 4095).astype(np.uint8)
+    np.testing.assert_array_equal(image, expected)  # its real range: not near-black
+    assert image.max() == 255 and "range 0-4095 scaled to 8-bit" in note
+    bare = tmp_path / "bare.tif"
+    tifffile.imwrite(bare, rgb, photometric="rgb")
+    with caplog.at_level("WARNING"):
+        image, note = imageio.read_image(bare)
+    np.testing.assert_array_equal(image, (rgb >> 8).astype(np.uint8))  # as before, but said
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and str(bare) in warned[0] and "nearly black" in warned[0], warned
+    assert "reach only 4092 of 65535" in note
+    full = tmp_path / "full.tif"  # 16-bit data over its whole range: the high byte, quietly
+    tifffile.imwrite(full, (rgb.astype(np.uint32) * 16).astype(np.uint16), photometric="rgb")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert imageio.read_image(full)[1] == "16-bit reduced to 8-bit (high byte)"
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_image_smaller_than_the_tile_is_a_counted_skip(tmp_path):
     write_png(tmp_path / "big.png", np.zeros((70, 64, 3), np.uint8))
     write_png(tmp_path / "small.png", np.zeros((20, 64, 3), np.uint8))

@@ -14,6 +14,7 @@ import pytest
 
 from tf_autoseg.serving import classes
 from tf_autoseg.serving import naming
+from tf_autoseg.serving import page_server
 
 MAPPING = {
     "head": "main",
@@ -74,6 +75,25 @@ def test_a_bad_mapping_is_named_in_one_line(value, message):
         classes.parse(value, num_clusters=5, head="main")
     text = str(caught.value)
     assert message in text and "\n" not in text and text.startswith("classes.json: ")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (_with(classes=[{"name": "road", "color": "#804080", "clusters": [0, 1, 2, 3, 4]}]),
+         'classes[0] has the key "color", which a mapping does not take: write "colour"'),
+        (_with(ignore=[2]), 'the mapping has the key "ignore", which a mapping does not take: '
+         'write "ignored"'),
+        (_with(comment="mine"), 'the mapping has the key "comment", which a mapping does not '
+         'take: expected "format"'),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_is_refused_rather_than_its_value_replaced(tmp_path, value, message):
+    # "color" was "ok", and the class drawn in the palette's colour instead of the one given.
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(value))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        classes.read(path)
 
 
 def test_a_file_that_is_not_json_is_named(tmp_path):
@@ -362,3 +382,144 @@ def test_a_bad_save_writes_nothing(served, body, headers, status):
     assert answer[0] == status
     assert not session.classes_path.exists()
     assert not list(session.classes_path.parent.iterdir())
+
+
+# ------------------------------------------------------------------ issue 26: what a save keeps
+def test_a_hand_edited_file_is_kept_in_the_history_before_a_save_replaces_it(tmp_path):
+    path = tmp_path / "classes.json"
+    classes.save(path, classes.parse(MAPPING))
+    for edited in (
+        '{"classes": [{"name": "road", "clusters": [0, 3',
+        json.dumps(_with(ignored=[])),
+    ):
+        path.write_text(edited)  # by hand: broken JSON, then a valid file that is no version
+        saved = classes.save(path, classes.parse(MAPPING))
+        kept = sorted(classes.history_folder(path).glob("replaced-*.json"))
+        assert kept and kept[-1].read_text() == edited, kept
+        assert classes.read(path) == saved
+    classes.save(path, classes.parse(MAPPING))  # a saved version is not kept twice
+    assert len(list(classes.history_folder(path).glob("replaced-*.json"))) == 2
+
+
+def test_history_files_are_as_readable_as_the_mapping(tmp_path):
+    path = tmp_path / "classes.json"
+    saved = classes.save(path, classes.parse(MAPPING))
+    version = classes.history_folder(path) / f"{saved.version}.json"
+    assert version.stat().st_mode & 0o777 == path.stat().st_mode & 0o777
+    assert version.stat().st_mode & 0o044  # others may read it, as they may classes.json
+
+
+def test_a_file_nested_too_deeply_is_one_line(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        classes.read(path)
+
+
+# ------------------------------------------------------------------ issue 26: the server's limits
+def test_a_body_nested_too_deeply_is_refused_and_the_server_goes_on(served, capsys):
+    server, session = served
+    body = "[" * 100000 + "]" * 100000
+    status, _, answer = _request(
+        server, "POST", "/api/classes", body, {"Content-Type": "application/json"}
+    )
+    assert status == 400 and b"nested too deeply" in answer
+    assert _request(server, "GET", "/api/state")[0] == 200
+    assert "Traceback" not in capsys.readouterr().err
+    assert not session.classes_path.exists()
+
+
+def test_idle_connections_are_bounded_and_closed(served, monkeypatch):
+    import socket
+    import time
+
+    server, _ = served
+    before = threading.active_count()
+    idle = [socket.create_connection(server.server_address[:2]) for _ in range(150)]
+    try:
+        time.sleep(1.0)
+        # One thread per connection, up to the limit; the others are closed at once.
+        assert threading.active_count() - before <= page_server.MAX_CONNECTIONS
+    finally:
+        for connection in idle:
+            connection.close()
+    monkeypatch.setattr(page_server, "IDLE_SECONDS", 0.5)
+    quick = naming.make_server("127.0.0.1", 0, served[1])
+    thread = threading.Thread(target=quick.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(quick.server_address[:2], timeout=10) as silent:
+            start = time.monotonic()
+            assert silent.recv(1) == b""  # closed by the server, not left open
+            assert time.monotonic() - start < 5
+    finally:
+        quick.shutdown()
+        quick.server_close()
+
+
+def test_a_client_that_stops_mid_body_costs_no_traceback(served, capsys):
+    import socket
+    import struct
+    import time
+
+    server, session = served
+    for _ in range(5):
+        connection = socket.create_connection(server.server_address[:2])
+        connection.sendall(
+            b"POST /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"clusters"'
+        )
+        # Gone at once, with a reset: what a killed client or a dropped link does.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+    time.sleep(1.0)
+    assert _request(server, "GET", "/api/state")[0] == 200
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err
+    assert not session.classes_path.exists()
+
+
+def test_off_loopback_the_page_answers_only_its_own_names(served):
+    import socket
+
+    session = served[1]
+    server = naming.make_server("0.0.0.0", 0, session)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+
+        def ask(method, host, origin=None, path="/api/state", body=None):
+            headers = {"Host": f"{host}:{port}", "Content-Type": "application/json"}
+            if origin:
+                headers["Origin"] = origin
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request(method, path, body=body, headers=headers)
+            status = connection.getresponse().status
+            connection.close()
+            return status
+
+        own = socket.gethostname()
+        assert ask("GET", own) == 200 and ask("GET", "localhost") == 200
+        assert ask("GET", "evil.example") == 403  # DNS rebinding, off loopback too
+        save = json.dumps(_choices(["sky", "road", "road", None]))
+        assert ask("POST", "evil.example", "http://evil.example", "/api/classes", save) == 403
+        assert ask("POST", own, "http://evil.example", "/api/classes", save) == 403
+        assert ask("POST", own, f"http://evil.example:{port}", "/api/classes", save) == 403
+        assert not session.classes_path.exists()
+        assert ask("POST", own, f"http://{own}:{port}", "/api/classes", save) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_names_a_page_answers_to():
+    import socket
+
+    assert page_server.host_names("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+    assert socket.gethostname().lower() not in page_server.host_names("127.0.0.1")
+    everywhere = page_server.host_names("0.0.0.0")
+    assert {"localhost", socket.gethostname().lower()} <= everywhere
+    assert "0.0.0.0" not in everywhere and "evil.example" not in everywhere
+    assert page_server.is_loopback("127.0.0.2") and page_server.is_loopback("[::1]")
+    assert not page_server.is_loopback("0.0.0.0") and not page_server.is_loopback("10.1.2.3")

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def _start(*args):
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if "open http://" in line:
+            process.started_line = line
             return process, line.split("open ", 1)[1].split()[0]
         if not line and process.poll() is not None:
             break
@@ -144,16 +146,34 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(model_dir, image_dir
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
+    # A page already running on the default port (8765) must not change what these say: each
+    # case takes a free port.
+    default_port = _hold(8765)
     cases = {
-        "not a model": ([f"--model={not_a_model}", f"--images={image_dir}"], "holds no model.keras"),
+        "not a model": (
+            [f"--model={not_a_model}", f"--images={image_dir}", "--port=0"],
+            "holds no model.keras",
+        ),
         "no readable image": (
-            [f"--model={model_dir}", f"--images={unreadable}"],
+            [f"--model={model_dir}", f"--images={unreadable}", "--port=0"],
             "none of the 2 sampled images (of 2) can be read",
         ),
-        "no image at all": ([f"--model={model_dir}", f"--images={not_a_model}"], "No image files"),
+        "no image at all": (
+            [f"--model={model_dir}", f"--images={not_a_model}", "--port=0"],
+            "No image files",
+        ),
         "port in use": (
             [f"--model={model_dir}", f"--images={image_dir}", f"--port={busy.getsockname()[1]}"],
             f"--port={busy.getsockname()[1]}: cannot listen",
+        ),
+        "off loopback without consent": (
+            [f"--model={model_dir}", f"--images={image_dir}", "--host=0.0.0.0", "--port=0"],
+            "--host=0.0.0.0 is not a loopback address",
+        ),
+        "no such address": (
+            [f"--model={model_dir}", f"--images={image_dir}", "--host=999.1.1.1", "--port=0",
+             "--allow_network"],
+            "--host=999.1.1.1: not an address of this machine",
         ),
         "unknown cluster": (
             [f"--model={model_dir}", f"--check_classes={wrong}"],
@@ -161,7 +181,7 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(model_dir, image_dir
         ),
         "mapping under a file": (
             [f"--model={model_dir}", f"--images={image_dir}", "--head=overclustering",
-             "--classes_json=" + str(tmp_path / "deep" / "file.json" / "x")],
+             "--classes_json=" + str(tmp_path / "deep" / "file.json" / "x"), "--port=0"],
             "--classes_json",
         ),
     }  # fmt: skip
@@ -178,8 +198,42 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(model_dir, image_dir
             assert "Traceback" not in result.stderr, name
     finally:
         busy.close()
+        if default_port is not None:
+            default_port.close()
     assert sorted(p.name for p in model_dir.iterdir()) == before
     assert not (unreadable / "classes.json").exists()
+
+
+def _hold(port):
+    """A socket listening on 127.0.0.1:`port`, or None where something already does."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+    except OSError:
+        holder.close()
+        return None
+    return holder
+
+
+def test_off_loopback_the_program_says_the_page_is_reachable_from_the_network(model_dir, image_dir):
+    process, url = _start(
+        f"--model={model_dir}", f"--images={image_dir}", "--host=0.0.0.0", "--allow_network"
+    )
+    try:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert url == f"http://{socket.getfqdn()}:{port}/"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/state", headers={"Host": f"evil.example:{port}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403  # another name: refused off loopback too
+        assert _state(f"http://127.0.0.1:{port}/")["head"] == "main"
+    finally:
+        code, out, _ = _stop(process)
+    assert code == 0
+    assert "REACHABLE FROM THE NETWORK" in process.started_line, process.started_line
 
 
 def test_the_other_heads_saved_mapping_is_not_replaced(model_dir, image_dir, tmp_path):

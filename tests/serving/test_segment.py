@@ -158,3 +158,43 @@ def test_segment_lists_the_suffixes_training_reads(tmp_path):
     ]
     with pytest.raises(ValueError, match=r"--input='.*nowhere'"):
         segment.list_inputs(str(tmp_path / "nowhere"))
+
+
+def test_a_symlink_loop_under_double_star_lists_each_image_once(tmp_path):
+    for name in ("a.png", "sub/b.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (16, 16)).save(tmp_path / name)
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)  # `**` follows it until ELOOP
+    found = segment.list_inputs(str(tmp_path / "**" / "*.png"))
+    assert found == [tmp_path / "a.png", tmp_path / "sub" / "b.png"]  # no 40-fold path
+    assert segment.output_stems(found, tmp_path / "out")  # nor a clash with itself
+
+
+def test_a_tiled_image_reports_its_progress():
+    seen = []
+
+    def predict(batch):
+        return np.ones((*batch.shape[:3], 2), np.float32)
+
+    image = np.zeros((100, 130, 3), np.uint8)
+    segment.segment_probabilities(
+        predict, image, tile=32, overlap=8, progress=lambda *a: seen.append(a)
+    )
+    total = seen[0][1]
+    assert total > 1 and seen == [(k, total) for k in range(1, total + 1)]
+    from tf_autoseg.cli.segment import Progress
+
+    clock, lines = iter(range(0, 1000, 4)), []
+    report = Progress(
+        "big.tif",
+        every=10,
+        clock=lambda: float(next(clock)),
+        out=lambda *a, **k: lines.append(a[0]),
+    )
+    for done in range(1, 11):
+        report(done, 10)
+    assert lines == [
+        "big.tif: 3 of 10 tiles (30%, 12 s)",
+        "big.tif: 6 of 10 tiles (60%, 24 s)",
+        "big.tif: 9 of 10 tiles (90%, 36 s)",
+    ]

@@ -189,7 +189,7 @@ def test_a_rerun_with_other_flags_is_refused_naming_the_folder(tmp_path):
     images, _ = labelled_folder(tmp_path / "src")
     prepare.prepare(**job("folder", images, tmp_path / "out"), log=lambda line: None)
     with pytest.raises(ValueError, match=f"{tmp_path / 'out'} holds a preparation with other"):
-        prepare.prepare(**job("folder", images, tmp_path / "out", tile=4), log=lambda line: None)
+        prepare.prepare(**job("folder", images, tmp_path / "out", tile=16), log=lambda line: None)
 
 
 def test_a_folder_prepared_under_the_old_flag_names_is_the_same_preparation(tmp_path):
@@ -205,7 +205,7 @@ def test_a_folder_prepared_under_the_old_flag_names_is_the_same_preparation(tmp_
     prepare.prepare(**job("folder", images, tmp_path / "out"), log=lines.append)  # not refused
     assert lines and all("already written" in line for line in lines)  # nothing written again
     with pytest.raises(ValueError, match="holds a preparation with other"):
-        prepare.prepare(**job("folder", images, tmp_path / "out", tile=4), log=lambda line: None)
+        prepare.prepare(**job("folder", images, tmp_path / "out", tile=16), log=lambda line: None)
 
 
 def id_images(folder, count, size=16):
@@ -370,3 +370,48 @@ def test_a_preparation_that_failed_before_its_first_shard_does_not_lock_its_fold
     bad.unlink()
     manifest = prepare.prepare(**options, log=lambda _: 0)
     assert manifest["parts"]["train"]["examples"] == 6
+
+
+def test_nonsense_jobs_and_tiles_are_refused_before_anything_is_written(tmp_path):
+    from tf_autoseg.datasets import folder
+
+    images, _ = labelled_folder(tmp_path / "src")
+    for jobs in (0, -3):  # both wrote with one process, silently
+        with pytest.raises(ValueError, match=f"Received: jobs={jobs}"):
+            prepare.prepare(**job("folder", images, tmp_path / "out"), jobs=jobs, log=print)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="`tile` must be an int >= 8. Received: tile=1"):
+        job("folder", images, tmp_path / "out", tile=1)
+    with pytest.raises(ValueError, match="Received: tile=2"):
+        folder.load(images, num_classes=3, tile=2)
+
+
+def test_a_record_damaged_after_preparing_is_one_line_naming_its_shard(tmp_path):
+    source = id_images(tmp_path / "src", 64)
+    out = tmp_path / "out"
+    prepare.prepare(**job("folder", source, out, tile=16, shard_size=32), log=lambda _: 0)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tf_autoseg.train", "--flagfile=experiments/quickstart.cfg",
+               "--dataset=folder", f"--prepared_dir={out}", "--tile=16", "--width=8",
+               "--ar_blocks=1", "--batch_size=8", "--checkpoint_every=4", "--noexport",
+               f"--run_dir={run_dir}"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([*command, "--steps=4"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics := run_dir / "metrics.json").unlink()  # as if stopped before the end
+    checkpoint = run_dir / "checkpoints" / "ckpt-00000004.keras"
+    kept = checkpoint.read_bytes()
+    shard = out / "train-00000-of-00002.tfrecord"
+    damaged = bytearray(shard.read_bytes())
+    middle = len(damaged) // 2  # its header and size intact: the checks before training pass
+    damaged[middle : middle + 64] = bytes(b ^ 0xFF for b in damaged[middle : middle + 64])
+    shard.write_bytes(bytes(damaged))
+    result = subprocess.run([*command, "--steps=16"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{shard}: corrupted record" in errors[0], errors
+    assert "resumes from step 4" in errors[0] or "ckpt-00000004.keras" in errors[0], errors
+    assert checkpoint.read_bytes() == kept and not metrics.exists()

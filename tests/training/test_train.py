@@ -218,7 +218,7 @@ def test_each_part_is_a_data_section_named_as_the_dataset_arguments(tmp_path):
         ("0001TP",),
     )
     assert run.train_data.data_service == "grpc://h:1" and run.eval_data.data_service is None
-    assert run.model.num_classes == 3 and run.output.run_dir == "r" and run.flags is flags
+    assert run.model.network.num_classes == 3 and run.output.run_dir == "r" and run.flags is flags
     assert not sections.experiment_config(flags.replace(variant="random")).optimisation.train
     # A folder has no evaluation part of its own: it is scored on its training part.
     folder = flags.replace(dataset="folder", data_dir=str(tmp_path), masks_dir=str(tmp_path))
@@ -789,21 +789,79 @@ def test_a_run_resumed_after_its_last_step_reports_the_recorded_loss_not_zero(tm
 def test_a_run_directory_is_held_by_one_process_at_a_time(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    # What the holder is writing: a checkpoint half-replaced as the second process looks.
+    unfinished = checkpoints.checkpoint_path(run_dir, 10)
+    unfinished.parent.mkdir()
+    unfinished.write_bytes(b"PK\x03\x04 being replaced")
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         (run_dir / runs.LOCK).write_text(json.dumps({"pid": holder.pid, "host": os.uname()[1]}))
-        code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10"], run_dir, tmp_path)
+        code, output = _train([*QUICK, "--steps=20", "--checkpoint_every=10"], run_dir, tmp_path)
         assert code == 2, output[-3000:]
-        assert f"is in use by process {holder.pid}" in output and "Traceback" not in output
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        # Refused before anything in the run directory is read: never "corrupt ... move it away".
+        assert len(errors) == 1 and f"is in use by process {holder.pid}" in errors[0], errors
+        assert "corrupt" not in output and "Traceback" not in output
         assert not (run_dir / "flags.json").exists()
+        assert unfinished.read_bytes() == b"PK\x03\x04 being replaced"
     finally:
         holder.kill()
         holder.wait()
+    unfinished.unlink()
     # The holder died without removing its lock: the next run takes it over, and lets it go.
     code, output = _train([*QUICK, "--steps=10", "--checkpoint_every=10"], run_dir, tmp_path)
     assert code == 0, output[-3000:]
     assert f"taking over the lock of process {holder.pid}" in output
     assert not (run_dir / runs.LOCK).exists()
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_not_called_corrupt(tmp_path, monkeypatch):
+    from tf_autoseg.modeling import saving
+
+    path = checkpoints.checkpoint_path(tmp_path, 10)
+    path.parent.mkdir()
+    path.write_bytes(b"not a keras file")
+    with pytest.raises(ValueError, match="is corrupt or incompatible"):  # a damaged file is
+        checkpoints.load_checkpoint(path)
+
+    def replaced_meanwhile(source, compile=True):  # another process renames a newer one onto it
+        Path(source).write_bytes(b"the next checkpoint, written whole")
+        raise OSError("truncated zip")
+
+    monkeypatch.setattr(saving, "load", replaced_meanwhile)
+    with pytest.raises(ValueError, match="removed or replaced by another process") as caught:
+        checkpoints.load_checkpoint(path)
+    assert "corrupt" not in str(caught.value) and "Move it away" not in str(caught.value)
+
+    def removed_meanwhile(source, compile=True):
+        Path(source).unlink()
+        raise FileNotFoundError(source)
+
+    monkeypatch.setattr(saving, "load", removed_meanwhile)
+    with pytest.raises(ValueError, match="removed or replaced by another process"):
+        checkpoints.load_checkpoint(path)
+
+
+def test_the_chief_holds_the_run_directory_as_the_strategy_decides():
+    def config(task, chief=False):
+        cluster = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
+        return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}
+
+    assert runs.is_chief("auto", {})
+    assert runs.is_chief("none", config({"type": "worker", "index": 1}))
+    assert runs.is_chief("auto", config({"type": "worker", "index": 0}))
+    assert not runs.is_chief("multiworker", config({"type": "worker", "index": 1}))
+    assert runs.is_chief("auto", config({"type": "chief", "index": 0}, chief=True))
+    assert not runs.is_chief("auto", config({"type": "worker", "index": 0}, chief=True))
+
+
+def test_a_lock_is_held_once_per_process_and_leaves_no_folder_it_made(tmp_path):
+    run_dir = tmp_path / "new" / "run"
+    with runs.held(run_dir):
+        with runs.held(run_dir):  # the program, then the library: not refused by itself
+            assert (run_dir / runs.LOCK).exists()
+        assert (run_dir / runs.LOCK).exists()  # the outer hold still holds it
+    assert not (tmp_path / "new").exists()  # made for the lock, empty: removed again
 
 
 def test_a_batch_beyond_the_data_is_refused_before_any_work(tmp_path):

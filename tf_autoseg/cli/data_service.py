@@ -13,7 +13,21 @@ from tf_autoseg.cli import commands
 def main(argv):
     from absl import flags
 
-    from tf_autoseg.data.service import start  # loads TensorFlow: after the flags
+    from tf_autoseg import arguments
+    from tf_autoseg.data import service as data_service
+
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    values = flags.FLAGS
+    # Every value, and that the port is free, before anything starts: gRPC would take a port
+    # modulo 65536, fail with a traceback on -1, and share a port already serving.
+    if values.dispatcher is None:
+        data_service.check_port(values.port)
+        arguments.integer("workers", values.workers, 0)
+    else:
+        data_service.check_dispatcher(values.dispatcher)
+        arguments.integer("workers", values.workers)  # workers only: at least one
+    commands.start_tensorflow()  # quiet, as every program
 
     # The servers' join() blocks in C++, where Python never sees a signal: wait in Python
     # instead, so that SIGTERM and Ctrl-C stop the servers and end the process cleanly. The
@@ -21,8 +35,7 @@ def main(argv):
     stopping = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stopping.set())
-    values = flags.FLAGS
-    service = start(values.port, values.workers, values.dispatcher, values.worker_host)
+    service = data_service.start(values.port, values.workers, values.dispatcher, values.worker_host)
     try:
         where = service.address or f"grpc://{values.dispatcher}"
         print(f"tf.data service: {len(service.workers)} worker(s) for {where}", flush=True)
@@ -36,8 +49,12 @@ def main(argv):
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_integer("port", 5050, "The dispatcher's port.")
-    flags.DEFINE_integer("workers", 2, "Worker servers started in this process.")
+    flags.DEFINE_integer(
+        "port", 5050, "The dispatcher's port, in [1, 65535] and free; 0: any free one."
+    )
+    flags.DEFINE_integer(
+        "workers", 2, "Worker servers started in this process (>= 0; >= 1 with --dispatcher)."
+    )
     flags.DEFINE_string("dispatcher", None, "host:port of a dispatcher elsewhere: workers only.")
     flags.DEFINE_string("worker_host", "localhost", "The name other machines reach this one by.")
 

@@ -4,7 +4,8 @@
     python -m tf_autoseg.name_clusters --model=runs/mine --check_classes=runs/mine/classes.json
 
 The first labels a sample of the folder's images (`--sample`, seeded) with the model's head
-(`--head`), then serves a page on http://127.0.0.1:<port>/ (`--host` to listen elsewhere):
+(`--head`), then serves a page on http://127.0.0.1:<port>/ (`--host` and `--allow_network` to
+listen where other machines reach it; the page still answers only the names of this machine):
 per cluster its share of the pixels and example patches with the cluster outlined, and whole
 images coloured by class. Type a name per cluster (the same name merges clusters into one
 class), pick colours, tick "ignore" for noise, and save: `classes.json` is written beside the
@@ -17,7 +18,9 @@ Everything is checked before anything is written or served: the model, the image
 one of the sample must be readable), the mapping's folder and the port.
 """
 
+import errno
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -29,6 +32,7 @@ from tf_autoseg.data import images
 from tf_autoseg.serving import classes as named_classes
 from tf_autoseg.serving import loading
 from tf_autoseg.serving import naming
+from tf_autoseg.serving import page_server
 from tf_autoseg.serving import paths
 
 FLAGS = flags.FLAGS
@@ -44,7 +48,15 @@ def define_flags():
     flags.DEFINE_integer("sample", 60, "Images labelled for the page, chosen with --seed.")
     flags.DEFINE_integer("seed", 0, "Seed of the sample.")
     flags.DEFINE_integer("display_side", 384, "Longest side of the images the page shows.")
-    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback by default).")
+    flags.DEFINE_string(
+        "host", "127.0.0.1",
+        "Address to listen on (loopback by default; another needs --allow_network).",
+    )  # fmt: skip
+    flags.DEFINE_bool(
+        "allow_network", False,
+        "Serve the page on a --host other machines can reach: anyone who reaches it sees the "
+        "sampled images and can save names.",
+    )  # fmt: skip
     flags.DEFINE_integer("port", 8765, "Port to listen on; 0 takes a free one.")
     flags.DEFINE_string(
         "classes_json",
@@ -159,17 +171,36 @@ def main(argv):
     if classes_path.exists() and not classes_path.is_file():
         raise ValueError(f"--classes_json={str(classes_path)!r} is a folder; expected a file.")
     chosen = naming.sample_files(files, FLAGS.sample, FLAGS.seed)
-    try:
-        server = naming.make_server(FLAGS.host, FLAGS.port)
-    except OSError as error:
-        raise ValueError(
-            f"--port={FLAGS.port}: cannot listen on {FLAGS.host}:{FLAGS.port} "
-            f"({commands.one_line(error)}); pick another --port, or 0 for a free one."
-        ) from None
+    server = _listen(FLAGS.host, FLAGS.port)
     try:
         serve(server, files, chosen, classes_path)
     finally:
         server.server_close()
+
+
+def _listen(host, port):
+    """The page's server bound to (`host`, `port`); a ValueError naming the flag at fault."""
+    if not page_server.is_loopback(host) and not FLAGS.allow_network:
+        raise ValueError(
+            f"--host={host} is not a loopback address: the page (the sampled images, and saving "
+            "names) would be reachable from the network. Add --allow_network to serve it "
+            "there, or leave --host out (127.0.0.1)."
+        )
+    try:
+        return naming.make_server(host, port)
+    except OSError as error:
+        if isinstance(error, socket.gaierror) or error.errno in (
+            errno.EADDRNOTAVAIL,
+            errno.EAFNOSUPPORT,
+        ):
+            raise ValueError(
+                f"--host={host}: not an address of this machine ({commands.one_line(error)}); "
+                "give one of its addresses or names, or leave --host out (127.0.0.1)."
+            ) from None
+        raise ValueError(
+            f"--port={port}: cannot listen on {host}:{port} "
+            f"({commands.one_line(error)}); pick another --port, or 0 for a free one."
+        ) from None
 
 
 def serve(server, files, chosen, classes_path):
@@ -197,10 +228,17 @@ def serve(server, files, chosen, classes_path):
     )
     worker.start()
     host, port = server.server_address[:2]
+    network = not page_server.is_loopback(host)
+    if host in ("0.0.0.0", "::"):  # every address: the machine's name is the one to open
+        host = socket.getfqdn()
     shown = f"[{host}]" if ":" in host else host
+    reach = (
+        "REACHABLE FROM THE NETWORK: whoever reaches this machine sees the sampled images and "
+        "can save names; Ctrl-C stops" if network else "Ctrl-C stops"
+    )  # fmt: skip
     print(
         f"Naming the {sample.num_clusters} clusters of the {head} head on {len(chosen)} of "
-        f"{len(files)} images: open http://{shown}:{port}/ (Ctrl-C stops).",
+        f"{len(files)} images: open http://{shown}:{port}/ ({reach}).",
         flush=True,
     )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -46,7 +46,11 @@ def _define_flags():
     flags.DEFINE_float("scale", 1 / 3, "cocostuff: image scale (IIC: 1/3).")
     flags.DEFINE_integer("shard_size", 512, "Examples per shard file (MultiWorker: >= 1 shard "
                          "per worker; about 100-200 MB a shard reads well).")  # fmt: skip
-    flags.DEFINE_integer("jobs", 1, "Shards written at once, in separate processes.")
+    flags.DEFINE_integer("jobs", 1, "Shards written at once, in separate processes (>= 1).")
+    for name in ("jobs", "shard_size"):  # checked at parsing, before anything is read
+        flags.register_validator(
+            name, lambda value: value >= 1, message=f"--{name} must be a positive int"
+        )
     flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"])
 
 

@@ -7,6 +7,7 @@ The library is `tf_autoseg.serving.segment`; this module holds the flags and `ma
 """
 
 import sys
+import time
 from pathlib import Path
 
 from absl import flags
@@ -84,13 +85,34 @@ def main(argv):
         )
     for path, stem in zip(files, stems):
         image = images.read_image(path, channels)[0]
-        probs = segment_probabilities(predict, image, FLAGS.tile, FLAGS.overlap)
+        probs = segment_probabilities(
+            predict, image, FLAGS.tile, FLAGS.overlap, progress=Progress(path)
+        )
         labels = cluster_ids(probs).numpy()
         if mapped is None:
             write_outputs(stem, image, labels)
         else:
             write_outputs(stem, image, mapped.lookup()[labels], mapped.palette())
         print(f"{path} -> {stem}_labels.png")
+
+
+class Progress:
+    """Prints how far the tiles of a large image are, every `every` seconds: an 8000 x 8000
+    image takes minutes, and said nothing until its files were written."""
+
+    def __init__(self, path, every=10.0, clock=time.monotonic, out=print):
+        self.path, self.every, self.clock, self.out = path, every, clock, out
+        self.start = self.last = clock()
+
+    def __call__(self, done, total):
+        now = self.clock()
+        if now - self.last >= self.every and done < total:
+            self.last = now
+            self.out(
+                f"{self.path}: {done} of {total} tiles ({100 * done // total}%, "
+                f"{now - self.start:.0f} s)",
+                flush=True,
+            )
 
 
 def run():

@@ -12,6 +12,7 @@ The flags are defined from their table, `tf_autoseg.training.config.RunConfig`, 
 run's sections (`tf_autoseg.training.sections`) once, before TensorFlow loads.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -61,15 +62,20 @@ def main(argv):
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = sections.experiment_config(run_flags.run_config())  # every value, before TensorFlow
     check_outputs(config.output)
-    commands.start_tensorflow()
-    from tf_autoseg.training import experiment
+    with contextlib.ExitStack() as hold:
+        # Held before anything in the run directory is read: a second training into it is
+        # refused with one line, never told that a checkpoint the first replaced is corrupt.
+        if runs.is_chief(config.optimisation.distribution):
+            hold.enter_context(runs.held(config.output.run_dir, log=logging.info))
+        commands.start_tensorflow()
+        from tf_autoseg.training import experiment
 
-    note = runs.finished(config.output, config.optimisation, config.flags)
-    if note:
-        logging.info(note)
-        return
-    experiment.check_model(config.model, config.optimisation)
-    metrics = experiment.run(config)
+        note = runs.finished(config.output, config.optimisation, config.flags)
+        if note:
+            logging.info(note)
+            return
+        experiment.check_model(config.model, config.optimisation)
+        metrics = experiment.run(config)  # holds it again: a no-op in this process
     print(summary(metrics, config.output.run_dir), flush=True)
 
 

@@ -11,8 +11,11 @@ starts. The rules, the same for every pipeline in `tf_autoseg.data.core`:
 - Conversions, each described by the note that `read_image` / `match_sizes` return (the
   pipelines list them in `DatasetInfo.adjusted`): grayscale is replicated to RGB; an alpha
   channel is dropped (RGBA -> RGB, LA -> L); palette and CMYK/YCbCr images become RGB;
-  16-bit samples keep their high byte (`v >> 8`); a mask up to `tolerance` px off its image's
-  size is cropped, with the image, to the common top-left region.
+  16-bit samples keep their high byte (`v >> 8`), but a TIFF that declares its range
+  (`MaxSampleValue`, e.g. 4095 for 12-bit data) is scaled by it, and 16-bit samples that reach
+  only 12 bits or fewer without such a tag (near-black once reduced) are a warning naming the
+  file; a mask up to `tolerance` px off its image's size is cropped, with the image, to the
+  common top-left region.
 
 TIFF goes through `tifffile`, not Pillow: Pillow silently drops the fourth band of an RGB TIFF
 whose extra sample is "unspecified" (how RGB+IR orthophotos are often written) and cannot open
@@ -24,6 +27,7 @@ and validate images and masks here, by the same rules.
 
 import glob
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +48,15 @@ def list_files(source, suffixes=IMAGE_SUFFIXES):
         suffixes: file name endings to keep (case-insensitive).
 
     Returns:
-        Sorted paths for each entry, in the order of the entries, without duplicates.
+        Sorted paths for each entry, in the order of the entries, without duplicates: a file
+        reached by several paths (through a symbolic link, or a link loop that `**` follows
+        until the system stops it, 40 levels deep) is listed once, by its shortest path.
 
     Raises:
         ValueError: naming the folder or pattern that does not exist or matches no file.
     """
     entries = [source] if isinstance(source, (str, Path)) else list(source)
-    found = []
+    found, seen = [], set()
     for entry in entries:
         text = str(entry)
         if any(c in text for c in "*?["):
@@ -61,10 +67,16 @@ def list_files(source, suffixes=IMAGE_SUFFIXES):
             paths = [Path(text)]
         else:
             raise ValueError(f"No such folder or file: {text}")
-        paths = sorted(p for p in paths if p.is_file() and p.suffix.lower() in suffixes)
+        paths = [p for p in paths if p.suffix.lower() in suffixes and p.is_file()]
         if not paths:
             raise ValueError(f"No image files ({', '.join(suffixes)}) in {text}")
-        found += [p for p in paths if p not in found]
+        shortest = {}
+        for path in sorted(paths, key=lambda p: (len(p.parts), str(p))):
+            shortest.setdefault(os.path.realpath(path), path)
+        for real, path in sorted(shortest.items(), key=lambda item: item[1]):
+            if real not in seen:
+                seen.add(real)
+                found.append(path)
     return found
 
 
@@ -301,6 +313,12 @@ def resize(array, height, width, labels=False):
     return np.stack(planes, axis=-1)
 
 
+# The smallest tile (or training crop) side: below it a tile holds no texture to cluster and
+# the network's stride (up to 4) leaves a grid of a pixel or two; `--tile=1` trained on a
+# million one-pixel tiles.
+MIN_TILE = 8
+
+
 def cut_tiles(array, tile):
     """Non-overlapping tile x tile pieces of (H, W, ...) in raster order; the remainder is dropped.
 
@@ -326,7 +344,14 @@ def _tifffile():
     return tifffile
 
 
-def _to_uint8(array, path, notes, keep_depth):
+# 16-bit samples whose maximum stays below this (12-bit data or less) are near-black once
+# reduced to their high byte (at most 15 of 255).
+_FEW_BITS = 1 << 12
+_WARNED = 10  # files named in a warning each; the rest are in the dataset's notes
+
+
+def _to_uint8(array, path, notes, keep_depth, max_sample=None):
+    """uint8 samples of `array`; `max_sample`: the range a TIFF declares (MaxSampleValue)."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.uint16 or array.dtype == np.dtype(">u2"):
@@ -334,9 +359,30 @@ def _to_uint8(array, path, notes, keep_depth):
             if array.max(initial=0) > IGNORE:
                 raise ValueError(f"Mask {path} holds ids above {IGNORE}")
             return array.astype(np.uint8)
-        notes.append("16-bit reduced to 8-bit (high byte)")
+        if max_sample is not None and IGNORE <= max_sample < 65535:  # its declared range
+            notes.append(f"16-bit samples of range 0-{max_sample} scaled to 8-bit")
+            scaled = np.minimum(array, max_sample).astype(np.uint32) * 255
+            return ((scaled + max_sample // 2) // max_sample).astype(np.uint8)
+        peak = int(array.max(initial=0))
+        if 0 < peak < _FEW_BITS:
+            note = (
+                f"16-bit reduced to 8-bit (high byte), but its samples reach only {peak} of "
+                f"65535 (12-bit data or less?): it is nearly black (at most {peak >> 8} of "
+                "255). Rescale the file to 16 bits or 8 bits, or declare its range in the TIFF "
+                "tag MaxSampleValue"
+            )
+            _warn(f"{path}: {note}.")
+        else:
+            note = "16-bit reduced to 8-bit (high byte)"
+        notes.append(note)
         return (array >> 8).astype(np.uint8)
     raise ValueError(f"Unsupported sample type {array.dtype} in {path} (expected 8 or 16 bit)")
+
+
+def _warn(message):
+    from absl import logging
+
+    logging.log_first_n(logging.WARNING, "%s", _WARNED, message)
 
 
 def _read_pillow(path, keep_depth=False, palette_as_index=False):
@@ -372,6 +418,8 @@ def _read_tiff(path, keep_depth=False):
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             array, axes = page.asarray(), page.axes
+            max_sample = page.tags.get("MaxSampleValue")
+            max_sample = _declared(max_sample.value) if max_sample is not None else None
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as error:
         hint = (
             " (install `imagecodecs` for this compression)" if "imagecodecs" in str(error) else ""
@@ -382,5 +430,14 @@ def _read_tiff(path, keep_depth=False):
     if array.ndim not in (2, 3):
         raise ValueError(f"Unsupported TIFF layout {axes} {array.shape} in {path}")
     notes = []
-    array = _to_uint8(array, path, notes, keep_depth)
+    array = _to_uint8(array, path, notes, keep_depth, max_sample)
     return (array[..., None] if array.ndim == 2 else array), notes
+
+
+def _declared(value):
+    """The largest of a MaxSampleValue tag's values (one per band, or one), or None."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    try:
+        return max(int(v) for v in values)
+    except (TypeError, ValueError):
+        return None

@@ -116,6 +116,25 @@ def check_part(folder, part="train"):
             )
 
 
+def damaged_shard(folder):
+    """(path, reason) of the first shard of a prepared folder whose records fail to read (a
+    CRC mismatch: damaged after it was written, its header intact), or None.
+
+    Reads every record of every shard: called once a run has met a `DataLossError`, whose
+    message gives an offset but no file.
+    """
+    manifest = read_manifest(folder)
+    for part in manifest["parts"].values():
+        for shard in part["shards"]:
+            path = Path(folder) / shard["file"]
+            try:
+                for _ in tf.data.TFRecordDataset(str(path)):
+                    pass
+            except tf.errors.OpError as error:
+                return path, error.message.split(" [Op:", 1)[0].split("}} ")[-1].strip()
+    return None
+
+
 def info(folder, part="train", labels=False, num_classes=None):
     """The `DatasetInfo` of one part of a prepared folder."""
     manifest = read_manifest(folder)

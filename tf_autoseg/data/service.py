@@ -16,6 +16,7 @@ on which worker answers first, so a run through the service is not bit-reproduci
 """
 
 import dataclasses
+import errno
 import re
 import socket
 import time
@@ -28,6 +29,47 @@ def check_address(address):
     if not _ADDRESS.match(str(address)):
         raise ValueError(
             f"--data_service must be grpc://host:port (the dispatcher). Received: {address!r}"
+        )
+
+
+def check_port(port, flag="port"):
+    """Raises a ValueError naming `--flag` unless `port` is 0 (any free one) or a port in
+    [1, 65535] that nothing on this machine listens on.
+
+    gRPC servers share a port (SO_REUSEPORT), so a second dispatcher on a taken port would
+    start, report success and serve nothing; a plain socket that cannot bind finds it taken.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(
+            f"--{flag} must be a port in [1, 65535], or 0 for a free one. Received: {flag}={port!r}"
+        )
+    if port == 0:
+        return
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # no IPv6 here
+            continue
+        with probe:
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as error:
+                if error.errno == errno.EADDRNOTAVAIL:
+                    continue
+                raise ValueError(
+                    f"--{flag}={port}: the port is in use ({error.strerror}); is a service "
+                    "already running there? Stop it, or choose another --port (0: a free one)."
+                ) from None
+
+
+def check_dispatcher(address):
+    """Raises a ValueError naming `--dispatcher` unless it reads host:port."""
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"--dispatcher must be host:port (a running dispatcher). Received: {address!r}"
         )
 
 

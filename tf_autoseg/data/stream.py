@@ -220,7 +220,7 @@ def folder(
     Returns:
         (dataset, info).
     """
-    tile = arguments.optional_integer("tile", tile)
+    tile = arguments.optional_integer("tile", tile, imageio.MIN_TILE)
     downsample = arguments.integer("downsample", downsample)
     options = core.PipelineOptions(**options)
     found = headers.scan(imageio.list_files(images), channels, check)

@@ -12,6 +12,7 @@ import dataclasses
 
 from tf_autoseg import arguments
 from tf_autoseg.data import service
+from tf_autoseg.data.images import MIN_TILE
 
 PARTS = ("train", "eval")
 PIPELINES = ("auto", "memory", "stream")
@@ -28,7 +29,7 @@ class DataConfig:
             Potsdam's test crops, ...); a dataset without an evaluation split has "train" only.
         data_dir: the dataset's folder (None for generated data, or read from `prepared_dir`).
         num_classes: classes of the labels.
-        tile: side of the square tiles (or training crops) in pixels.
+        tile: side of the square tiles (or training crops) in pixels, at least `MIN_TILE` (8).
         downsample: shrink images (block mean; labels block majority) this many times first.
         tiles: dubai: the `tile-N` folders of the part.
         sequences: camvid: the video sequences of the part (empty: the split's frames).
@@ -74,7 +75,8 @@ class DataConfig:
     def __post_init__(self):
         arguments.choice("part", self.part, PARTS)
         arguments.integer("num_classes", self.num_classes, 2)
-        for name in ("tile", "downsample", "synthetic_images", "synthetic_size", "batch_size"):
+        arguments.integer("tile", self.tile, MIN_TILE)
+        for name in ("downsample", "synthetic_images", "synthetic_size", "batch_size"):
             arguments.integer(name, getattr(self, name))
         arguments.integer("seed", self.seed, 0)
         arguments.choice("pipeline", self.pipeline, PIPELINES)

@@ -75,7 +75,7 @@ def load(
     if mask_format is None:
         mask_format = "colour" if colours else "index"
     arguments.choice("mask_format", mask_format, ("index", "colour"))
-    tile = arguments.optional_integer("tile", tile)
+    tile = arguments.optional_integer("tile", tile, imageio.MIN_TILE)
     downsample = arguments.integer("downsample", downsample)
     table = None
     if mask_format == "colour" and colours is not None:

@@ -136,6 +136,7 @@ def parse(value, num_clusters=None, head=None, source=FILE):
     """
     if not isinstance(value, dict):
         _fail(source, f"expected a JSON object, found {type(value).__name__}")
+    _known_keys(source, "the mapping", value, _KEYS)
     if value.get("format", FORMAT) != FORMAT:
         _fail(source, f'"format" must be "{FORMAT}", found {value.get("format")!r}')
     file_head = value.get("head", "main")
@@ -180,6 +181,7 @@ def parse(value, num_clusters=None, head=None, source=FILE):
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             _fail(source, f"classes[{index}] must be an object, found {type(entry).__name__}")
+        _known_keys(source, f"classes[{index}]", entry, _CLASS_KEYS)
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             _fail(source, f'classes[{index}] needs a non-empty "name", found {name!r}')
@@ -226,6 +228,22 @@ def parse(value, num_clusters=None, head=None, source=FILE):
         ignore_id,
         version if _int(version) else 0,
     )
+
+
+_KEYS = ("format", "head", "num_clusters", "ignore_id", "classes", "ignored", "version")
+_CLASS_KEYS = ("id", "name", "colour", "clusters")
+_SPELLINGS = {"color": "colour", "ignore": "ignored", "cluster": "clusters", "title": "name"}
+
+
+def _known_keys(source, where, value, known):
+    """Fails on a key outside `known`: a misspelt one ("color") would otherwise be silently
+    ignored and its value replaced by the default."""
+    for key in value:
+        if key not in known:
+            hint = f'write "{_SPELLINGS[key]}"' if _SPELLINGS.get(key) in known else (
+                "expected " + ", ".join(f'"{k}"' for k in known)
+            )  # fmt: skip
+            _fail(source, f'{where} has the key "{key}", which a mapping does not take: {hint}')
 
 
 def head_clusters(model, head):
@@ -295,6 +313,8 @@ def _load(path):
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a mapping") from None
 
 
 def read(path, num_clusters=None, head=None):
@@ -404,7 +424,9 @@ def save(path, classes):
     Each save also stays as `history_folder(path)/<n>.json` (never overwritten; two savers
     at once take different numbers), so an earlier naming can be restored by copying it back.
     `path` itself is replaced whole (a reader sees the old or the new mapping), and only by
-    the newest version: a slower saver of an older one leaves it.
+    the newest version: a slower saver of an older one leaves it. A `path` that is no saved
+    version (written or edited by hand, valid or not) is kept first, as
+    `history_folder(path)/replaced-<n>.json`.
     """
     from dataclasses import replace
 
@@ -417,6 +439,8 @@ def save(path, classes):
     def versions():
         return [int(p.stem) for p in history.glob("*.json") if p.stem.isdigit()]
 
+    _keep_unsaved(path, history)
+
     for _ in range(1000):
         saved = replace(classes, version=max(versions(), default=0) + 1)
         if _claim(history / f"{saved.version}.json", saved.dumps()):
@@ -428,12 +452,39 @@ def save(path, classes):
     return saved
 
 
+def _keep_unsaved(path, history):
+    """Copies `path` into `history` as `replaced-<n>.json` unless it is a saved version (the
+    text of `history/<its version>.json`): a hand-edited file is never lost to a save."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        try:
+            text = path.read_bytes().decode("latin-1")
+        except OSError:
+            return  # no file (the first save), or one that cannot be read: nothing to keep
+    try:
+        version = json.loads(text).get("version")
+    except (ValueError, RecursionError, AttributeError):
+        version = None
+    saved = history / f"{version}.json"
+    if _int(version) and saved.is_file() and saved.read_text() == text:
+        return
+    for number in range(1, 100000):
+        if _claim(history / f"replaced-{number}.json", text):
+            return
+    raise RuntimeError(f"could not keep {path} in {history}")
+
+
 def _claim(target, text):
-    """Writes `text` as `target` if no such file exists, whole; False if one does."""
+    """Writes `text` as `target` if no such file exists, whole; False if one does. The file
+    is readable as a plain `open` would make it (mkstemp's are private)."""
+    from tf_autoseg import atomic
+
     handle, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        os.chmod(temp, 0o666 & ~atomic.umask())
         try:  # link() fails on an existing name: one saver claims each number, whole
             os.link(temp, target)
         except FileExistsError:

@@ -10,12 +10,14 @@ writes a `classes.json` (`tf_autoseg.serving.classes`).
   images and label maps (at most `display_side` pixels a side), pixel counts, patch places.
   It is filled by `compute` (in a background thread, so the page answers at once with its
   progress), then read only; PNGs are encoded on request and memoised.
-- `make_server` is a `ThreadingHTTPServer` with a fixed route table: no URL names a file,
-  so nothing outside the sample can be served (anything else is 404). On a loopback address
-  it answers only requests whose `Host` is that address (a DNS-rebinding page gets 403), and
-  a save must be a same-origin JSON POST.
+- `make_server` is a threading HTTP server (`tf_autoseg.serving.page_server`: bounded
+  connections, idle ones closed) with a fixed route table: no URL names a file, so nothing
+  outside the sample can be served (anything else is 404). It answers only requests whose
+  `Host` names it (`page_server.host_names`: the address it was asked to bind, and off
+  loopback the machine's own names; a DNS-rebinding page gets 403), and a save must be a
+  same-origin JSON POST from one of those names.
 
-Long (about 370 lines) because the page's server and the data it serves change together;
+Long (about 380 lines) because the page's server and the data it serves change together;
 the page itself is `naming_page.html`, the mapping `tf_autoseg.serving.classes`.
 """
 
@@ -23,18 +25,18 @@ import functools
 import io
 import json
 import re
-import socket
 import threading
 import time
+import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 from absl import logging
 
 from tf_autoseg.serving import classes as named_classes
+from tf_autoseg.serving import page_server
 
 PATCHES = 6  # example patches per cluster
 PATCH = 96  # their side, in display pixels
@@ -259,16 +261,11 @@ class Session:
             return named_classes.save(self.classes_path, mapped).to_json()
 
 
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
 _ROUTES = {
     "image": re.compile(r"^/image/(\d+)\.png$"),
     "labels": re.compile(r"^/labels/(\d+)\.png$"),
     "patch": re.compile(r"^/patch/(\d+)/(\d+)\.png$"),
 }
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def make_server(host="127.0.0.1", port=0, session=None):
@@ -281,10 +278,13 @@ def make_server(host="127.0.0.1", port=0, session=None):
         OSError: the address cannot be bound (a port in use: errno EADDRINUSE).
     """
     page = PAGE.read_bytes()
-    loopback = host in _LOOPBACK
+    allowed = page_server.host_names(host)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "tf_autoseg-name_clusters"
+        timeout = (
+            page_server.IDLE_SECONDS
+        )  # a silent connection (no request, a body that stops) ends
 
         @property
         def session(self):
@@ -307,10 +307,16 @@ def make_server(host="127.0.0.1", port=0, session=None):
             self.wfile.write(body)
 
         def _host_allowed(self):
-            if not loopback:
+            return page_server.name_of(self.headers.get("Host")) in allowed
+
+        def _same_origin(self):
+            origin = self.headers.get("Origin")
+            if origin is None:  # not a browser's cross-origin request
                 return True
-            name = (self.headers.get("Host") or "").rsplit(":", 1)[0]
-            return name in _LOOPBACK
+            parts = urllib.parse.urlsplit(origin)
+            return parts.netloc.lower() == (self.headers.get("Host") or "").lower() and (
+                (parts.hostname or "") in allowed
+            )
 
         def do_GET(self):  # noqa: N802 - http.server's name
             if not self._host_allowed():
@@ -347,8 +353,7 @@ def make_server(host="127.0.0.1", port=0, session=None):
                 return self._send(HTTPStatus.FORBIDDEN, {"error": "unexpected Host header"})
             if self.path != "/api/classes":
                 return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            origin = self.headers.get("Origin")
-            if origin and origin.split("//", 1)[-1] != self.headers.get("Host"):
+            if not self._same_origin():
                 return self._send(HTTPStatus.FORBIDDEN, {"error": "cross-origin save refused"})
             if not (self.headers.get("Content-Type") or "").startswith("application/json"):
                 return self._send(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
@@ -356,8 +361,14 @@ def make_server(host="127.0.0.1", port=0, session=None):
             length = int(length) if length.isdigit() else 0
             if not 0 < length <= _MAX_BODY:
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": "empty or too large"})
+            body = self.rfile.read(length)
+            if len(body) < length:  # the client stopped mid-body: no one to answer
+                self.close_connection = True
+                return None
             try:
-                saved = self.session.save(json.loads(self.rfile.read(length)))
+                saved = self.session.save(json.loads(body))
+            except RecursionError:
+                return self._send(HTTPStatus.BAD_REQUEST, {"error": "JSON nested too deeply"})
             except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": str(error)})
             except OSError as error:
@@ -367,8 +378,6 @@ def make_server(host="127.0.0.1", port=0, session=None):
                 HTTPStatus.OK, {"saved": saved, "path": str(self.session.classes_path)}
             )
 
-    server_class = _IPv6Server if ":" in host.strip("[]") else ThreadingHTTPServer
-    server = server_class((host.strip("[]"), port), Handler)
-    server.daemon_threads = True
+    server = page_server.bind(host, port, Handler)
     server.session = session
     return server

@@ -37,7 +37,7 @@ def check_tiling(tile, overlap):
         )
 
 
-def segment_probabilities(predict, image, tile=512, overlap=64):
+def segment_probabilities(predict, image, tile=512, overlap=64, progress=None):
     """(H, W, K) probabilities of one (H, W, C) image, tiled when larger than `tile`.
 
     Args:
@@ -45,6 +45,7 @@ def segment_probabilities(predict, image, tile=512, overlap=64):
         image: (H, W, C) uint8 or float array.
         tile: tile side; a multiple of 16, more than `2 * overlap`.
         overlap: pixels discarded at inner tile borders; a multiple of 8.
+        progress: called with (tiles done, tiles in all) after each tile of a tiled image.
     """
     check_tiling(tile, overlap)
     height, width = image.shape[:2]
@@ -55,17 +56,23 @@ def segment_probabilities(predict, image, tile=512, overlap=64):
     padded = np.pad(image, ((0, size[0] - height), (0, size[1] - width), (0, 0)), mode="reflect")
     step = tile - 2 * overlap
     out = None
-    for top in _starts(size[0], min(tile, size[0]), step):
-        for left in _starts(size[1], min(tile, size[1]), step):
-            probs = np.asarray(predict(padded[None, top : top + tile, left : left + tile]))[0]
-            if out is None:
-                out = np.zeros((*size, probs.shape[-1]), np.float32)
-            # Keep the centre; at the image's own borders keep up to the edge.
-            h, w = probs.shape[:2]
-            t, l_ = (0 if top == 0 else overlap), (0 if left == 0 else overlap)
-            b = h if top + h == size[0] else h - overlap
-            r = w if left + w == size[1] else w - overlap
-            out[top + t : top + b, left + l_ : left + r] = probs[t:b, l_:r]
+    places = [
+        (top, left)
+        for top in _starts(size[0], min(tile, size[0]), step)
+        for left in _starts(size[1], min(tile, size[1]), step)
+    ]
+    for done, (top, left) in enumerate(places, 1):
+        probs = np.asarray(predict(padded[None, top : top + tile, left : left + tile]))[0]
+        if out is None:
+            out = np.zeros((*size, probs.shape[-1]), np.float32)
+        # Keep the centre; at the image's own borders keep up to the edge.
+        h, w = probs.shape[:2]
+        t, l_ = (0 if top == 0 else overlap), (0 if left == 0 else overlap)
+        b = h if top + h == size[0] else h - overlap
+        r = w if left + w == size[1] else w - overlap
+        out[top + t : top + b, left + l_ : left + r] = probs[t:b, l_:r]
+        if progress is not None:
+            progress(done, len(places))
     return out[:height, :width]
 
 

@@ -53,10 +53,22 @@ def remove_leftovers(run_dir):
 
 
 def load_checkpoint(path):
-    """Loads a checkpoint, or raises a `ValueError` that names it and says what to do."""
+    """Loads a checkpoint, or raises a `ValueError` that names it and says what to do.
+
+    A checkpoint that another process removed or replaced while it was read (a second
+    training of the same run directory, or a worker reading what its chief rotates) is not
+    called corrupt: the error says it changed, and that nothing needs to be moved.
+    """
+    before = _identity(path)
     try:
         return saving.load(path)
     except Exception as error:  # noqa: BLE001 - any failure to load is reported the same way
+        if before is None or _identity(path) != before:
+            raise ValueError(
+                f"Checkpoint {path} was removed or replaced by another process while it was "
+                f"read ({type(error).__name__}). Is another training of {Path(path).parent.parent} "
+                "running? Nothing was changed: run the same command again once it has finished."
+            ) from error
         raise ValueError(
             f"Checkpoint {path} is corrupt or incompatible with this version of tf_autoseg "
             f"({type(error).__name__}: {error}). Nothing was overwritten. Move it away to "
@@ -89,3 +101,13 @@ class CheckpointCallback(keras.callbacks.Callback):
         save_model(self.model, path)
         for _, old in checkpoints(self.run_dir)[: -self.keep]:
             old.unlink()
+
+
+def _identity(path):
+    """(device, inode, size, modification time) of `path`, or None when it is gone: a file
+    replaced by a rename, rewritten or removed has another identity."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns

@@ -132,17 +132,47 @@ def run(config):
 
     `config` is the run's `ExperimentConfig`. Returns the metrics written to
     `<run_dir>/metrics.json`. A finished run (see `tf_autoseg.training.runs.finished`) is left
-    as it is: its recorded metrics are returned. The run directory is held by this process from
-    its first write to the end (`runs.held`): a second training into it is refused.
+    as it is: its recorded metrics are returned. The run directory is held by this process (the
+    chief) from before its first read to the end (`runs.held`): a second training into it is
+    refused before it reads a checkpoint the first may be replacing.
     """
     with contextlib.ExitStack() as hold:
-        return _run(config, hold)
+        try:
+            return _run(config, hold)
+        except tf.errors.DataLossError as error:  # outside fit too: summaries, evaluation
+            found = checkpoints.checkpoints(config.output.run_dir)
+            kept = (
+                f"The last checkpoint, {found[-1][1]} (step {found[-1][0]}), is kept: the same "
+                "command resumes from it." if found else "No checkpoint was written yet."
+            )  # fmt: skip
+            raise ValueError(
+                f"reading the data failed: {_read_failure(error, config)}. {kept}"
+            ) from None
+
+
+def _read_failure(error, config):
+    """What failed, on one line, from a TensorFlow error met reading the data: the damaged
+    shard of prepared records by name (the error gives an offset, not a file)."""
+    reason = callbacks.op_error_reason(error.message)
+    prepared = config.train_data.prepared_dir or config.eval_data.prepared_dir
+    if prepared and isinstance(error, tf.errors.DataLossError):
+        from tf_autoseg.data import records
+
+        found = records.damaged_shard(prepared)
+        if found is not None:
+            reason = (
+                f"{found[0]}: {found[1]} (damaged since it was prepared: restore it, or "
+                f"prepare {prepared} again with python -m tf_autoseg.prepare)"
+            )
+    return reason
 
 
 def _run(config, hold):
     start = time.time()
     train_data, optimisation, output = config.train_data, config.optimisation, config.output
     run_dir = Path(output.run_dir)
+    if runs.is_chief(optimisation.distribution):  # before anything in run_dir is read
+        hold.enter_context(runs.held(run_dir, log=logging.info))
     note = runs.finished(output, optimisation, config.flags)
     if note is not None:
         logging.info(note)
@@ -197,7 +227,6 @@ def _run(config, hold):
         raise ValueError(f"{found[-1][1]} holds step {done}, its name says {start_batch}")
     runs.check_steps(run_dir, optimisation.steps, done)
     if chief:
-        hold.enter_context(runs.held(run_dir, log=logging.info))
         runs.record_flags(run_dir, config.flags)
         for path in checkpoints.remove_leftovers(run_dir):
             logging.info("Removed %s, left by an interrupted run.", path)
@@ -246,7 +275,7 @@ def _run(config, hold):
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             # A file that fails while training (a shard truncated after the checks, an image
             # that decodes only in part): one line, where the run resumes.
-            reason = callbacks.op_error_reason(error.message)
+            reason = _read_failure(error, config)
             raise ValueError(f"reading the training data failed: {reason}. "
                              + callbacks.resume_note(model, run_dir)) from None  # fmt: skip
         finally:

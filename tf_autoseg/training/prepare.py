@@ -148,12 +148,13 @@ def prepare(train, held_out, output_dir, *, shard_size=512, jobs=1, log=print):
         train, held_out: the `tf_autoseg.datasets.DataConfig` of the "train" and "eval" parts.
         output_dir: the folder of the shards and the manifest.
         shard_size: examples per shard file.
-        jobs: shards written at once, in separate processes.
+        jobs: shards written at once, in separate processes (>= 1).
         log: called with a line per shard written or found.
     """
+    arguments.integer("shard_size", shard_size)
+    workers = arguments.integer("jobs", jobs)  # 0 or -3 wrote with one process, silently
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arguments.integer("shard_size", shard_size)
     parts, fields = plan(train, held_out, out)
     flags = recorded_flags(train, held_out, shard_size)
     recorded = {
@@ -193,7 +194,6 @@ def prepare(train, held_out, output_dir, *, shard_size=512, jobs=1, log=print):
                 ]
                 light = dataclasses.replace(part, files=[], examples=[])
                 pending.append((str(out), shard.name, light, chosen))
-    workers = max(1, int(jobs or 1))
     if workers == 1:
         results = map(_write_job, pending)
     else:  # spawned, not forked: TensorFlow's threads do not survive a fork

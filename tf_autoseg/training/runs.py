@@ -129,46 +129,95 @@ def _read_progress(path):
 
 
 LOCK = ".lock"
+_HELD = {}  # run directories this process holds: resolved path -> nesting depth
+
+
+def is_chief(distribution, environ=None):
+    """Whether this process owns the run directory: the only process, or the chief of a
+    MultiWorkerMirroredStrategy run (TF_CONFIG's "chief", else worker 0), as
+    `experiment.is_chief` finds from the strategy. Read before TensorFlow loads, so the run
+    directory is held before anything in it is read.
+    """
+    environ = os.environ if environ is None else environ
+    if distribution not in ("auto", "multiworker"):
+        return True
+    try:
+        cluster_config = json.loads(environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        return True  # refused, named, by the program's checks
+    cluster, task = cluster_config.get("cluster", {}), cluster_config.get("task", {})
+    if len(cluster.get("chief", [])) + len(cluster.get("worker", [])) <= 1:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
 @contextlib.contextmanager
 def held(run_dir, log=print):
     """Holds `run_dir` for this process: a lock file naming the owner's pid and host.
 
-    A second process is refused while the owner lives; a lock left by a dead process of this
-    host (killed) is taken over, with a message. The lock goes when the block ends.
+    Take it before reading anything in the run directory: a second process is refused while
+    the owner lives, before it reads a checkpoint or flags.json that the owner may be
+    replacing. A lock left by a dead process of this host (killed) is taken over, with a
+    message. The lock goes when the block ends, and so does the run directory if this block
+    created it and left it empty (a run refused for its data leaves nothing). Holding it
+    again inside the block (the program, then the library) is a no-op.
 
     Raises:
         ValueError: another live process holds the run directory.
     """
+    key = os.path.abspath(run_dir)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path = Path(run_dir) / LOCK
+    created = [p for p in [Path(key), *Path(key).parents] if not p.exists()]
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
-    while True:
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    try:
+        while True:
             try:
-                owner = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                owner = {}
-            if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
-                log(f"{run_dir}: taking over the lock of process {owner.get('pid')}, "
-                    "which is no longer running.")  # fmt: skip
-                path.unlink(missing_ok=True)
-                continue
-            raise ValueError(
-                f"--run_dir={run_dir} is in use by process {owner.get('pid')} on "
-                f"{owner.get('host')} ({path}). Wait for it to finish, or choose another "
-                "--run_dir."
-            ) from None
-        with os.fdopen(handle, "w") as file:
-            json.dump(me, file)
-        break
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    owner = {}
+                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    log(f"{run_dir}: taking over the lock of process {owner.get('pid')}, "
+                        "which is no longer running.")  # fmt: skip
+                    path.unlink(missing_ok=True)
+                    continue
+                raise ValueError(
+                    f"--run_dir={run_dir} is in use by process {owner.get('pid')} on "
+                    f"{owner.get('host')} ({path}). Wait for it to finish, or choose another "
+                    "--run_dir."
+                ) from None
+            with os.fdopen(handle, "w") as file:
+                json.dump(me, file)
+            break
+    except BaseException:
+        _remove_empty(created)
+        raise
+    _HELD[key] = 1
     try:
         yield
     finally:
+        del _HELD[key]
         path.unlink(missing_ok=True)
+        _remove_empty(created)
+
+
+def _remove_empty(folders):
+    """Removes the folders in `folders` (deepest first) that are empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _alive(pid):
