@@ -112,11 +112,6 @@ def test_the_training_block_prints_no_error_line_that_is_no_failure(training_blo
         assert alarm not in training_block_output, training_block_output[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AutoSegModel (tf_autoseg/modeling/model.py, the lead's) still returns its label "
-    "metrics from train_step and leaves fit's shuffle=True: issue 26, item 10",
-)
 def test_the_training_block_prints_no_keras_warning_nor_empty_label_scores(training_block_output):
     assert "`shuffle=True` was passed" not in training_block_output  # the block passes none
     # The label metrics update on labelled batches only: at training steps they read 0.

@@ -508,3 +508,28 @@ def test_a_model_saved_before_the_network_was_a_layer_loads_with_its_weights_and
     assert len(model.optimizer.variables) == 2 + 2 * len(model.trainable_variables)
     model.train_on_batch(recorded["images"][:, :16, :12])  # it trains on from its state
     assert int(model.optimizer.iterations) == int(recorded["iterations"]) + 1
+
+
+def test_the_models_front_door_refuses_what_the_serving_signatures_refuse():
+    model = _compiled()
+    good = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    cases = [
+        (good * 255, "float `images` must be in \\[0, 1\\]"),  # 0..255 floats
+        (np.where(good > 0.5, np.nan, good), "must be finite"),
+        (np.zeros((0, 16, 16, 3), np.float32), "empty batch"),
+        (np.zeros((1, 0, 16, 3), np.float32), "at least 1x1 pixels"),
+    ]
+    for images, message in cases:
+        for call in (
+            model.predict_labels,
+            model,
+            lambda x: model.cluster_labels(x, heads=("main",)),
+        ):
+            with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+                call(images)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be finite"):
+        model.fit(np.where(good > 0.5, np.nan, good), batch_size=2, epochs=1, verbose=0)
+    for a, b in zip(before, model.get_weights()):  # no weight turned NaN
+        np.testing.assert_array_equal(a, b)
+    assert model.predict_labels(good).shape == (2, 16, 16)  # and good images still pass

@@ -178,7 +178,7 @@ class AutoSegModel(keras.Model):
         the fitted centres'. The probabilities are upsampled bilinearly from the grid to the
         input size.
         """
-        images = transforms.to_float_images(images)
+        images = transforms.checked_images(images, self.image_shape[-1])
         size = tf.shape(images)[1:3]
         shrunk = self.shrink(images)
         outputs = self.network.forward(shrunk, None, training=False)
@@ -218,7 +218,7 @@ class AutoSegModel(keras.Model):
         """
         if "overclustering" in heads and not self.overclustering:
             raise ValueError("`overclustering=True` needs a model built with `overclustering`.")
-        images = tf.convert_to_tensor(images)
+        images = transforms.checked_images(images, self.image_shape[-1])  # whole, then by batch
         outputs = {head: [] for head in heads}
         for i in range(0, int(images.shape[0]), batch_size):
             probs = self.inference(images[i : i + batch_size], heads)
@@ -253,7 +253,7 @@ class AutoSegModel(keras.Model):
         def points():
             for batch in batches:
                 images = batch[0] if isinstance(batch, (tuple, list)) else batch
-                images = self.shrink(transforms.to_float_images(images))
+                images = self.shrink(transforms.checked_images(images, self.image_shape[-1]))
                 grid = self.labelling_points(self.network.forward(images), images).numpy()
                 yield grid.reshape(-1, grid.shape[-1])
 
@@ -315,9 +315,17 @@ class AutoSegModel(keras.Model):
             ]
         )
 
+    def fit(self, x=None, *args, **kwargs):
+        """Keras `fit`; a `tf.data.Dataset` shuffles itself, so `shuffle` defaults to False
+        for one (Keras would ignore True, with a warning)."""
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)
+        return super().fit(x, *args, **kwargs)
+
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         self._check_crop(*images.shape[1:3])  # at tracing: crops `input_shape` left open
+        images = transforms.checked_images(images, self.image_shape[-1])
         step = self._step()
         pair = self.views.sample_pair(step, lambda: self._agreement(images))
         with tf.GradientTape() as tape:
@@ -334,11 +342,13 @@ class AutoSegModel(keras.Model):
         grads = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        return self._record(loss, mi)
+        # The label metrics update on labelled batches only (`evaluate`), not here.
+        return self._record(loss, mi, (self.loss_tracker, self.mi_tracker))
 
     def test_step(self, data):
         labelled = isinstance(data, (tuple, list)) and len(data) > 1
         images = data[0] if isinstance(data, (tuple, list)) else data
+        images = transforms.checked_images(images, self.image_shape[-1])
         pair = tf.constant(self.config.views.orderings[:2], tf.int32)
         step = self._step()
         view1, view2 = self.views.make(
@@ -348,14 +358,14 @@ class AutoSegModel(keras.Model):
             probabilities = self.inference(images)["main"]
             for metric in getattr(self, "label_metrics", ()):
                 metric.update_state(data[1], probabilities)
-        return self._record(*self.objective.compute(view1, view2, step))
+        return self._record(*self.objective.compute(view1, view2, step), self.metrics)
 
-    def _record(self, loss, mi):
+    def _record(self, loss, mi, reported):
         self.loss_tracker.update_state(loss)
         self.mi_tracker.update_state(mi)
         # Rank-1 results: Keras 3 fit under MultiWorkerMirroredStrategy fails
         # to concatenate scalar step outputs across workers.
-        return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
+        return {m.name: tf.reshape(m.result(), [1]) for m in reported}
 
     def get_config(self):
         return {**super().get_config(), "input_shape": self.image_shape, **self.config.arguments()}

@@ -35,6 +35,42 @@ def to_float_images(images):
     return tf.cast(images, tf.float32)
 
 
+def checked_images(images, channels=None):
+    """`to_float_images` of a batch that passed the checks the serving signatures make.
+
+    The front door of the model and of its export, in one wording: a (B, H, W, C) batch
+    (`channels` C when given) of at least one image of at least 1x1 pixels, uint8, or floats
+    that are finite and in [0, 1] (0..255 floats would be labelled wrongly, NaN would reach
+    every weight). The checks are graph ops (an InvalidArgumentError with its message),
+    cheap beside a forward pass.
+    """
+    images = tf.convert_to_tensor(images)
+    images = tf.ensure_shape(images, [None, None, None, channels])
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_positive(
+            shape[0], message="`images` is an empty batch: send at least one image"
+        ),
+        tf.debugging.assert_positive(
+            shape[1] * shape[2],
+            message="`images` must be at least 1x1 pixels: received height or width 0",
+        ),
+    ]
+    floats = to_float_images(images)
+    if images.dtype != tf.uint8:
+        checks += [
+            tf.debugging.assert_all_finite(floats, "float `images` must be finite (no NaN)"),
+            tf.debugging.assert_greater_equal(
+                tf.reduce_min(floats), 0.0, message="float `images` must be in [0, 1]"
+            ),
+            tf.debugging.assert_less_equal(
+                tf.reduce_max(floats), 1.0, message="float `images` must be in [0, 1]"
+            ),
+        ]
+    with tf.control_dependencies(checks):
+        return tf.identity(floats)
+
+
 def sample_dihedral(mode, seed):
     """A random dihedral element id among those `mode` allows, as an int32 scalar."""
     arguments.choice("geometric", mode, GEOMETRIC)

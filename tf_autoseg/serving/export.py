@@ -53,28 +53,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TEMP_PREFIX = ".export-"
 
 
-def _check_images(images, channels):
-    # The signature's TensorSpec is checked when the function is called from
-    # Python, but a server feeding the graph directly skips that check, and a
-    # tensor of another rank would reach the convolutions (where oneDNN aborts
-    # the process). EnsureShape checks rank and channels inside the graph.
-    import tensorflow as tf
-
-    images = tf.ensure_shape(images, [None, None, None, channels])
-    shape = tf.shape(images)
-    checks = [
-        tf.debugging.assert_positive(
-            shape[0], message="`images` is an empty batch: send at least one image"
-        ),
-        tf.debugging.assert_positive(
-            shape[1] * shape[2],
-            message="`images` must be at least 1x1 pixels: received height or width 0",
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(images)
-
-
 def serving_functions(model, classes=None):
     """The two serving functions of `model`, with their input signatures.
 
@@ -95,6 +73,7 @@ def serving_functions(model, classes=None):
     """
     import tensorflow as tf
 
+    from tf_autoseg.modeling import transforms
     from tf_autoseg.modeling.model import cluster_ids
 
     channels = model.image_shape[-1]
@@ -114,29 +93,19 @@ def serving_functions(model, classes=None):
             "probabilities": probabilities,
         }
 
-    def serve_uint8(images):
-        images = _check_images(images, channels)
-        return outputs(tf.cast(images, tf.float32) / 255.0)
-
-    def serve_float(images):
-        images = _check_images(images, channels)
-        in_range = [
-            tf.debugging.assert_greater_equal(
-                tf.reduce_min(images), 0.0, message="float `images` must be in [0, 1]"
-            ),
-            tf.debugging.assert_less_equal(
-                tf.reduce_max(images), 1.0, message="float `images` must be in [0, 1]"
-            ),
-        ]
-        with tf.control_dependencies(in_range):
-            return outputs(tf.identity(images))
+    # The signature's TensorSpec is checked when the function is called from Python, but a
+    # server feeding the graph directly skips that check, and a tensor of another rank would
+    # reach the convolutions (where oneDNN aborts the process): `checked_images` checks rank,
+    # channels, size and range inside the graph, as the model's own front door does.
+    def serve(images):
+        return outputs(transforms.checked_images(images, channels))
 
     def spec(dtype):
         return [tf.TensorSpec([None, None, None, channels], dtype, name="images")]
 
     return {
-        "serving_default": (serve_uint8, spec(tf.uint8)),
-        "serving_float": (serve_float, spec(tf.float32)),
+        "serving_default": (serve, spec(tf.uint8)),
+        "serving_float": (serve, spec(tf.float32)),
     }
 
 
