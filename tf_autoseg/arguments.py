@@ -63,17 +63,6 @@ def positive(name, value):
     return float(value)
 
 
-def non_negative(name, value):
-    """Returns `value` as a float if it is a number (not a bool) at or above 0; else ValueError."""
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not value >= 0
-    ):
-        raise ValueError(f"`{name}` must be a non-negative number. Received: {name}={value!r}")
-    return float(value)
-
-
 def choice(name, value, accepted):
     """Returns `value` if it is one of `accepted`; else ValueError."""
     if value not in accepted:

@@ -69,7 +69,7 @@ def _points(shift=0.0, seed=3):
 
 def test_mixture_layer_labels_as_its_mixture_and_answers_the_fallback_until_fitted():
     points, kinds = _points()
-    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=3, colour_weight=1.0)
+    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=2, colour=True)
     fallback = tf.fill((1, 1, len(points), 3), 1 / 3)
     grid = tf.constant(points[None, None], tf.float32)
     np.testing.assert_array_equal(layer(grid, fallback).numpy(), fallback.numpy())
@@ -86,7 +86,7 @@ def test_mixture_layer_labels_as_its_mixture_and_answers_the_fallback_until_fitt
 
 def test_a_refit_on_darker_images_keeps_the_component_ids():
     points, _ = _points()
-    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=3, colour_weight=1.0)
+    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=2, colour=True)
     layer.fit(points, seed=0)
     before = layer.labels(points)
     darker, _ = _points(shift=-0.15)  # the same cells, every colour darker
@@ -94,9 +94,9 @@ def test_a_refit_on_darker_images_keeps_the_component_ids():
     assert np.mean(layer.labels(darker) == before) > 0.99
 
 
-def test_colour_weight_zero_labels_by_the_features_alone():
+def test_without_colour_the_features_alone_label():
     points, _ = _points()
-    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=3, colour_weight=0.0)
+    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=3, colour=False)
     layer.fit(points, seed=0)
     assert not np.any(layer.projection.numpy()[5:])
     repainted = points.copy()
@@ -145,7 +145,7 @@ def _mixture_model(**options):
 
 
 def test_a_model_labels_by_its_fitted_mixture_and_keeps_it_through_saving(tmp_path):
-    model = _mixture_model(colour_weight=1.0, refine_iterations=5)
+    model = _mixture_model(refine_iterations=5)
     images = tf.constant(synthetic_scenes(6, 32, 3, seed=1)[0])
     head = model.network.forward(images).probabilities
     np.testing.assert_allclose(  # unfitted: the head answers, unrefined
@@ -164,3 +164,16 @@ def test_a_model_labels_by_its_fitted_mixture_and_keeps_it_through_saving(tmp_pa
     np.testing.assert_array_equal(loaded.predict_labels(images).numpy(), labels)
     with pytest.raises(ValueError, match="fit_labelling got no batch"):
         model.fit_labelling([])
+
+
+def test_the_mixture_space_is_whitened_feature_axes_beside_standardised_colour():
+    points, _ = _points()
+    layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=2, colour=True)
+    layer.fit(points, seed=0)
+    projected = points @ layer.projection.numpy() + layer.offset.numpy()
+    assert projected.shape[1] == 2 + 3
+    np.testing.assert_allclose(projected.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(projected.std(0), 1.0, rtol=1e-3)
+    np.testing.assert_allclose(np.corrcoef(projected[:, :2].T)[0, 1], 0.0, atol=1e-3)
+    colour = (points[:, 5:] - points[:, 5:].mean(0)) / points[:, 5:].std(0)
+    np.testing.assert_allclose(projected[:, 2:], colour, atol=1e-3)

@@ -221,9 +221,8 @@ class LabellingConfig(_Section):
             "overclustering" head's probabilities. All but "head" are fitted without labels
             by `AutoSegModel.fit_labelling` (the training program fits them at its end);
             until then inference answers with the head.
-        mixture_dims: the principal axes of (features, colour) the mixture lives on.
-        colour_weight: the colour's weight beside the features in the mixture's space (0:
-            features only; 1: the same total variance).
+        mixture_dims: the features' principal axes in the mixture's space.
+        mixture_colour: whether the pixels' colour joins them there.
         refine_iterations: mean-field steps of the edge-aware refinement at full resolution
             (`tf_autoseg.modeling.refinement`) after any labelling but the head's (0, the
             default of models saved before it existed: none; the training program's
@@ -236,7 +235,7 @@ class LabellingConfig(_Section):
 
     labels_from: str = "head"
     mixture_dims: int = 3
-    colour_weight: float = 0.0
+    mixture_colour: bool = True
     refine_iterations: int = 0
     input_downsample: int = 1
 
@@ -244,7 +243,7 @@ class LabellingConfig(_Section):
         return {
             "labels_from": arguments.choice("labels_from", self.labels_from, LABEL_SOURCES),
             "mixture_dims": arguments.integer("mixture_dims", self.mixture_dims, 1),
-            "colour_weight": arguments.non_negative("colour_weight", self.colour_weight),
+            "mixture_colour": bool(self.mixture_colour),
             "refine_iterations": arguments.integer("refine_iterations", self.refine_iterations, 0),
             "input_downsample": arguments.integer("input_downsample", self.input_downsample),
         }

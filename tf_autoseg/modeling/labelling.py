@@ -5,10 +5,11 @@ The paper's head is a K-way partition fixed on the training images: on a scene i
 stage labels the network's output instead with a Gaussian mixture of K components
 (`tf_autoseg.modeling.mixture`) over the network's features joined with the pixels' colour:
 
-- each grid cell's point is the features (each dimension standardised, the block scaled to
-  unit total variance) beside the colour of the image's pixels in that cell (scaled to unit
-  total variance, times `colour_weight`), projected on its `dims` principal axes;
-- a mixture (full covariances) is fitted there without labels: at the end of training on
+- each grid cell's point is the features' first `dims` principal axes (of the standardised
+  features, each axis scaled to unit variance) beside the mean colour of the image's pixels
+  in that cell (each channel standardised);
+- a mixture (full covariances, so the axes' relative scales do not matter) is fitted there
+  without labels: at the end of training on
   training images (what the SavedModel serves), and again on the images a program is asked to
   label (`AutoSegModel.fit_labelling`: evaluate, segment, the naming page), as the k-means
   baselines fit their clusters to the images they score; a refit keeps the component ids of
@@ -35,19 +36,20 @@ class MixtureLabelling(keras.layers.Layer):
         num_classes: K.
         feature_depth: D, channels of the network's features.
         channels: C, channels of the images.
-        dims: principal axes the mixture lives on.
-        colour_weight: the colour block's weight against the features' (1: equal variance).
+        dims: the features' principal axes in the mixture's space.
+        colour: whether the colour channels join them there.
         **kwargs: base layer arguments.
     """
 
     SAMPLES = 20_000  # points a fit sees, by default
     RESTARTS = 3  # EM runs from k-means starts, the highest likelihood kept
 
-    def __init__(self, num_classes, feature_depth, channels, dims=3, colour_weight=0.0, **kwargs):
+    def __init__(self, num_classes, feature_depth, channels, dims=3, colour=True, **kwargs):
         super().__init__(dtype="float32", autocast=False, **kwargs)
         self.num_classes, self.feature_depth, self.channels = num_classes, feature_depth, channels
-        self.dims, self.colour_weight = dims, colour_weight
-        depth = feature_depth + channels
+        self.dims, self.colour = dims, colour
+        self.mixture_depth = dims + (channels if colour else 0)
+        depth, dims = feature_depth + channels, self.mixture_depth
 
         def weight(name, shape):
             return self.add_weight(
@@ -89,19 +91,11 @@ class MixtureLabelling(keras.layers.Layer):
         """
         points = np.asarray(points, np.float64)
         previous = self.labels(points) if self.fitted else None
-        mean = points.mean(0)
-        d = self.feature_depth
-        scale = np.empty(points.shape[1])
-        scale[:d] = points[:, :d].std(0) * np.sqrt(d) + 1e-6
-        colour_spread = np.sqrt(points[:, d:].var(0).sum()) + 1e-6
-        scale[d:] = colour_spread / self.colour_weight if self.colour_weight else np.inf
-        normalised = (points - mean) / scale
-        axes = np.linalg.eigh(np.cov(normalised, rowvar=False))[1][:, ::-1][:, : self.dims]
-        projection = axes / scale[:, None]
-        offset = -mean @ projection
-        fitted = mixture_lib.fit(points @ projection + offset, self.num_classes, seed, restarts)
+        projection, offset = self._space(points)
+        projected = points @ projection + offset
+        fitted = mixture_lib.fit(projected, self.num_classes, seed, restarts)
         if previous is not None:
-            new = fitted.posterior(points @ projection + offset).argmax(1)
+            new = fitted.posterior(projected).argmax(1)
             fitted = fitted.permuted(mixture_lib.agreement_order(new, previous, self.num_classes))
         whitening, bias = fitted.whitening()
         for variable, value in (
@@ -110,6 +104,22 @@ class MixtureLabelling(keras.layers.Layer):
         ):  # fmt: skip
             variable.assign(np.asarray(value, np.float32))
         return fitted
+
+    def _space(self, points):
+        """(projection (D + C, P), offset (P,)) of the mixture's space on these points: the
+        standardised features' first `dims` principal axes, each scaled to unit variance,
+        then (with `colour`) every colour channel standardised."""
+        d = self.feature_depth
+        mean, spread = points.mean(0), points.std(0) + 1e-6
+        standard = (points[:, :d] - mean[:d]) / spread[:d]
+        values, vectors = np.linalg.eigh(np.cov(standard, rowvar=False))
+        order = np.argsort(values)[::-1][: self.dims]
+        axes = vectors[:, order] / np.sqrt(np.maximum(values[order], 1e-12))
+        projection = np.zeros((points.shape[1], self.mixture_depth))
+        projection[:d, : self.dims] = axes / spread[:d, None]
+        if self.colour:
+            projection[d:, self.dims :] = np.diag(1.0 / spread[d:])
+        return projection, -mean @ projection
 
     def labels(self, points):
         """(N,) component ids of (N, D + C) points, by the current fit (NumPy)."""

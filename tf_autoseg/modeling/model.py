@@ -137,7 +137,7 @@ class AutoSegModel(keras.Model):
         if labelling.labels_from == "mixture":
             self.mixture = MixtureLabelling(
                 self.num_classes, self.network.feature_depth, self.image_shape[-1],
-                dims=labelling.mixture_dims, colour_weight=labelling.colour_weight,
+                dims=labelling.mixture_dims, colour=labelling.mixture_colour,
                 name="mixture",
             )  # fmt: skip
         elif labelling.labels_from != "head":

@@ -199,12 +199,12 @@ class RunConfig(_Mapping):
         "overclustering head's probabilities.", added="head",
     )  # fmt: skip
     mixture_dims: int = integer(
-        3, "--labels_from=mixture: principal axes of (features, colour) the mixture lives on.",
+        3, "--labels_from=mixture: the features' principal axes in the mixture's space.",
         added=3,
     )  # fmt: skip
-    colour_weight: float = real(
-        0.0, "--labels_from=mixture: weight of the pixels' colour beside the features (0: "
-        "features only, 1: the same total variance).", added=0.0,
+    mixture_colour: bool = boolean(
+        True, "--labels_from=mixture: the pixels' colour joins the features in the mixture's "
+        "space.", added=True,
     )  # fmt: skip
     refine_iterations: int = integer(
         5, "Mean-field steps of the edge-aware refinement at full resolution after a "
