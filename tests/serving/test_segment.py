@@ -198,3 +198,54 @@ def test_a_tiled_image_reports_its_progress():
         "big.tif: 6 of 10 tiles (60%, 24 s)",
         "big.tif: 9 of 10 tiles (90%, 36 s)",
     ]
+
+
+def _halves(left, right, size=32):
+    """A (size, size, 3) image: its left half one colour, its right half another, jittered."""
+    rng = np.random.default_rng(sum(left) + sum(right))
+    image = np.empty((size, size, 3), np.int64)
+    image[:, : size // 2], image[:, size // 2 :] = left, right
+    return np.clip(image + rng.integers(-4, 5, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_segment_adapt_labelling_refits_the_stage_on_the_images_it_segments(tmp_path, models):
+    """A mixture fitted on bright scenes gives a dark scene's two halves one label; refitted on
+    the dark images themselves (--adapt_labelling) it tells them apart."""
+    keras.utils.set_random_seed(0)
+    model = AutoSegModel(2, (32, 32, 3), width=8, ar_blocks=1, labels_from="mixture")
+    bright = np.stack([_halves((250, 240, 230), (200, 250, 200)) for _ in range(8)])
+    model.fit_labelling([bright], seed=0)
+    path = tmp_path / "mixture.keras"
+    model.save(path)
+    source = tmp_path / "in"
+    source.mkdir()
+    for i, colours in enumerate((((20, 10, 40), (60, 10, 10)), ((22, 12, 38), (58, 12, 12)))):
+        Image.fromarray(_halves(*colours)).save(source / f"dark{i}.png")
+
+    def halves_apart(output):
+        labels = _written(output / "dark0_labels.png")
+        left, right = np.bincount(labels[:, :16].ravel()), np.bincount(labels[:, 16:].ravel())
+        return left.argmax() != right.argmax()
+
+    served = _segment(path, source, tmp_path / "served")
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert not halves_apart(tmp_path / "served")
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_autoseg.segment", f"--model={path}", f"--input={source}",
+         f"--output={tmp_path / 'adapted'}", "--adapt_labelling"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "labelling refitted on 2 image(s)" in result.stdout
+    assert halves_apart(tmp_path / "adapted")
+    # A model without a stage has nothing to refit: one line, exit 2, nothing written.
+    refused = subprocess.run(
+        [sys.executable, "-m", "tf_autoseg.segment", f"--model={models[3]}",
+         f"--input={source}", f"--output={tmp_path / 'refused'}", "--adapt_labelling"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--adapt_labelling needs a .keras model" in refused.stderr
+    assert not (tmp_path / "refused").exists()

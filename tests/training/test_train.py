@@ -932,3 +932,39 @@ def test_evaluating_a_saved_model_prints_no_grappler_error(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remapper failed" not in result.stderr and "E0000" not in result.stderr, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["main"]["pixel_accuracy"] > 0
+
+
+def _two_colour_scenes(count, left, right, size=32):
+    """(images, labels): each image's left half one colour, its right half another, jittered;
+    label 0 on the left, 1 on the right."""
+    rng = np.random.default_rng(count)
+    images = np.empty((count, size, size, 3), np.uint8)
+    images[:, :, : size // 2] = left
+    images[:, :, size // 2 :] = right
+    noise = rng.integers(-4, 5, images.shape)
+    images = np.clip(images.astype(int) + noise, 0, 255).astype(np.uint8)
+    labels = np.zeros((count, size, size), np.int32)
+    labels[:, :, size // 2 :] = 1
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+
+
+def test_evaluate_adapts_the_label_free_stage_to_the_images_it_scores():
+    """Fitted on bright scenes, the mixture puts a dark scene's two halves in one component; an
+    adapted evaluation refits it on the dark scene's own images and separates them."""
+    from tf_autoseg.training import experiment
+
+    keras.utils.set_random_seed(0)
+    model = AutoSegModel(num_classes=2, input_shape=(32, 32, 3), width=8, ar_blocks=1,
+                         labels_from="mixture")  # fmt: skip
+    bright = _two_colour_scenes(16, (250, 240, 230), (200, 250, 200))
+    dark = _two_colour_scenes(8, (20, 10, 40), (60, 10, 10))
+    model.fit_labelling(bright, seed=0)
+    served = experiment.evaluate(model, dark, None, 2)
+    assert served["labelling"] == {"labels_from": "mixture", "adapted": False}
+    adapted = experiment.evaluate(model, dark, None, 2, adapt=True, seed=0)
+    assert adapted["labelling"] == {"labels_from": "mixture", "adapted": True}
+    assert served["main"]["mean_iou"] < 0.6 < 0.95 < adapted["main"]["mean_iou"], (
+        served["main"]["mean_iou"], adapted["main"]["mean_iou"])  # fmt: skip
+    # The head answers a model without a stage: nothing to adapt, nothing said.
+    head = AutoSegModel(num_classes=2, input_shape=(32, 32, 3), width=8, ar_blocks=1)
+    assert "labelling" not in experiment.evaluate(head, dark, None, 2, adapt=True)

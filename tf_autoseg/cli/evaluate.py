@@ -8,7 +8,9 @@ The data flags are the training program's. A run directory (or a `.keras` file
 inside one) brings its own: every flag its `flags.json` records is used unless
 given on the command line (or in a flagfile). `tf_autoseg.serving.loading` loads the model. Prints
 one JSON object: pixel accuracy, mIoU and per-class IoU after Hungarian matching (and
-many-to-one for an overclustering head).
+many-to-one for an overclustering head). A `.keras` model whose labels come from a label-free
+stage (`--labels_from=mixture`, ...) first refits that stage on the images it scores (labels
+unread; `--noadapt_labelling` to score it as trained).
 """
 
 import json
@@ -31,6 +33,13 @@ flags.DEFINE_string(
     "model", None,
     "A run directory (its flags.json gives the data flags not given here), a .keras file or a "
     "SavedModel folder.",
+)  # fmt: skip
+flags.DEFINE_bool(
+    "adapt_labelling", True,
+    "A .keras model with a label-free stage (labels_from other than head) refits it, without "
+    "labels, on the images it scores before scoring them, as the k-means baselines fit their "
+    "clusters; --noadapt_labelling scores the stage as training fitted it (what its SavedModel "
+    "serves). A SavedModel is scored as it serves.",
 )  # fmt: skip
 # Every training flag (a training flagfile is an evaluation flagfile); those this command reads
 # (metadata of the table) are listed by --help.
@@ -89,8 +98,9 @@ def main(argv):
     if held_out is None:
         raise ValueError("--dataset=folder needs --masks_dir to evaluate.")
     results = experiment.evaluate(
-        model, held_out[0], fit and fit[0], chosen.num_classes, evaluation.eval_batches
-    )
+        model, held_out[0], fit and fit[0], chosen.num_classes, evaluation.eval_batches,
+        adapt=FLAGS.adapt_labelling, seed=chosen.seed,
+    )  # fmt: skip
     print(json.dumps(results, default=lambda v: np.asarray(v).tolist()))
 
 

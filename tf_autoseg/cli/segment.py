@@ -37,6 +37,13 @@ def define_flags():
     flags.DEFINE_string("output", None, "Folder for <stem>_labels.png and <stem>_overlay.png.")
     flags.DEFINE_integer("tile", 512, "Largest tile side processed at once (a multiple of 16).")
     flags.DEFINE_integer("overlap", 64, "Pixels discarded at inner tile borders (a multiple of 8).")
+    flags.DEFINE_bool(
+        "adapt_labelling", False,
+        "A .keras model (or run directory) with a label-free stage (labels_from other than "
+        "head) first refits it, without labels, on tiles of the input images, so its classes "
+        "follow these images' light and colours (a refit keeps the cluster ids it can). A "
+        "SavedModel serves its stage as trained.",
+    )  # fmt: skip
     flags.DEFINE_string(
         "classes_json",
         None,
@@ -76,6 +83,8 @@ def main(argv):
     mapped = mapping(model, FLAGS.model, FLAGS.classes_json)
     channels = model.image_shape[-1]
     check_inputs(files, channels)
+    if FLAGS.adapt_labelling:
+        adapt(model, files, channels, FLAGS.tile)
     head = mapped.head if mapped is not None else "main"
     predict = loading.probabilities(model, head)
     output.mkdir(parents=True, exist_ok=True)
@@ -94,6 +103,32 @@ def main(argv):
         else:
             write_outputs(stem, image, mapped.lookup()[labels], mapped.palette())
         print(f"{path} -> {stem}_labels.png")
+
+
+def adapt(model, files, channels, tile, per_image=4):
+    """Refits `model`'s label-free stage on up to `per_image` tiles (at most `tile` pixels a
+    side, spread over the image) of each input image; refused for a model without one."""
+    import numpy as np
+
+    if getattr(model, "labelling", None) is None:
+        raise ValueError(
+            "--adapt_labelling needs a .keras model (or run directory) trained with "
+            "--labels_from other than head."
+        )
+
+    def tiles():
+        for path in files:
+            image = images.read_image(path, channels)[0]
+            height, width = image.shape[:2]
+            h, w = min(tile, height), min(tile, width)
+            grid = max(1, int(np.ceil(np.sqrt(per_image))))
+            starts = {(y, x) for y in np.linspace(0, height - h, grid).astype(int)
+                      for x in np.linspace(0, width - w, grid).astype(int)}  # fmt: skip
+            for y, x in sorted(starts)[:per_image]:
+                yield image[None, y : y + h, x : x + w]
+
+    model.fit_labelling(tiles(), seed=0)
+    print(f"labelling refitted on {len(files)} image(s)")
 
 
 class Progress:

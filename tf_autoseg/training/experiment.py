@@ -97,11 +97,21 @@ def _batches(dataset, limit):
     return dataset.take(limit) if limit else dataset
 
 
-def evaluate(model, evaluation_set, fit_set, num_classes, batches=0):
+def evaluate(model, evaluation_set, fit_set, num_classes, batches=0, adapt=False, seed=0):
     """Hungarian accuracy and mIoU of the main head (and many-to-one of the overclustering one),
     on `batches` batches of each set (0: all); the mapping is fitted on `fit_set`, or on the
-    scored set itself when it is None."""
+    scored set itself when it is None.
+
+    With `adapt`, a model with a label-free stage (`labels_from` other than "head") first
+    refits it (seeded by `seed`, labels unread) on the images it scores (their first
+    `batches` batches, or `LABELLING_BATCHES`), as the k-means baselines fit their clusters;
+    the results then say so under "labelling".
+    """
     k, limit = num_classes, batches
+    stage = getattr(model, "labelling", None)
+    adapt = bool(adapt) and stage is not None
+    if adapt:
+        model.fit_labelling(_batches(evaluation_set, limit or LABELLING_BATCHES), seed=seed)
     heads = ("main",) + (("overclustering",) if model.overclustering else ())
     score = metrics.model_confusions(model, _batches(evaluation_set, limit), k, heads)
     fit = (
@@ -116,6 +126,8 @@ def evaluate(model, evaluation_set, fit_set, num_classes, batches=0):
             results[head] = metrics.protocol(score[head], many_to_one=over)
         else:
             results[head] = metrics.protocol(fit[head], score[head], many_to_one=over)
+    if stage is not None:
+        results["labelling"] = {"labels_from": labels_source(model), "adapted": adapt}
     return results
 
 
@@ -286,7 +298,7 @@ def _run(config, hold):
     results = {
         "precision": policy,
         "precision_timings": timings,
-        "labels_from": _labels_source(model),
+        "labels_from": labels_source(model),
         "steps": int(model.optimizer.iterations),
         "train_seconds": round(budget.seconds(), 1),
         "minutes": optimisation.minutes,
@@ -362,7 +374,7 @@ def finish_training(model, train):
         model.fit_labelling(train.take(LABELLING_BATCHES), seed=model.config.seed)
 
 
-def _labels_source(model):
+def labels_source(model):
     if model.labelling is None or not model.labelling.fitted:
         return "head"
     return model.config.labelling.labels_from
