@@ -63,6 +63,11 @@ flags.DEFINE_bool("feature_kmeans", True, "Also score k-means on the trained fea
 flags.DEFINE_bool("quick", False, "Two evaluation batches: checks that it all works.")
 flags.DEFINE_string("save_models", None, "Folder to save each seed's final model in (.keras).")
 flags.DEFINE_string("out", None, "Where to write the JSON report ('' = nowhere).")
+flags.DEFINE_string(
+    "from_models", None,
+    "Score the models a run with --save_models saved in this folder (<task>-<recipe>-seed<N>"
+    ".keras) instead of training: their network under this recipe's labelling flags.",
+)  # fmt: skip
 
 TASKS = {
     "dubai": dict(dataset="dubai", sub="dubai-aerial", num_classes=5, train_tiles=["1", "2", "3", "4"],
@@ -155,8 +160,8 @@ def evaluate_point(model, run, train_set, fit, held_out, seed):
         fitted = score if mode == "same" else metrics.model_confusions(model, fit, k, heads)
         return fitted, score
 
-    if model.centres is not None:
-        model.centres.reset()  # unfitted: the head answers
+    if model.labelling is not None:
+        model.labelling.reset()  # unfitted: the head answers
     fitted, score = confusions()
     point = {"head": _scores((fitted["main"], score["main"]), mode)}
     if "overclustering" in heads:
@@ -165,11 +170,15 @@ def evaluate_point(model, run, train_set, fit, held_out, seed):
         point["overclustering_many_to_one"] = over["pixel_accuracy"]
     sizes = score["main"].counts.sum(axis=0)
     point["cluster_sizes"] = (sizes / max(sizes.sum(), 1)).round(4).tolist()
-    if model.centres is not None:
-        experiment.finish_training(model, train_set)  # fits the centres
+    if model.labelling is not None:
+        experiment.finish_training(model, train_set)  # fitted on training images: served
         served = confusions()
         point["labels"] = _scores((served[0]["main"], served[1]["main"]), mode)
-        point["labels_from"] = experiment._labels_source(model)
+        point["labels_from"] = experiment.labels_source(model)
+        # Refitted on the scored images, as evaluate does and the baselines' clusters are.
+        model.fit_labelling(held_out.take(experiment.LABELLING_BATCHES), seed=seed)
+        adapted = confusions()
+        point["labels_adapted"] = _scores((adapted[0]["main"], adapted[1]["main"]), mode)
     else:
         point["labels"] = point["head"]
     if FLAGS.feature_kmeans:
@@ -268,6 +277,23 @@ def run_seed(run, seed, data):
         record["baselines"] = baselines(run, seed, fit, held_out, input_shape)
     keras.utils.set_random_seed(seed)
     model = experiment.build_model(run.model, input_shape, run.optimisation)
+    if FLAGS.from_models:
+        from tf_autoseg.modeling import saving  # loads the older layouts too
+
+        saved = (
+            Path(FLAGS.from_models)
+            / f"{FLAGS.task}-{FLAGS.recipe or _flagfile_name()}-seed{seed}.keras"
+        )
+        model.network.set_weights(saving.load(saved, compile=False).network.get_weights())
+        tick = time.time()
+        point = evaluate_point(model, run, train_set, fit, held_out, seed)
+        point.update(eval_seconds=round(time.time() - tick, 1), model=str(saved))
+        print(json.dumps({"seed": seed, **{
+            name: round(point[name]["mean_iou"], 4)
+            for name in ("labels", "labels_adapted", "head", "feature_kmeans") if name in point
+        }}), flush=True)  # fmt: skip
+        record.update(curve=[point], final=point, selected_by_mi=point)
+        return record
     minutes = run.optimisation.minutes
     curve, start = [], time.time()
 
@@ -285,7 +311,8 @@ def run_seed(run, seed, data):
             )
             curve.append(point)
             progress = {"seed": seed, "steps": point["steps"], "minutes": point["train_minutes"]}
-            for name in ("labels", "head", "feature_kmeans", "overclustering_kmeans"):
+            for name in ("labels", "labels_adapted", "head", "feature_kmeans",
+                         "overclustering_kmeans"):  # fmt: skip
                 if name in point:
                     progress[name] = [round(point[name][key], 4)
                                       for key in ("pixel_accuracy", "mean_iou")]  # fmt: skip
@@ -312,6 +339,7 @@ def summary(records):
     """Mean and spread over seeds of each method's accuracy and mIoU."""
     methods = {
         "labels_final": lambda r: r["final"]["labels"],
+        "labels_adapted_final": lambda r: r["final"].get("labels_adapted"),
         "head_final": lambda r: r["final"]["head"],
         "head_selected_by_mi": lambda r: r["selected_by_mi"]["head"],
         "feature_kmeans_final": lambda r: r["final"].get("feature_kmeans"),
