@@ -175,8 +175,10 @@ def evaluate_point(model, run, train_set, fit, held_out, seed):
         served = confusions()
         point["labels"] = _scores((served[0]["main"], served[1]["main"]), mode)
         point["labels_from"] = experiment.labels_source(model)
-        # Refitted on the scored images, as evaluate does and the baselines' clusters are.
-        model.fit_labelling(held_out.take(experiment.LABELLING_BATCHES), seed=seed)
+        # Refitted where the mapping is fitted (the scored images, or the fit set's for
+        # "holdout"), as evaluate does and the baselines' clusters are.
+        refit = held_out if mode == "same" else fit
+        model.fit_labelling(refit.take(experiment.LABELLING_BATCHES), seed=seed)
         adapted = confusions()
         point["labels_adapted"] = _scores((adapted[0]["main"], adapted[1]["main"]), mode)
     else:

@@ -9,8 +9,8 @@ inside one) brings its own: every flag its `flags.json` records is used unless
 given on the command line (or in a flagfile). `tf_autoseg.serving.loading` loads the model. Prints
 one JSON object: pixel accuracy, mIoU and per-class IoU after Hungarian matching (and
 many-to-one for an overclustering head). A `.keras` model whose labels come from a label-free
-stage (`--labels_from=mixture`, ...) first refits that stage on the images it scores (labels
-unread; `--noadapt_labelling` to score it as trained).
+stage (`--labels_from=mixture`, ...) first refits that stage on the images the mapping is
+fitted on (labels unread; `--noadapt_labelling` to score it as trained).
 """
 
 import json
@@ -37,9 +37,10 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "adapt_labelling", True,
     "A .keras model with a label-free stage (labels_from other than head) refits it, without "
-    "labels, on the images it scores before scoring them, as the k-means baselines fit their "
-    "clusters; --noadapt_labelling scores the stage as training fitted it (what its SavedModel "
-    "serves). A SavedModel is scored as it serves.",
+    "labels, on the images the mapping is fitted on (the scored ones; the training part's "
+    "with --eval_mode=holdout), as the k-means baselines fit their clusters; "
+    "--noadapt_labelling scores the stage as training fitted it (what its SavedModel serves). "
+    "A SavedModel is scored as it serves.",
 )  # fmt: skip
 # Every training flag (a training flagfile is an evaluation flagfile); those this command reads
 # (metadata of the table) are listed by --help.

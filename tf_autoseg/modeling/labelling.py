@@ -11,9 +11,9 @@ stage labels the network's output instead with a Gaussian mixture of K component
 - a mixture (full covariances, so the axes' relative scales do not matter) is fitted there
   without labels (`AutoSegModel.fit_labelling`): at the end of training on training images
   (what the SavedModel, segment and the naming page serve), and again on the images that
-  `evaluate` scores (`--adapt_labelling`, its default), as the k-means baselines fit their
-  clusters to the images they score; a refit keeps the component ids of the fit before it
-  wherever the two agree, so named classes stay named.
+  `evaluate` fits its mapping on (`--adapt_labelling`, its default) or that `segment
+  --adapt_labelling` labels, as the k-means baselines fit their clusters; a refit keeps the
+  component ids of the fit before it wherever the two agree, so named classes stay named.
 
 A layer with its own weights (the folded normalisation and projection, the components), so a
 fitted stage is saved, loaded and exported with the model.

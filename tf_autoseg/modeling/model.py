@@ -230,7 +230,7 @@ class AutoSegModel(keras.Model):
         """Fits the label-free stage of `labels_from` on a sample of the images' grid points.
 
         Labels are never read. The training program fits it on training images after its
-        last step; evaluate fits it again on the images it scores (as the k-means baselines
+        last step; evaluate fits it again where it fits the mapping (as the k-means baselines
         do), the mixture keeping its component ids. Call it on your own images before
         `predict_labels` to label them with a stage fitted to them.
 

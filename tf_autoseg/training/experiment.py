@@ -103,15 +103,16 @@ def evaluate(model, evaluation_set, fit_set, num_classes, batches=0, adapt=False
     scored set itself when it is None.
 
     With `adapt`, a model with a label-free stage (`labels_from` other than "head") first
-    refits it (seeded by `seed`, labels unread) on the images it scores (their first
-    `batches` batches, or `LABELLING_BATCHES`), as the k-means baselines fit their clusters;
-    the results then say so under "labelling".
+    refits it (seeded by `seed`, labels unread) on the images the mapping is fitted on (the
+    scored ones, or `fit_set`'s; their first `batches` batches, or `LABELLING_BATCHES`), as
+    the k-means baselines fit their clusters; the results then say so under "labelling".
     """
     k, limit = num_classes, batches
     stage = getattr(model, "labelling", None)
     adapt = bool(adapt) and stage is not None
     if adapt:
-        model.fit_labelling(_batches(evaluation_set, limit or LABELLING_BATCHES), seed=seed)
+        fitted_on = evaluation_set if fit_set is None else fit_set
+        model.fit_labelling(_batches(fitted_on, limit or LABELLING_BATCHES), seed=seed)
     heads = ("main",) + (("overclustering",) if model.overclustering else ())
     score = metrics.model_confusions(model, _batches(evaluation_set, limit), k, heads)
     fit = (
