@@ -119,6 +119,49 @@ def test_example_figure_draws_a_camvid_frame_with_a_tiny_model(tmp_path):
     assert (drawn[:, 24:30] == 255).all()
 
 
+def test_example_figure_puts_the_head_beside_a_stage_refitted_on_the_frames(tmp_path):
+    from PIL import Image
+
+    from tf_autoseg import AutoSegModel
+    from tf_autoseg import visualize
+    from tf_autoseg.data import images
+    from tf_autoseg.evaluation import metrics
+
+    rng = np.random.default_rng(1)
+    for folder in ("images", "labels"):
+        (tmp_path / "camvid" / folder).mkdir(parents=True)
+    frames = []
+    for name in ("val-a", "val-b"):
+        frames.append(tmp_path / "camvid" / "images" / f"{name}.jpg")
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(frames[-1])
+        ids = rng.integers(0, 11, (32, 32)).astype(np.uint8)
+        Image.fromarray(ids).save(tmp_path / "camvid" / "labels" / f"{name}.png")
+    keras.utils.set_random_seed(0)
+    model = AutoSegModel(3, (16, 16, 3), width=8, stride=2, ar_blocks=1, labels_from="mixture")
+    model.fit_labelling([np.full((2, 16, 16, 3), 200, np.uint8) + rng.integers(0, 9, (2, 16, 16, 3)).astype(np.uint8)])  # fmt: skip
+    model.save(tmp_path / "mixture.keras")
+    report = _json_of(
+        "benchmarks.example_figure", "--dataset=camvid", f"--data_dir={tmp_path / 'camvid'}",
+        f"--run={tmp_path / 'mixture.keras'}", "--index=0", "--scale=1", "--adapt",
+        "--with_head", f"--output={tmp_path / 'f.png'}",
+    )  # fmt: skip
+    drawn = np.asarray(Image.open(tmp_path / "f.png"))
+    assert drawn.shape == (32, 4 * 32 + 3 * 6, 3)
+    assert set(report["frame_miou_mapped_here"]) == {"head", "labels"}
+    image = images.read_image(frames[0])[0]
+    truth = np.asarray(Image.open(tmp_path / "camvid" / "labels" / "val-a.png"))
+    truth = np.array([0, 255, 255, 1, 1, 2, 255, 255, 255, 255, 255], np.uint8)[truth]
+    model.labelling.reset()  # the head's panel: the stage set aside
+    head = model.predict_labels(image[None]).numpy()[0]
+    mapping = metrics.hungarian_match(metrics.confusion_matrix(truth, head, 3, 3))
+    np.testing.assert_array_equal(drawn[:, 38:70], visualize.colorize(mapping[head]).numpy())
+    # The stage's panel: refitted on the two frames (labels unread), as evaluate does.
+    model.fit_labelling([images.read_image(path)[0][None] for path in frames], seed=0)
+    stage = model.predict_labels(image[None]).numpy()[0]
+    mapping = metrics.hungarian_match(metrics.confusion_matrix(truth, stage, 3, 3))
+    np.testing.assert_array_equal(drawn[:, 76:108], visualize.colorize(mapping[stage]).numpy())
+
+
 def test_quality_table_takes_means_over_seeds_and_says_whether_mi_picked_the_best():
     from benchmarks import quality_table
 
@@ -150,6 +193,27 @@ def test_quality_benchmark_trains_scores_and_reports_a_task(tmp_path, dubai_aeri
     for scores in (seed["final"]["head"], *seed["baselines"].values()):
         assert 0 <= scores["mean_iou"] <= 1 and 0 <= scores["pixel_accuracy"] <= 1
     assert {"kmeans_rgb", "untrained_kmeans"} <= set(seed["baselines"])
+
+
+@pytest.mark.slow  # about a minute: 20 steps on Dubai tiles, then the saved model scored again
+def test_quality_benchmark_scores_the_stage_served_and_adapted_and_rescores_saved_models(
+    tmp_path, dubai_aerial
+):
+    (tmp_path / "dubai-aerial").symlink_to(dubai_aerial)
+    common = ["benchmarks.quality", "--task=dubai", f"--data_root={tmp_path}",
+              "--flagfile=experiments/dubai.cfg", "--seeds=0", "--quick", "--out=",
+              "--labels_from=mixture", "--refine_iterations=0", "--nobaselines",
+              "--nofeature_kmeans", "--recipe=r"]  # fmt: skip
+    trained = _json_of(*common, "--steps=20", "--checkpoint_every=10", "--eval_every=20",
+                       f"--save_models={tmp_path / 'models'}")  # fmt: skip
+    final = trained["seeds"][0]["final"]
+    assert final["labels_from"] == "mixture"
+    assert (tmp_path / "models" / "dubai-r-seed0.keras").is_file()
+    rescored = _json_of(*common, f"--from_models={tmp_path / 'models'}")["seeds"][0]["final"]
+    # The saved network under the same flags: the head and the served stage score the same.
+    for name in ("head", "labels", "labels_adapted"):
+        assert rescored[name]["mean_iou"] == pytest.approx(final[name]["mean_iou"], abs=1e-6), name
+    assert "labels_adapted_final" in trained["summary"]
 
 
 def test_grid_ceiling_keeps_what_a_cell_holds_and_loses_a_line_thinner_than_a_cell():
