@@ -23,7 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_autoseg.modeling import kmeans
 from tf_autoseg.modeling import mixture as mixture_lib
+from tf_autoseg.modeling import transforms
 
 
 class MixtureLabelling(keras.layers.Layer):
@@ -130,3 +132,45 @@ class MixtureLabelling(keras.layers.Layer):
     def reset(self):
         """Back to unfitted: inference answers with the fallback (the head)."""
         self.fitted_flag.assign(0.0)
+
+
+def fit_stage(model, batches, samples=None, per_batch=4096, seed=0, restarts=None):
+    """Fits `model`'s label-free stage (`labels_from` other than "head") on a sample of the
+    images' grid points: `AutoSegModel.fit_labelling`.
+
+    Labels are never read. The training program fits it on training images after its last
+    step; evaluate fits it again where it fits the mapping (as the k-means baselines do), the
+    mixture keeping its component ids. Call it on your own images before `predict_labels` to
+    label them with a stage fitted to them.
+
+    Args:
+        model: an `AutoSegModel`.
+        batches: an iterable of image batches, or of (images, labels) with labels ignored.
+        samples: grid points the fit sees (a seeded sample; default: the stage's `SAMPLES`).
+        per_batch: at most this many points kept from each batch before sampling.
+        seed: seeds the sample and the fit.
+        restarts: runs from different seeds, the best kept by a label-free criterion (k-means
+            inertia, mixture likelihood; default: the stage's `RESTARTS`).
+
+    Returns:
+        The fit: the (K, D) centres, or the `tf_autoseg.modeling.mixture.Mixture`.
+    """
+    stage = model.labelling
+    if stage is None:
+        raise ValueError("fit_labelling needs a model built with labels_from='mixture', "
+                         "'features' or 'overclustering'. Received: labels_from='head'")  # fmt: skip
+
+    def points():
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            images = model.shrink(transforms.checked_images(images, model.image_shape[-1]))
+            grid = model.labelling_points(model.network.forward(images), images).numpy()
+            yield grid.reshape(-1, grid.shape[-1])
+
+    samples = stage.SAMPLES if samples is None else samples
+    try:
+        pool = kmeans.sample_pool(points(), samples, per_batch, np.random.default_rng(seed))
+    except ValueError:
+        raise ValueError("fit_labelling got no batch of images") from None
+    restarts = stage.RESTARTS if restarts is None else restarts
+    return stage.fit(pool, seed=seed, restarts=restarts)

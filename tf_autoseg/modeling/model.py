@@ -10,11 +10,10 @@ labels in the data are never read by `train_step`.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_autoseg import arguments
-from tf_autoseg.modeling import kmeans
+from tf_autoseg.modeling import labelling as labelling_lib
 from tf_autoseg.modeling import refinement
 from tf_autoseg.modeling import transforms
 from tf_autoseg.modeling.centres import ClusterCentres
@@ -227,44 +226,9 @@ class AutoSegModel(keras.Model):
         return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
 
     def fit_labelling(self, batches, samples=None, per_batch=4096, seed=0, restarts=None):
-        """Fits the label-free stage of `labels_from` on a sample of the images' grid points.
-
-        Labels are never read. The training program fits it on training images after its
-        last step; evaluate fits it again where it fits the mapping (as the k-means baselines
-        do), the mixture keeping its component ids. Call it on your own images before
-        `predict_labels` to label them with a stage fitted to them.
-
-        Args:
-            batches: an iterable of image batches, or of (images, labels) with labels ignored.
-            samples: grid points the fit sees (a seeded sample; default: the stage's
-                `SAMPLES`).
-            per_batch: at most this many points kept from each batch before sampling.
-            seed: seeds the sample and the fit.
-            restarts: runs from different seeds, the best kept by a label-free criterion
-                (k-means inertia, mixture likelihood; default: the stage's `RESTARTS`).
-
-        Returns:
-            The fit: the (K, D) centres, or the `tf_autoseg.modeling.mixture.Mixture`.
-        """
-        stage = self.labelling
-        if stage is None:
-            raise ValueError("fit_labelling needs a model built with labels_from='mixture', "
-                             "'features' or 'overclustering'. Received: labels_from='head'")  # fmt: skip
-
-        def points():
-            for batch in batches:
-                images = batch[0] if isinstance(batch, (tuple, list)) else batch
-                images = self.shrink(transforms.checked_images(images, self.image_shape[-1]))
-                grid = self.labelling_points(self.network.forward(images), images).numpy()
-                yield grid.reshape(-1, grid.shape[-1])
-
-        samples = stage.SAMPLES if samples is None else samples
-        try:
-            pool = kmeans.sample_pool(points(), samples, per_batch, np.random.default_rng(seed))
-        except ValueError:
-            raise ValueError("fit_labelling got no batch of images") from None
-        restarts = stage.RESTARTS if restarts is None else restarts
-        return stage.fit(pool, seed=seed, restarts=restarts)
+        """Fits the label-free stage of `labels_from` on these images, labels unread; see
+        `tf_autoseg.modeling.labelling.fit_stage` (the arguments, and where it is called)."""
+        return labelling_lib.fit_stage(self, batches, samples, per_batch, seed, restarts)
 
     # ---------------------------------------------------------------- training
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
