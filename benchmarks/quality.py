@@ -10,6 +10,7 @@ command line); `--task` chooses the data and the split, overriding the recipe's 
 | camvid3, camvid11 | `train-*` frames | `val-*` frames | the scored frames (IIC's "same") |
 | camvid_0006R0 | sequences 0016E5 + 0001TP (train and val) | sequence 0006R0 (choosing) | the scored frames |
 | camvid_0001TP | sequences 0016E5 + 0006R0 | sequence 0001TP (reporting) | the scored frames |
+| camvid_0001TP_same | sequence 0001TP | the same frames (transductive) | the scored frames |
 | cocostuff3 | cocostuff-mini train | its val images | the scored images (smoke check) |
 
 For every seed it trains the recipe for the training program's `--minutes` (checked at each
@@ -51,7 +52,8 @@ FLAGS = flags.FLAGS
 run_flags.define_training()  # the training flags describe the recipe
 flags.DEFINE_enum(
     "task", "dubai",
-    ["dubai", "dubai_report", "camvid3", "camvid11", "camvid_0006R0", "camvid_0001TP", "cocostuff3"],
+    ["dubai", "dubai_report", "camvid3", "camvid11", "camvid_0006R0", "camvid_0001TP",
+     "camvid_0001TP_same", "cocostuff3"],
     "Data and split (see the module's table).",
 )  # fmt: skip
 flags.DEFINE_string("data_root", "../shared/data", "Folder holding the datasets.")
@@ -82,6 +84,10 @@ TASKS = {
                           train_sequences=["0016E5", "0001TP"], eval_sequences=["0006R0"]),
     "camvid_0001TP": dict(dataset="camvid", sub="camvid-trainval", num_classes=3, eval_mode="same",
                           train_sequences=["0016E5", "0006R0"], eval_sequences=["0001TP"]),
+    # Transductive: trains on the unlabelled frames it is scored on (as the baselines fit them).
+    "camvid_0001TP_same": dict(dataset="camvid", sub="camvid-trainval", num_classes=3,
+                               eval_mode="same", train_sequences=["0001TP"],
+                               eval_sequences=["0001TP"]),
     "cocostuff3": dict(dataset="cocostuff", sub="cocostuff-mini", num_classes=3, eval_mode="same",
                        min_target_share=0.0, min_side=300),
 }  # fmt: skip
