@@ -9,7 +9,7 @@ median of --repeats. Prints one JSON object.
 
     python -m benchmarks.serving_latency                 # F2, K=6, one 512x512 image
     python -m benchmarks.serving_latency --size 256 --repeats 5   # quick
-    python -m benchmarks.serving_latency --labels_from=mixture --refine_iterations=5
+    python -m benchmarks.serving_latency --labels_from=mixture --refine_iterations=3
 
 Expected on the 2-core development CPU (shared; AVX-512), about 10 s in all:
 export about 1.1 s, SavedModel about 3.2 MB, median latency about 0.1 s per

@@ -226,7 +226,7 @@ class LabellingConfig(_Section):
         refine_iterations: mean-field steps of the edge-aware refinement at full resolution
             (`tf_autoseg.modeling.refinement`) after any labelling but the head's (0, the
             default of models saved before it existed: none; the training program's
-            `--refine_iterations` defaults to 5).
+            `--refine_iterations` defaults to 3).
         input_downsample: inference shrinks images this many times before the network: set
             it to the `--downsample` the training images were shrunk by, so that full-size
             images are segmented at the training scale. Training steps take the crops as

@@ -207,7 +207,7 @@ class RunConfig(_Mapping):
         "space.", added=True,
     )  # fmt: skip
     refine_iterations: int = integer(
-        5, "Mean-field steps of the edge-aware refinement at full resolution after a "
+        3, "Mean-field steps of the edge-aware refinement at full resolution after a "
         "labelling fitted without labels (0: none; the head is never refined).", added=0,
     )  # fmt: skip
     sobel: bool = boolean(
