@@ -9,7 +9,7 @@ median of --repeats. Prints one JSON object.
 
     python -m benchmarks.serving_latency                 # F2, K=6, one 512x512 image
     python -m benchmarks.serving_latency --size 256 --repeats 5   # quick
-    python -m benchmarks.serving_latency --labels_from=mixture --refine_iterations=3
+    python -m benchmarks.serving_latency --labels_from=mixture --refine_iterations=3 --against_head
 
 Expected on the 2-core development CPU (shared; AVX-512), about 10 s in all:
 export about 1.1 s, SavedModel about 3.2 MB, median latency about 0.1 s per
@@ -50,6 +50,13 @@ flags.DEFINE_integer(
 )
 
 
+flags.DEFINE_bool(
+    "against_head", False,
+    "Also export the same model labelling by its head, and call the two signatures in turn "
+    "(--repeats each): the ratio of their medians holds on a loaded machine.",
+)  # fmt: skip
+
+
 def _size_bytes(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -78,13 +85,24 @@ def main(argv):
         load_s = time.perf_counter() - start
         shape = (FLAGS.batch, FLAGS.size, FLAGS.size, 3)
         images = tf.constant(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
+        head = None
+        if FLAGS.against_head:
+            plain = AutoSegModel.variant(FLAGS.variant, FLAGS.classes, (FLAGS.crop,) * 2 + (3,))
+            head_path = export.export_model(plain, "head", base)
+            head = tf.saved_model.load(str(head_path)).signatures["serving_default"]
         for _ in range(FLAGS.warmup):
             serve(images=images)["labels"].numpy()
-        times = []
+            if head is not None:
+                head(images=images)["labels"].numpy()
+        times, head_times = [], []
         for _ in range(FLAGS.repeats):
             start = time.perf_counter()
             serve(images=images)["labels"].numpy()
             times.append(time.perf_counter() - start)
+            if head is not None:
+                start = time.perf_counter()
+                head(images=images)["labels"].numpy()
+                head_times.append(time.perf_counter() - start)
     print(
         json.dumps(
             {
@@ -105,6 +123,14 @@ def main(argv):
                 "latency_s_min": round(float(np.min(times)), 4),
                 "latency_s_max": round(float(np.max(times)), 4),
                 "cpu_count": os.cpu_count(),
+                **(
+                    {
+                        "head_latency_s_median": round(float(np.median(head_times)), 4),
+                        "over_head": round(float(np.median(times) / np.median(head_times)), 2),
+                    }
+                    if head_times
+                    else {}
+                ),
             }
         )
     )

@@ -80,6 +80,13 @@ def test_small_benchmarks_print_their_figures():
         "benchmarks.serving_latency", "--size=32", "--crop=32", "--repeats=2", "--warmup=1"
     )
     assert latency["latency_s_median"] > 0 and latency["saved_model_bytes"] > 0
+    staged = _json_of(
+        "benchmarks.serving_latency", "--size=32", "--crop=32", "--repeats=2", "--warmup=1",
+        "--labels_from=mixture", "--refine_iterations=1", "--against_head",
+    )  # fmt: skip
+    assert staged["labels_from"] == "mixture" and staged["head_latency_s_median"] > 0
+    ratio = staged["latency_s_median"] / staged["head_latency_s_median"]
+    assert staged["over_head"] == pytest.approx(ratio, rel=0.05, abs=0.01)  # rounded medians
 
 
 def test_example_figure_draws_a_camvid_frame_with_a_tiny_model(tmp_path):
