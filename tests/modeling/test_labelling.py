@@ -67,6 +67,46 @@ def _points(shift=0.0, seed=3):
     return np.concatenate([features, colour + shift], 1), kinds
 
 
+def test_adjusted_rand_index_is_one_under_renaming_and_near_zero_for_independent_partitions():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 3, 5000)
+    assert mixture.adjusted_rand_index(a, (a + 1) % 3, 3) == pytest.approx(1.0)
+    assert abs(mixture.adjusted_rand_index(a, rng.integers(0, 3, 5000), 3)) < 0.01
+    half = np.where(rng.uniform(size=5000) < 0.5, a, rng.integers(0, 3, 5000))
+    assert 0.1 < mixture.adjusted_rand_index(a, half, 3) < 0.9
+
+
+def test_agreement_keeps_the_partition_the_restarts_keep_finding():
+    rng = np.random.default_rng(1)
+    common = rng.integers(0, 3, 2000)
+    partitions = [(common + shift) % 3 for shift in (0, 1, 2, 0)]
+    partitions.insert(1, rng.integers(0, 3, 2000))  # the odd one out
+    assert mixture.most_agreeing(partitions, 3) in (0, 2, 3, 4)
+    assert mixture.most_agreeing(partitions, 3) != 1
+
+
+def test_agreement_selection_can_overrule_the_likelihood():
+    """Three blobs and a far, tight streak of 20 points: of 9 EM runs, 5 find one partition and
+    3 a slightly likelier other; "likelihood" keeps the rarer, "agreement" the common one."""
+    rng = np.random.default_rng(1)
+    blobs = np.concatenate([rng.normal(c, 0.5, (400, 2)) for c in ((0, 0), (4, 0), (2, 3))])
+    x = np.concatenate([blobs, rng.normal((30, 30), 0.01, (20, 2))])
+    runs = [mixture.fit(x, 3, seed=s, restarts=1) for s in range(9)]  # fit's own seeds for 0
+    partitions = [run.posterior(x).argmax(1) for run in runs]
+    by_likelihood = mixture.fit(x, 3, seed=0, restarts=9)
+    by_agreement = mixture.fit(x, 3, seed=0, restarts=9, select="agreement")
+    kept = partitions[mixture.most_agreeing(partitions, 3, runs)]
+    chosen = by_agreement.posterior(x).argmax(1)
+    assert mixture.adjusted_rand_index(chosen, kept, 3) == pytest.approx(1.0)
+    finding = [mixture.adjusted_rand_index(chosen, p, 3) > 0.999 for p in partitions]
+    assert sum(finding) == 5
+    rare = by_likelihood.posterior(x).argmax(1)
+    assert mixture.adjusted_rand_index(rare, chosen, 3) < 0.99
+    assert by_likelihood.log_likelihood > by_agreement.log_likelihood
+    with pytest.raises(ValueError, match="`select`"):
+        mixture.fit(x, 3, select="votes")
+
+
 def test_mixture_layer_labels_as_its_mixture_and_answers_the_fallback_until_fitted():
     points, kinds = _points()
     layer = MixtureLabelling(3, feature_depth=5, channels=3, dims=2, colour=True)

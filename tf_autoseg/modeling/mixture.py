@@ -54,21 +54,53 @@ class Mixture:
                        self.log_likelihood)  # fmt: skip
 
 
-def fit(x, k, seed=0, restarts=3, iterations=100, tolerance=1e-5, regularisation=1e-3):
-    """The mixture of `k` components of highest likelihood on the rows of `x` (N, D).
+def fit(x, k, seed=0, restarts=3, iterations=100, tolerance=1e-5, regularisation=1e-3,
+        select="likelihood"):  # fmt: skip
+    """A mixture of `k` components on the rows of `x` (N, D), the best of `restarts` EM runs.
 
-    Each of the `restarts` runs starts from a k-means++ seeded k-means (seeds from `seed`) and
-    runs EM until the mean log-likelihood gains less than `tolerance`. Covariances get
-    `regularisation` times their mean variance on the diagonal, so a component never collapses.
+    Each run starts from a k-means++ seeded k-means (seeds from `seed`) and runs EM until the
+    mean log-likelihood gains less than `tolerance`. Covariances get `regularisation` times
+    their mean variance on the diagonal, so a component never collapses. `select` says which
+    run is kept: "likelihood", the highest; "agreement", the one whose partition of `x` agrees
+    most with the other runs' (mean adjusted Rand index; ties by likelihood): the partition the
+    restarts keep finding, not the one that fits a lucky extra mode best.
     """
     x = np.asarray(x, np.float64)
     if x.ndim != 2 or x.shape[0] < 2 * k:
         raise ValueError(f"A mixture of {k} needs (N >= {2 * k}, D) points. Received {x.shape}")
+    if select not in ("likelihood", "agreement"):
+        raise ValueError(f"`select` must be 'likelihood' or 'agreement'. Received: {select!r}")
     seeds = [seed] + [seed * 1009 + r for r in range(1, restarts)]
     runs = [
         _em(x, kmeans.kmeans(x, k, seed=s), iterations, tolerance, regularisation) for s in seeds
     ]
-    return max(runs, key=lambda mixture: mixture.log_likelihood)
+    if select == "likelihood" or len(runs) < 3:
+        return max(runs, key=lambda mixture: mixture.log_likelihood)
+    return runs[most_agreeing([run.posterior(x).argmax(1) for run in runs], k, runs)]
+
+
+def adjusted_rand_index(a, b, k):
+    """Adjusted Rand index of two partitions of the same points into `k` parts (int arrays):
+    1 for the same partition under any renaming, about 0 for independent ones."""
+    counts = np.bincount(np.asarray(a) * k + np.asarray(b), minlength=k * k).reshape(k, k)
+    pairs = lambda n: n * (n - 1) / 2.0  # noqa: E731
+    both = pairs(counts.astype(np.float64)).sum()
+    rows, columns = pairs(counts.sum(1).astype(np.float64)).sum(), pairs(counts.sum(0)).sum()
+    expected = rows * columns / max(pairs(float(counts.sum())), 1.0)
+    top = 0.5 * (rows + columns) - expected
+    return 1.0 if top == 0 else float((both - expected) / top)
+
+
+def most_agreeing(partitions, k, runs=None):
+    """Index of the partition with the highest mean adjusted Rand index to the others (ties:
+    the run of higher likelihood, when `runs` are given, else the first)."""
+    n = len(partitions)
+    agreement = [
+        np.mean([adjusted_rand_index(partitions[i], partitions[j], k) for j in range(n) if j != i])
+        for i in range(n)
+    ]  # fmt: skip
+    likelihood = [run.log_likelihood for run in runs] if runs is not None else [0.0] * n
+    return max(range(n), key=lambda i: (round(agreement[i], 9), likelihood[i], -i))
 
 
 def _em(x, means, iterations, tolerance, regularisation):
