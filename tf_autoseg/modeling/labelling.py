@@ -86,8 +86,9 @@ class MixtureLabelling(keras.layers.Layer):
         logits = self.bias - 0.5 * tf.reduce_sum(whitened**2, -1)
         return tf.where(self.fitted_flag > 0, tf.nn.softmax(logits), fallback)
 
-    def fit(self, points, seed=0, restarts=3):
+    def fit(self, points, seed=0, restarts=None):
         """Fits the stage on (N, D + C) points (labels are never read); returns the mixture.
+        `restarts`: EM runs (default `RESTARTS`).
 
         A refit's components take the ids of the previous fit's that label the same points
         most alike (Hungarian matching of the two labellings), so cluster ids keep their
@@ -97,6 +98,7 @@ class MixtureLabelling(keras.layers.Layer):
         previous = self.labels(points) if self.fitted else None
         projection, offset = self._space(points)
         projected = points @ projection + offset
+        restarts = self.RESTARTS if restarts is None else restarts
         fitted = mixture_lib.fit(projected, self.num_classes, seed, restarts, select="agreement")
         if previous is not None:
             new = fitted.posterior(projected).argmax(1)

@@ -95,10 +95,11 @@ def most_agreeing(partitions, k, runs=None):
     """Index of the partition with the highest mean adjusted Rand index to the others (ties:
     the run of higher likelihood, when `runs` are given, else the first)."""
     n = len(partitions)
-    agreement = [
-        np.mean([adjusted_rand_index(partitions[i], partitions[j], k) for j in range(n) if j != i])
-        for i in range(n)
-    ]  # fmt: skip
+    pairwise = np.zeros((n, n))  # symmetric: each pair once
+    for i in range(n):
+        for j in range(i + 1, n):
+            pairwise[i, j] = pairwise[j, i] = adjusted_rand_index(partitions[i], partitions[j], k)
+    agreement = pairwise.sum(1) / max(n - 1, 1)
     likelihood = [run.log_likelihood for run in runs] if runs is not None else [0.0] * n
     return max(range(n), key=lambda i: (round(agreement[i], 9), likelihood[i], -i))
 

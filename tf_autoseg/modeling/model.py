@@ -168,16 +168,17 @@ class AutoSegModel(keras.Model):
         """The fitted-without-labels stage of `labels_from` (a layer), or None for the head."""
         return self.mixture if self.mixture is not None else self.centres
 
-    def inference(self, images, heads=("main",)):
+    def inference(self, images, heads=("main",), checked=False):
         """{head: (B, H, W, K) probabilities} of plain inference at the images' own size.
 
         Images are first shrunk `input_downsample` times (area averaging, the block mean of
         `--downsample`), so a model trained on shrunk images sees new ones at its scale. The
         main head's K clusters are the labelling's (`labels_from`): the head's softmax, or
         the fitted centres'. The probabilities are upsampled bilinearly from the grid to the
-        input size.
+        input size. `checked`: the images are floats `transforms.checked_images` returned.
         """
-        images = transforms.checked_images(images, self.image_shape[-1])
+        if not checked:
+            images = transforms.checked_images(images, self.image_shape[-1])
         size = tf.shape(images)[1:3]
         shrunk = self.shrink(images)
         outputs = self.network.forward(shrunk, None, training=False)
@@ -220,7 +221,7 @@ class AutoSegModel(keras.Model):
         images = transforms.checked_images(images, self.image_shape[-1])  # whole, then by batch
         outputs = {head: [] for head in heads}
         for i in range(0, int(images.shape[0]), batch_size):
-            probs = self.inference(images[i : i + batch_size], heads)
+            probs = self.inference(images[i : i + batch_size], heads, checked=True)
             for head in heads:
                 outputs[head].append(cluster_ids(probs[head]))
         return {head: tf.concat(parts, axis=0) for head, parts in outputs.items()}
@@ -320,7 +321,7 @@ class AutoSegModel(keras.Model):
             self.network.forward, images, pair, step, training=False, augment=False
         )
         if labelled:  # the compiled label metrics score plain inference against the labels
-            probabilities = self.inference(images)["main"]
+            probabilities = self.inference(images, checked=True)["main"]
             for metric in getattr(self, "label_metrics", ()):
                 metric.update_state(data[1], probabilities)
         return self._record(*self.objective.compute(view1, view2, step), self.metrics)

@@ -73,7 +73,6 @@ def serving_functions(model, classes=None):
     """
     import tensorflow as tf
 
-    from tf_autoseg.modeling import transforms
     from tf_autoseg.modeling.model import cluster_ids
 
     channels = model.image_shape[-1]
@@ -95,17 +94,15 @@ def serving_functions(model, classes=None):
 
     # The signature's TensorSpec is checked when the function is called from Python, but a
     # server feeding the graph directly skips that check, and a tensor of another rank would
-    # reach the convolutions (where oneDNN aborts the process): `checked_images` checks rank,
-    # channels, size and range inside the graph, as the model's own front door does.
-    def serve(images):
-        return outputs(transforms.checked_images(images, channels))
-
+    # reach the convolutions (where oneDNN aborts the process): the model's own front door,
+    # `AutoSegModel.inference` (`transforms.checked_images`), checks rank, channels, size and
+    # range inside the graph, before any layer.
     def spec(dtype):
         return [tf.TensorSpec([None, None, None, channels], dtype, name="images")]
 
     return {
-        "serving_default": (serve, spec(tf.uint8)),
-        "serving_float": (serve, spec(tf.float32)),
+        "serving_default": (outputs, spec(tf.uint8)),
+        "serving_float": (outputs, spec(tf.float32)),
     }
 
 

@@ -194,9 +194,10 @@ class RunConfig(_Mapping):
         "head", ["head", "mixture", "features", "overclustering"],
         "What the K labels of inference are: the main head's argmax (the paper's); mixture: a "
         "Gaussian mixture over the features and the pixels' colour, fitted without labels on "
-        "training images after training and again on the images evaluate, segment and the "
-        "naming page label; or K k-means centres on the autoregressive features or the "
-        "overclustering head's probabilities.", added="head",
+        "training images after training (what the export serves), and again by evaluate "
+        "(--adapt_labelling) and segment --adapt_labelling on the images they label; or K "
+        "k-means centres on the autoregressive features or the overclustering head's "
+        "probabilities.", added="head",
     )  # fmt: skip
     mixture_dims: int = integer(
         3, "--labels_from=mixture: the features' principal axes in the mixture's space.",
